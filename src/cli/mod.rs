@@ -1,0 +1,79 @@
+//! Command-line interface: argument parsing and dispatch to one module per subcommand.
+
+mod config_cmd;
+mod demo;
+mod forward;
+
+use crate::config::{Config, ConfigSource, Dataset};
+use anyhow::{bail, Result};
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use tch::Device;
+
+#[derive(Parser, Debug)]
+#[command(name = "snn-delays", version, about = "Learning synaptic delays in spiking neural networks with DCLS (ICLR 2024), on libtorch")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Print the full effective configuration (fields and derived values) as JSON.
+    Config(ConfigArgs),
+    /// Run the network on given weights and input and write output, loss and gradients
+    /// (the parity tool: compare with the PyTorch reference on identical weights).
+    Forward(forward::ForwardArgs),
+    /// One forward and backward pass on a generated batch: loss, parameter count and timings.
+    Demo(demo::DemoArgs),
+}
+
+/// Where the configuration comes from; the same flags on every subcommand that takes one.
+#[derive(Args, Debug, Clone)]
+pub struct ConfigArgs {
+    /// Start from this preset [default: the config file's `dataset`, else shd]
+    #[arg(long, value_enum)]
+    pub preset: Option<Dataset>,
+    /// JSON config file (e.g. as printed by `snn-delays config`); its keys override the preset
+    #[arg(long, value_name = "FILE.json")]
+    pub config: Option<PathBuf>,
+    /// Override one key, e.g. `--set epochs=5`; repeatable; the value is JSON or a plain string
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+}
+
+impl ConfigArgs {
+    pub fn load(&self) -> Result<Config> {
+        ConfigSource { preset: self.preset, file: self.config.as_deref(), overrides: &self.set }.load()
+    }
+}
+
+/// Parses `cpu`, `cuda` or `cuda:N`, and checks that the device exists.
+pub fn parse_device(name: &str) -> Result<Device> {
+    let device = match name {
+        "cpu" => Device::Cpu,
+        "cuda" => Device::Cuda(0),
+        other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
+            Some(Ok(index)) => Device::Cuda(index),
+            _ => bail!("--device must be cpu, cuda or cuda:N, got `{name}`"),
+        },
+    };
+    if let Device::Cuda(index) = device {
+        let count = tch::Cuda::device_count() as usize;
+        if index >= count {
+            bail!("--device {name}: CUDA is not available here ({count} CUDA devices found)");
+        }
+    }
+    Ok(device)
+}
+
+/// Parses the command line and runs the subcommand. cuDNN is disabled, as in the reference.
+pub fn run() -> Result<()> {
+    let cli = Cli::parse();
+    tch::Cuda::set_user_enabled_cudnn(false);
+    match cli.command {
+        Command::Config(args) => config_cmd::run(&args),
+        Command::Forward(args) => forward::run(&args),
+        Command::Demo(args) => demo::run(&args),
+    }
+}

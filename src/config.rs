@@ -1,0 +1,511 @@
+//! Run configuration: the reference's hyper-parameters in user units (milliseconds), the three
+//! presets of semantics.md §6, JSON/`key=value` overrides, and every derived value computed in one
+//! place ([`Derived`]).
+//!
+//! Derivations (§6, §1.6, §2.4, §4.6):
+//! - kernel size `K = floor(max_delay_ms / time_step_ms)`, plus one when even;
+//! - `tau = (init_tau_ms + 1e-9) / time_step_ms` in steps; paddings `K−1` (left), `(K−1)//2` (right);
+//! - `sigma_init = K//2`, `final_sigma_epoch = epochs//4`, `α = (0.23/sigma_init)^(1/final_epoch)`;
+//! - `lr_pos = 100·lr_w`, `max_lr_w = 5·lr_w`; the non-delay models get `lr_pos = 0`, no position
+//!   scheduler, version `max`, `sigma_init = 0`, `final_epoch = 0`.
+
+use anyhow::{bail, ensure, Context, Result};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::path::Path;
+
+/// Number of SHD/SSC input channels before binning (the cochlea model's 700 units).
+pub const RAW_CHANNELS: usize = 700;
+/// Number of mel bands of the GSC features (§5.5).
+pub const GSC_MEL_BANDS: usize = 140;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Dataset {
+    Shd,
+    Ssc,
+    Gsc,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelType {
+    /// Learned delays: DCLS synapses with Gaussian taps.
+    SnnDelays,
+    /// Fixed random integer delays (positions not trained).
+    SnnDelaysLr0,
+    /// No delays: plain linear synapses.
+    Snn,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NeuronType {
+    Lif,
+    Plif,
+}
+
+/// Which floating-point form of the membrane charge to use (§2.4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChargeFormula {
+    /// `v − v/τ + x` in every mode (SpikingJelly 2.0.0).
+    Spikingjelly2,
+    /// `v·(1−1/τ) + x` while training, `v − v/τ + x` in eval (the paper-era SpikingJelly).
+    Paper2023,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Loss {
+    Sum,
+    Mean,
+    Max,
+    SpikeCount,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KernelVersion {
+    Gauss,
+    Max,
+    V1,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scheduler {
+    OneCycle,
+    CosineA,
+    None,
+}
+
+/// The user-facing hyper-parameters. Field names follow the paper; units are milliseconds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub dataset: Dataset,
+    pub data_dir: String,
+    pub seed: u64,
+    pub model_type: ModelType,
+    pub time_step_ms: f64,
+    pub n_bins: usize,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub neuron: NeuronType,
+    pub charge_formula: ChargeFormula,
+    pub init_tau_ms: f64,
+    pub n_hidden_layers: usize,
+    pub n_hidden_neurons: usize,
+    pub dropout_p: f64,
+    pub v_threshold: f64,
+    pub surrogate_alpha: f64,
+    pub loss: Loss,
+    pub weight_decay: f64,
+    pub lr_w: f64,
+    pub scheduler_w: Scheduler,
+    pub scheduler_pos: Scheduler,
+    pub dcls_version: KernelVersion,
+    pub kernel_count: usize,
+    pub max_delay_ms: f64,
+    pub augment: bool,
+    pub tn_mask_aug_proba: f64,
+    pub cutmix_aug_proba: f64,
+    pub rnoise_sig: f64,
+}
+
+/// Values computed from [`Config`]; never set directly.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Derived {
+    pub n_inputs: usize,
+    pub n_outputs: usize,
+    pub kernel_size: usize,
+    pub max_delay_steps: usize,
+    pub tau_steps: f64,
+    pub left_padding: usize,
+    pub right_padding: usize,
+    pub position_limit: f64,
+    pub init_pos_low: f64,
+    pub init_pos_high: f64,
+    pub kernel_version: KernelVersion,
+    pub sigma_init: f64,
+    pub final_sigma_epoch: usize,
+    pub sigma_decay: f64,
+    pub lr_pos: f64,
+    pub max_lr_w: f64,
+    pub scheduler_pos: Scheduler,
+    pub t_max_pos: usize,
+    pub output_v_threshold: f64,
+    pub time_mask_size: usize,
+    pub neuron_mask_size: usize,
+    pub learns_positions: bool,
+}
+
+impl Config {
+    /// The reference's best configuration for a dataset (semantics.md §6).
+    pub fn preset(dataset: Dataset) -> Config {
+        let shd = Config {
+            dataset,
+            data_dir: "Datasets/SHD".into(),
+            seed: 0,
+            model_type: ModelType::SnnDelays,
+            time_step_ms: 10.0,
+            n_bins: 5,
+            epochs: 150,
+            batch_size: 256,
+            neuron: NeuronType::Lif,
+            charge_formula: ChargeFormula::Spikingjelly2,
+            init_tau_ms: 10.05,
+            n_hidden_layers: 2,
+            n_hidden_neurons: 256,
+            dropout_p: 0.4,
+            v_threshold: 1.0,
+            surrogate_alpha: 5.0,
+            loss: Loss::Sum,
+            weight_decay: 1e-5,
+            lr_w: 1e-3,
+            scheduler_w: Scheduler::OneCycle,
+            scheduler_pos: Scheduler::CosineA,
+            dcls_version: KernelVersion::Gauss,
+            kernel_count: 1,
+            max_delay_ms: 250.0,
+            augment: false,
+            tn_mask_aug_proba: 0.65,
+            cutmix_aug_proba: 0.5,
+            rnoise_sig: 0.0,
+        };
+        let large = |data_dir: &str, epochs| Config {
+            data_dir: data_dir.into(),
+            epochs,
+            batch_size: 128,
+            init_tau_ms: 15.0,
+            n_hidden_layers: 3,
+            n_hidden_neurons: 512,
+            dropout_p: 0.25,
+            max_delay_ms: 300.0,
+            ..shd.clone()
+        };
+        match dataset {
+            Dataset::Shd => shd,
+            Dataset::Ssc => large("Datasets/SSC", 60),
+            Dataset::Gsc => large("Datasets/GSC", 100),
+        }
+    }
+
+    pub fn learns_positions(&self) -> bool {
+        self.model_type == ModelType::SnnDelays
+    }
+
+    pub fn has_delays(&self) -> bool {
+        self.model_type != ModelType::Snn
+    }
+
+    /// Checks every value; the message names the key and the offending value.
+    pub fn validate(&self) -> Result<()> {
+        let positive = [
+            ("time_step_ms", self.time_step_ms),
+            ("init_tau_ms", self.init_tau_ms),
+            ("max_delay_ms", self.max_delay_ms),
+            ("lr_w", self.lr_w),
+            ("surrogate_alpha", self.surrogate_alpha),
+            ("v_threshold", self.v_threshold),
+        ];
+        for (key, value) in positive {
+            ensure!(value.is_finite() && value > 0.0, "config key `{key}` must be a positive number, got {value}");
+        }
+        let counts = [
+            ("epochs", self.epochs),
+            ("batch_size", self.batch_size),
+            ("n_bins", self.n_bins),
+            ("n_hidden_neurons", self.n_hidden_neurons),
+            ("kernel_count", self.kernel_count),
+        ];
+        for (key, value) in counts {
+            ensure!(value > 0, "config key `{key}` must be at least 1, got {value}");
+        }
+        ensure!(
+            RAW_CHANNELS % self.n_bins == 0,
+            "config key `n_bins` must divide {RAW_CHANNELS}, got {}",
+            self.n_bins
+        );
+        ensure!(
+            self.init_tau_ms > self.time_step_ms,
+            "config key `init_tau_ms` ({}) must exceed `time_step_ms` ({}): tau in steps must be above 1",
+            self.init_tau_ms,
+            self.time_step_ms
+        );
+        ensure!(
+            self.max_delay_ms >= self.time_step_ms,
+            "config key `max_delay_ms` ({}) must be at least `time_step_ms` ({})",
+            self.max_delay_ms,
+            self.time_step_ms
+        );
+        ensure!(
+            (0.0..1.0).contains(&self.dropout_p),
+            "config key `dropout_p` must lie in [0, 1), got {}",
+            self.dropout_p
+        );
+        for (key, value) in [("tn_mask_aug_proba", self.tn_mask_aug_proba), ("cutmix_aug_proba", self.cutmix_aug_proba)] {
+            ensure!((0.0..=1.0).contains(&value), "config key `{key}` must lie in [0, 1], got {value}");
+        }
+        ensure!(
+            self.weight_decay.is_finite() && self.weight_decay >= 0.0,
+            "config key `weight_decay` must be a non-negative number, got {}",
+            self.weight_decay
+        );
+        ensure!(
+            self.rnoise_sig.is_finite() && self.rnoise_sig >= 0.0,
+            "config key `rnoise_sig` must be a non-negative number, got {}",
+            self.rnoise_sig
+        );
+        ensure!(
+            self.scheduler_pos != Scheduler::OneCycle,
+            "config key `scheduler_pos` must be `cosine_a` or `none`, got `one_cycle`"
+        );
+        Ok(())
+    }
+
+    /// Every derived value, from the current fields (semantics.md §6).
+    pub fn derived(&self) -> Derived {
+        let steps = (self.max_delay_ms / self.time_step_ms).floor() as usize;
+        let kernel_size = if steps % 2 == 0 { steps + 1 } else { steps };
+        let half = kernel_size / 2;
+        let learns = self.learns_positions();
+        let epochs_quarter = self.epochs / 4;
+        let (kernel_version, sigma_init, final_sigma_epoch) = if learns {
+            (self.dcls_version, half as f64, epochs_quarter)
+        } else {
+            (KernelVersion::Max, 0.0, 0)
+        };
+        let sigma_decay = if final_sigma_epoch > 0 {
+            (0.23 / sigma_init).powf(1.0 / final_sigma_epoch as f64)
+        } else {
+            1.0
+        };
+        let n_inputs = match self.dataset {
+            Dataset::Gsc => GSC_MEL_BANDS,
+            Dataset::Shd | Dataset::Ssc => RAW_CHANNELS / self.n_bins,
+        };
+        Derived {
+            n_inputs,
+            n_outputs: match self.dataset {
+                Dataset::Shd => 20,
+                Dataset::Ssc | Dataset::Gsc => 35,
+            },
+            kernel_size,
+            max_delay_steps: kernel_size - 1,
+            tau_steps: (self.init_tau_ms + 1e-9) / self.time_step_ms,
+            left_padding: kernel_size - 1,
+            right_padding: (kernel_size - 1) / 2,
+            position_limit: half as f64,
+            init_pos_low: (-(kernel_size as i64)).div_euclid(2) as f64,
+            init_pos_high: half as f64,
+            kernel_version,
+            sigma_init,
+            final_sigma_epoch,
+            sigma_decay,
+            lr_pos: if learns { 100.0 * self.lr_w } else { 0.0 },
+            max_lr_w: 5.0 * self.lr_w,
+            scheduler_pos: if learns { self.scheduler_pos } else { Scheduler::None },
+            t_max_pos: self.epochs,
+            output_v_threshold: if self.loss == Loss::SpikeCount { 2.0 } else { 1e9 },
+            time_mask_size: kernel_size / 3,
+            neuron_mask_size: n_inputs / 5,
+            learns_positions: learns,
+        }
+    }
+
+    /// The effective configuration as JSON: the fields plus a read-only `derived` section.
+    pub fn to_json(&self) -> Value {
+        let mut value = serde_json::to_value(self).expect("config serialises");
+        let derived = serde_json::to_value(self.derived()).expect("derived values serialise");
+        value.as_object_mut().expect("config is an object").insert("derived".into(), derived);
+        value
+    }
+}
+
+/// How a configuration is assembled: a preset, then a JSON file, then `key=value` overrides.
+#[derive(Clone, Debug, Default)]
+pub struct ConfigSource<'a> {
+    pub preset: Option<Dataset>,
+    pub file: Option<&'a Path>,
+    pub overrides: &'a [String],
+}
+
+impl ConfigSource<'_> {
+    /// Builds and validates the configuration. A `derived` section in the file must agree with
+    /// the values derived from the final fields.
+    pub fn load(&self) -> Result<Config> {
+        let file = self.file.map(read_json_object).transpose()?;
+        let dataset = match (self.preset, &file) {
+            (Some(preset), _) => preset,
+            (None, Some(object)) => match object.get("dataset") {
+                Some(value) => parse_field::<Dataset>("dataset", value.clone())?,
+                None => Dataset::Shd,
+            },
+            (None, None) => Dataset::Shd,
+        };
+        let mut fields = match serde_json::to_value(Config::preset(dataset)) {
+            Ok(Value::Object(map)) => map,
+            _ => unreachable!("a preset is a JSON object"),
+        };
+        let mut stated_derived = None;
+        if let (Some(object), Some(path)) = (file, self.file) {
+            for (key, value) in object {
+                if key == "derived" {
+                    stated_derived = Some(value);
+                } else {
+                    set_field(&mut fields, &key, value).with_context(|| format!("in config file {}", path.display()))?;
+                }
+            }
+        }
+        for assignment in self.overrides {
+            let (key, raw) = assignment
+                .split_once('=')
+                .with_context(|| format!("--set expects key=value, got `{assignment}`"))?;
+            let value = serde_json::from_str(raw).unwrap_or_else(|_| Value::String(raw.to_string()));
+            set_field(&mut fields, key.trim(), value).with_context(|| format!("in --set {assignment}"))?;
+        }
+        let config: Config = parse_field("config", Value::Object(fields))?;
+        config.validate()?;
+        if let Some(stated) = stated_derived {
+            check_derived(&config, stated, self.file.expect("derived only comes from a file"))?;
+        }
+        Ok(config)
+    }
+}
+
+fn read_json_object(path: &Path) -> Result<Map<String, Value>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+    match serde_json::from_str(&text).with_context(|| format!("config file {} is not valid JSON", path.display()))? {
+        Value::Object(map) => Ok(map),
+        _ => bail!("config file {} must hold a JSON object", path.display()),
+    }
+}
+
+fn parse_field<T: serde::de::DeserializeOwned>(key: &str, value: Value) -> Result<T> {
+    serde_json::from_value(value).map_err(|e| anyhow::anyhow!("invalid config key `{key}`: {e}"))
+}
+
+/// Replaces one field, checking that the key exists and that the value has the field's type.
+fn set_field(fields: &mut Map<String, Value>, key: &str, value: Value) -> Result<()> {
+    let Some(slot) = fields.get_mut(key) else {
+        let known: Vec<&str> = fields.keys().map(String::as_str).collect();
+        bail!("unknown config key `{key}`; known keys: {}", known.join(", "));
+    };
+    let value = coerce_like(slot, value);
+    let mut probe = fields.clone();
+    probe.insert(key.to_string(), value.clone());
+    parse_field::<Config>(key, Value::Object(probe))?;
+    fields.insert(key.to_string(), value);
+    Ok(())
+}
+
+/// `--set seed=3` parses as an integer; a float field given an integer keeps float semantics.
+fn coerce_like(slot: &Value, value: Value) -> Value {
+    match (slot, &value) {
+        (Value::Number(old), Value::Number(new)) if old.is_f64() && !new.is_f64() => {
+            new.as_f64().map(Value::from).unwrap_or(value)
+        }
+        _ => value,
+    }
+}
+
+fn check_derived(config: &Config, stated: Value, path: &Path) -> Result<()> {
+    let actual = serde_json::to_value(config.derived()).expect("derived values serialise");
+    let (Value::Object(stated), Value::Object(actual)) = (stated, actual) else {
+        bail!("config file {}: `derived` must be a JSON object", path.display());
+    };
+    let mut conflicts = Vec::new();
+    for (key, value) in &stated {
+        match actual.get(key) {
+            Some(expected) if numbers_equal(expected, value) => {}
+            Some(expected) => conflicts.push(format!("{key}: file says {value}, the fields give {expected}")),
+            None => conflicts.push(format!("{key}: not a derived value")),
+        }
+    }
+    ensure!(
+        conflicts.is_empty(),
+        "config file {}: its `derived` section contradicts its fields ({}); edit the fields and drop `derived`",
+        path.display(),
+        conflicts.join("; ")
+    );
+    Ok(())
+}
+
+fn numbers_equal(a: &Value, b: &Value) -> bool {
+    match (a.as_f64(), b.as_f64()) {
+        (Some(x), Some(y)) => x == y,
+        _ => a == b,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(preset: Dataset, overrides: &[&str]) -> Result<Config> {
+        let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
+        ConfigSource { preset: Some(preset), file: None, overrides: &overrides }.load()
+    }
+
+    #[test]
+    fn presets_derive_the_reference_values() {
+        let shd = Config::preset(Dataset::Shd).derived();
+        assert_eq!((shd.kernel_size, shd.left_padding, shd.right_padding), (25, 24, 12));
+        assert_eq!((shd.init_pos_low, shd.init_pos_high, shd.position_limit), (-13.0, 12.0, 12.0));
+        assert_eq!((shd.sigma_init, shd.final_sigma_epoch), (12.0, 37));
+        assert_eq!(shd.tau_steps, 1.0050000001000001);
+        assert_eq!(shd.sigma_decay, 0.8986329531637871);
+        assert_eq!((shd.n_inputs, shd.n_outputs, shd.lr_pos, shd.max_lr_w), (140, 20, 0.1, 0.005));
+        assert_eq!(shd.time_mask_size, 8);
+        let ssc = Config::preset(Dataset::Ssc).derived();
+        assert_eq!((ssc.kernel_size, ssc.init_pos_low, ssc.final_sigma_epoch), (31, -16.0, 15));
+        assert_eq!((ssc.tau_steps, ssc.sigma_decay), (1.5000000001, 0.7569068549637135));
+        let gsc = Config::preset(Dataset::Gsc).derived();
+        assert_eq!((gsc.final_sigma_epoch, gsc.sigma_decay, gsc.neuron_mask_size), (25, 0.8461073409690958, 28));
+    }
+
+    #[test]
+    fn non_delay_models_derive_fixed_kernels() {
+        let lr0 = load(Dataset::Shd, &["model_type=snn_delays_lr0"]).unwrap().derived();
+        assert_eq!((lr0.kernel_version, lr0.sigma_init, lr0.lr_pos), (KernelVersion::Max, 0.0, 0.0));
+        assert_eq!((lr0.final_sigma_epoch, lr0.scheduler_pos), (0, Scheduler::None));
+    }
+
+    #[test]
+    fn overrides_apply_and_bad_values_name_their_key() {
+        let config = load(Dataset::Ssc, &["seed=7", "dropout_p=0.5", "lr_w=1"]).unwrap();
+        assert_eq!((config.seed, config.dropout_p, config.lr_w), (7, 0.5, 1.0));
+        let cases = [
+            ("init_tau_ms=5", "init_tau_ms"),
+            ("n_bins=3", "n_bins"),
+            ("dropout_p=1", "dropout_p"),
+            ("model_type=cnn", "model_type"),
+            ("loss=hinge", "loss"),
+            ("colour=red", "colour"),
+            ("seed=-1", "seed"),
+        ];
+        for (assignment, key) in cases {
+            let message = format!("{:#}", load(Dataset::Shd, &[assignment]).unwrap_err());
+            assert!(message.contains(key), "{assignment}: {message}");
+        }
+    }
+
+    #[test]
+    fn printed_config_round_trips_and_contradictions_are_refused() {
+        let dir = std::env::temp_dir().join(format!("snn-delays-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.json");
+        let config = load(Dataset::Gsc, &["epochs=8"]).unwrap();
+        std::fs::write(&path, config.to_json().to_string()).unwrap();
+        let source = ConfigSource { preset: None, file: Some(&path), overrides: &[] };
+        assert_eq!(source.load().unwrap(), config);
+        let mut edited = config.to_json();
+        edited["derived"]["kernel_size"] = Value::from(7);
+        std::fs::write(&path, edited.to_string()).unwrap();
+        let message = format!("{:#}", source.load().unwrap_err());
+        assert!(message.contains("kernel_size"), "{message}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

@@ -1,0 +1,194 @@
+//! DCLS-1d: a temporal convolution whose taps sit at learnable positions (semantics.md §1).
+//!
+//! Kernel construction, per synapse (o, i) and tap j, with centre `c = P + K//2` and k = 0..K−1:
+//! - `gauss`: `s = |σ| + 0.27`, `g_k = exp(−½((k−c)/s)²)`;
+//! - `max`:   `s = |σ| + 1`,    `g_k = relu(s − |k−c|)`;
+//! - `v1`:    `g_k = relu(1 − |k−c|)`;
+//!
+//! then `X_k = g_k / (Σ g + 1e-7)` and `kernel[o,i,k] = Σ_j X_k·W[o,i,j]`. The ops and tensor
+//! layouts follow the reference so that values and gradients agree bitwise on CPU.
+//! Kernel index k delays its input by `K−1−k` steps, so the delay is `K//2 − P` (§2.1).
+
+use crate::checkpoint::keys;
+use crate::config::KernelVersion;
+use tch::{nn, Kind, Tensor};
+
+/// Builds the dense `(C_out, C_in, K)` kernel from weights `(C_out, C_in, kc)`, positions and
+/// sigmas `(1, C_out, C_in, kc)`.
+pub fn construct_kernel(
+    weight: &Tensor,
+    positions: &Tensor,
+    sigma: &Tensor,
+    kernel_size: i64,
+    version: KernelVersion,
+) -> Tensor {
+    let index = index_grid(weight.size(), kernel_size, weight.device());
+    let centre = positions + (kernel_size / 2) as f64;
+    let taps = match version {
+        KernelVersion::Gauss => {
+            let spread = sigma.abs() + 0.27;
+            let distance = ((&index - &centre) / spread).norm_scalaropt_dim(2.0, [1i64], false);
+            (distance.pow_tensor_scalar(2) * -0.5).exp()
+        }
+        KernelVersion::Max => triangle(&(sigma.abs() + 1.0), &index, &centre),
+        KernelVersion::V1 => triangle(&Tensor::ones([], (Kind::Float, weight.device())), &index, &centre),
+    };
+    let normalised = &taps / (taps.sum_dim_intlist(0, false, None::<Kind>) + 1e-7);
+    (normalised * weight).sum_dim_intlist(-1, false, None::<Kind>).permute([1, 2, 0])
+}
+
+/// `relu(half_width − |k − c|)`, reduced over the size-1 spatial axis as the reference does.
+fn triangle(half_width: &Tensor, index: &Tensor, centre: &Tensor) -> Tensor {
+    (half_width - (index - centre).abs()).relu().prod_dim_int(1, false, None::<Kind>)
+}
+
+/// The int64 tap index k, shaped `(K, 1, C_out, C_in, kc)` as an expanded view.
+fn index_grid(weight_shape: Vec<i64>, kernel_size: i64, device: tch::Device) -> Tensor {
+    let (c_out, c_in, count) = (weight_shape[0], weight_shape[1], weight_shape[2]);
+    Tensor::arange(kernel_size, (Kind::Int64, device))
+        .unsqueeze(0)
+        .expand([c_out, c_in, count, -1, -1], false)
+        .permute([4, 3, 0, 1, 2])
+}
+
+/// Geometry of one DCLS layer.
+#[derive(Clone, Copy, Debug)]
+pub struct DclsShape {
+    pub in_channels: i64,
+    pub out_channels: i64,
+    pub kernel_count: i64,
+    pub kernel_size: i64,
+}
+
+/// A DCLS-1d synaptic layer: `weight`, `positions` (reference `P`) and `sigma` (reference `SIG`).
+#[derive(Debug)]
+pub struct Dcls1d {
+    pub weight: Tensor,
+    pub positions: Tensor,
+    pub sigma: Tensor,
+    pub version: KernelVersion,
+    pub shape: DclsShape,
+}
+
+/// The training-form state that the eval transform replaces, so that it can be restored.
+#[derive(Debug)]
+pub struct TrainingForm {
+    positions: Tensor,
+    sigma: Tensor,
+    version: KernelVersion,
+}
+
+impl Dcls1d {
+    /// Creates the variables under `path` with the reference names (see [`keys`]).
+    /// Positions are trainable only when `learn_positions`; sigma never is.
+    pub fn new(path: &nn::Path, shape: DclsShape, version: KernelVersion, learn_positions: bool) -> Dcls1d {
+        let weight_dims = [shape.out_channels, shape.in_channels, shape.kernel_count];
+        let tap_dims = [1, shape.out_channels, shape.in_channels, shape.kernel_count];
+        let weight = path.zeros("weight", &weight_dims);
+        let positions = if learn_positions {
+            path.zeros(keys::POSITIONS, &tap_dims)
+        } else {
+            path.zeros_no_train(keys::POSITIONS, &tap_dims)
+        };
+        let sigma = path.zeros_no_train(keys::SIGMA, &tap_dims);
+        Dcls1d { weight, positions, sigma, version, shape }
+    }
+
+    /// Positions live in `[−K//2, K//2]`.
+    pub fn position_limit(&self) -> f64 {
+        (self.shape.kernel_size / 2) as f64
+    }
+
+    pub fn kernel(&self) -> Tensor {
+        construct_kernel(&self.weight, &self.positions, &self.sigma, self.shape.kernel_size, self.version)
+    }
+
+    /// Cross-correlation of an already padded `(B, C_in, T)` input with the constructed kernel.
+    pub fn forward(&self, padded: &Tensor) -> Tensor {
+        padded.conv1d(&self.kernel(), None::<Tensor>, [1], [0], [1], 1)
+    }
+
+    /// Clamps positions in place to `[−K//2, K//2]` (§1.3).
+    pub fn clamp_positions(&mut self) {
+        let limit = self.position_limit();
+        tch::no_grad(|| {
+            let _ = self.positions.clamp_(-limit, limit);
+        });
+    }
+
+    /// The eval transform (§4.7): sigma 0, version `max`, positions rounded half-to-even and
+    /// clamped; the kernel becomes a one-hot of value `W/(1+1e-7)` at an integer delay.
+    pub fn to_eval_form(&mut self) -> TrainingForm {
+        let saved = TrainingForm {
+            positions: self.positions.detach().copy(),
+            sigma: self.sigma.detach().copy(),
+            version: self.version,
+        };
+        let limit = self.position_limit();
+        tch::no_grad(|| {
+            let _ = self.sigma.zero_();
+            let _ = self.positions.round_().clamp_(-limit, limit);
+        });
+        self.version = KernelVersion::Max;
+        saved
+    }
+
+    pub fn restore(&mut self, saved: TrainingForm) {
+        tch::no_grad(|| {
+            self.positions.copy_(&saved.positions);
+            self.sigma.copy_(&saved.sigma);
+        });
+        self.version = saved.version;
+    }
+
+    /// Integer delays in steps, `K//2 − round(P)`, of the first tap of each synapse.
+    pub fn delays(&self) -> Tensor {
+        let limit = self.position_limit();
+        tch::no_grad(|| (self.positions.round().clamp(-limit, limit).neg() + limit).select(0, 0).select(-1, 0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kernel_of(position: f64, sigma: f64, version: KernelVersion) -> Vec<f32> {
+        let weight = Tensor::ones([1, 1, 1], (Kind::Float, tch::Device::Cpu));
+        let positions = Tensor::from_slice(&[position as f32]).reshape([1, 1, 1, 1]);
+        let sigmas = Tensor::from_slice(&[sigma as f32]).reshape([1, 1, 1, 1]);
+        let kernel = construct_kernel(&weight, &positions, &sigmas, 5, version);
+        Vec::<f32>::try_from(kernel.flatten(0, -1)).unwrap()
+    }
+
+    fn assert_close(actual: &[f32], expected: &[f32]) {
+        for (a, e) in actual.iter().zip(expected) {
+            assert!((a - e).abs() <= 1e-7 + 1e-6 * e.abs(), "{actual:?} vs {expected:?}");
+        }
+    }
+
+    #[test]
+    fn worked_values_of_the_spec() {
+        assert_close(&kernel_of(0.3, 0.0, KernelVersion::Max), &[0.0, 0.0, 0.69999999, 0.29999992, 0.0]);
+        assert_close(&kernel_of(0.3, 0.5, KernelVersion::Max), &[0.0, 0.09090911, 0.54545456, 0.36363634, 0.0]);
+        assert_close(&kernel_of(0.3, 2.0, KernelVersion::Gauss), &[0.14430386, 0.20463729, 0.23900668, 0.22990781, 0.18214440]);
+        assert_close(&kernel_of(0.3, 0.0, KernelVersion::Gauss), &[3.05e-16, 1.6106e-05, 0.93952906, 0.06045468, 4.29e-09]);
+    }
+
+    #[test]
+    fn eval_form_is_a_scaled_one_hot_and_restores() {
+        let vs = nn::VarStore::new(tch::Device::Cpu);
+        let shape = DclsShape { in_channels: 1, out_channels: 1, kernel_count: 1, kernel_size: 5 };
+        let mut layer = Dcls1d::new(&vs.root(), shape, KernelVersion::Gauss, true);
+        tch::no_grad(|| {
+            let _ = layer.weight.fill_(1.0);
+            let _ = layer.positions.fill_(-1.5);
+            let _ = layer.sigma.fill_(2.0);
+        });
+        let saved = layer.to_eval_form();
+        let one_hot = 1.0f32 / (1.0f32 + 1e-7f32);
+        assert_eq!(Vec::<f32>::try_from(layer.kernel().flatten(0, -1)).unwrap(), vec![one_hot, 0.0, 0.0, 0.0, 0.0]);
+        assert_eq!(layer.delays().int64_value(&[0, 0]), 4);
+        layer.restore(saved);
+        assert_eq!((layer.positions.double_value(&[0, 0, 0, 0]), layer.version), (-1.5, KernelVersion::Gauss));
+    }
+}

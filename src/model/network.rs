@@ -1,0 +1,324 @@
+//! The paper's feed-forward SNN (semantics.md §2.1–§2.2) and its seeded initialisation (§1.6).
+//!
+//! Hidden block l: synapse → BatchNorm over T·B → LIF → dropout; output block: synapse → LIF with
+//! threshold 1e9 (2.0 for `spike_count`). A DCLS synapse pads time by `K−1` on the left and
+//! `(K−1)//2` on the right, so each layer lengthens the sequence: `T_out = T + (L+1)·(K−1)//2`.
+//! The network returns the output neurons' post-reset membrane (their spikes for `spike_count`).
+
+use super::dcls::{Dcls1d, DclsShape, TrainingForm};
+use super::layers::{Linear, MultiStepDropout, TimeBatchNorm};
+use super::neuron::{ATan, MultiStepLif};
+use crate::checkpoint::keys;
+use crate::config::{Config, Loss};
+use anyhow::{ensure, Result};
+use tch::{nn, Device, Kind, Tensor};
+
+/// A block's synapse: DCLS delays, or a plain linear map for the `snn` model.
+#[derive(Debug)]
+pub enum Synapse {
+    Dcls(Dcls1d),
+    Linear(Linear),
+}
+
+impl Synapse {
+    pub fn weight(&self) -> &Tensor {
+        match self {
+            Synapse::Dcls(layer) => &layer.weight,
+            Synapse::Linear(layer) => &layer.weight,
+        }
+    }
+
+    /// `(T, B, C_in) → (T', B, C_out)`.
+    fn forward(&self, x: &Tensor, padding: [i64; 2]) -> Tensor {
+        match self {
+            Synapse::Dcls(layer) => layer.forward(&x.permute([1, 2, 0]).constant_pad_nd(padding)).permute([2, 0, 1]),
+            Synapse::Linear(layer) => layer.forward(x),
+        }
+    }
+
+    fn fan_in(&self) -> i64 {
+        let shape = self.weight().size();
+        shape[1..].iter().product()
+    }
+}
+
+#[derive(Debug)]
+pub struct HiddenBlock {
+    pub synapse: Synapse,
+    pub norm: TimeBatchNorm,
+    pub neuron: MultiStepLif,
+    pub dropout: MultiStepDropout,
+}
+
+#[derive(Debug)]
+pub struct OutputBlock {
+    pub synapse: Synapse,
+    pub neuron: MultiStepLif,
+}
+
+/// Dropout masks for a training forward pass, one optional `(B, H)` mask per hidden layer:
+/// a given mask is used as is, a missing one is drawn from the global generator in layer order,
+/// as the reference does. `DropoutMasks::DRAW` draws them all.
+#[derive(Clone, Copy, Debug)]
+pub struct DropoutMasks<'a>(pub &'a [Option<Tensor>]);
+
+impl DropoutMasks<'_> {
+    pub const DRAW: DropoutMasks<'static> = DropoutMasks(&[]);
+}
+
+/// The trainable parameters by optimizer group (§4.2).
+#[derive(Debug, Default)]
+pub struct ParameterGroups {
+    pub weights: Vec<Tensor>,
+    pub plif_w: Vec<Tensor>,
+    pub norm: Vec<Tensor>,
+    pub positions: Vec<Tensor>,
+}
+
+/// The whole network, its variables named as the reference's `state_dict`.
+pub struct Network {
+    pub vs: nn::VarStore,
+    pub hidden: Vec<HiddenBlock>,
+    pub output: OutputBlock,
+    pub loss: Loss,
+    padding: [i64; 2],
+}
+
+/// The eval transform's saved training form, one entry per DCLS layer.
+pub struct EvalForm(Vec<TrainingForm>);
+
+impl Network {
+    /// Builds the network for `config` on `device`, initialised from `config.seed` as the
+    /// reference does (on the CPU generator, then moved).
+    pub fn new(config: &Config, device: Device) -> Network {
+        let derived = config.derived();
+        let vs = nn::VarStore::new(Device::Cpu);
+        let root = vs.root() / keys::MODEL;
+        let surrogate = ATan { alpha: config.surrogate_alpha };
+        let synapse = |index: i64, in_channels: i64, out_channels: i64| {
+            let path = &root / index;
+            if config.has_delays() {
+                let shape = DclsShape {
+                    in_channels,
+                    out_channels,
+                    kernel_count: config.kernel_count as i64,
+                    kernel_size: derived.kernel_size as i64,
+                };
+                Synapse::Dcls(Dcls1d::new(&path, shape, derived.kernel_version, derived.learns_positions))
+            } else {
+                Synapse::Linear(Linear::new(&path, in_channels, out_channels))
+            }
+        };
+        let neuron = |index: i64, threshold: f64| {
+            MultiStepLif::new(&(&root / index), config.neuron, derived.tau_steps, threshold, surrogate, config.charge_formula)
+        };
+        let width = config.n_hidden_neurons as i64;
+        let hidden = (0..config.n_hidden_layers as i64)
+            .map(|layer| {
+                let base = layer * keys::HIDDEN_BLOCK_LEN;
+                let in_channels = if layer == 0 { derived.n_inputs as i64 } else { width };
+                HiddenBlock {
+                    synapse: synapse(base, in_channels, width),
+                    norm: TimeBatchNorm::new(&(&root / (base + 1)), width),
+                    neuron: neuron(base + 2, config.v_threshold),
+                    dropout: MultiStepDropout { p: config.dropout_p },
+                }
+            })
+            .collect::<Vec<_>>();
+        let base = config.n_hidden_layers as i64 * keys::HIDDEN_BLOCK_LEN;
+        let last_width = if hidden.is_empty() { derived.n_inputs as i64 } else { width };
+        let output = OutputBlock {
+            synapse: synapse(base, last_width, derived.n_outputs as i64),
+            neuron: neuron(base + 1, derived.output_v_threshold),
+        };
+        let padding = if config.has_delays() {
+            [derived.left_padding as i64, derived.right_padding as i64]
+        } else {
+            [0, 0]
+        };
+        let mut network = Network { vs, hidden, output, loss: config.loss, padding };
+        network.initialise(config);
+        network.vs.set_device(device);
+        network
+    }
+
+    /// §1.6: seed; Kaiming-uniform (relu) weights of every layer; then uniform positions in
+    /// `[−K//2 (floor), K//2]`, clamped; then constant sigma. Fixed-delay models round positions.
+    fn initialise(&mut self, config: &Config) {
+        let derived = config.derived();
+        tch::manual_seed(config.seed as i64);
+        tch::no_grad(|| {
+            for synapse in self.synapses() {
+                let bound = 3f64.sqrt() * (2f64.sqrt() / (synapse.fan_in() as f64).sqrt());
+                let _ = synapse.weight().shallow_clone().uniform_(-bound, bound);
+            }
+            for layer in self.dcls_layers_mut() {
+                let _ = layer.positions.uniform_(derived.init_pos_low, derived.init_pos_high);
+                layer.clamp_positions();
+            }
+            for layer in self.dcls_layers_mut() {
+                let _ = layer.sigma.fill_(derived.sigma_init);
+                if !derived.learns_positions {
+                    let _ = layer.positions.round_();
+                    layer.clamp_positions();
+                }
+            }
+        });
+    }
+
+    pub fn device(&self) -> Device {
+        self.vs.device()
+    }
+
+    pub fn synapses(&self) -> impl Iterator<Item = &Synapse> {
+        self.hidden.iter().map(|block| &block.synapse).chain(std::iter::once(&self.output.synapse))
+    }
+
+    fn synapses_mut(&mut self) -> impl Iterator<Item = &mut Synapse> {
+        self.hidden.iter_mut().map(|block| &mut block.synapse).chain(std::iter::once(&mut self.output.synapse))
+    }
+
+    pub fn dcls_layers(&self) -> impl Iterator<Item = &Dcls1d> {
+        self.synapses().filter_map(|s| match s {
+            Synapse::Dcls(layer) => Some(layer),
+            Synapse::Linear(_) => None,
+        })
+    }
+
+    pub fn dcls_layers_mut(&mut self) -> impl Iterator<Item = &mut Dcls1d> {
+        self.synapses_mut().filter_map(|s| match s {
+            Synapse::Dcls(layer) => Some(layer),
+            Synapse::Linear(_) => None,
+        })
+    }
+
+    pub fn neurons(&self) -> impl Iterator<Item = &MultiStepLif> {
+        self.hidden.iter().map(|block| &block.neuron).chain(std::iter::once(&self.output.neuron))
+    }
+
+    /// Runs `(T, B, n_inputs)` to `(T_out, B, n_outputs)`. In training mode BatchNorm uses
+    /// batch statistics and dropout masks apply; in eval mode neither.
+    pub fn forward(&self, x: &Tensor, train: bool, masks: DropoutMasks) -> Result<Tensor> {
+        ensure!(
+            masks.0.len() <= self.hidden.len(),
+            "got dropout masks for {} layers but the network has {} hidden layers",
+            masks.0.len(),
+            self.hidden.len()
+        );
+        let mut h = x.shallow_clone();
+        for (layer, block) in self.hidden.iter().enumerate() {
+            let current = block.norm.forward(&block.synapse.forward(&h, self.padding), train);
+            let spikes = block.neuron.forward(&current, train).spikes;
+            h = if train { block.dropout.apply(&spikes, &self.mask(layer, &spikes, masks)?) } else { spikes };
+        }
+        let out = self.output.neuron.forward(&self.output.synapse.forward(&h, self.padding), train);
+        Ok(if self.loss == Loss::SpikeCount { out.spikes } else { out.membrane })
+    }
+
+    fn mask(&self, layer: usize, spikes: &Tensor, masks: DropoutMasks) -> Result<Tensor> {
+        let (batch, channels) = (spikes.size()[1], spikes.size()[2]);
+        let Some(mask) = masks.0.get(layer).and_then(Option::as_ref) else {
+            return Ok(self.hidden[layer].dropout.draw_mask(batch, channels, spikes.device()));
+        };
+        ensure!(
+            mask.size() == [batch, channels],
+            "dropout mask of hidden layer {layer} has shape {:?}, expected [{batch}, {channels}]",
+            mask.size()
+        );
+        Ok(mask.to_kind(Kind::Float).to_device(spikes.device()))
+    }
+
+    /// Replaces every DCLS kernel by its integer-delay form (§4.7); undo with [`Network::restore`].
+    pub fn to_eval_form(&mut self) -> EvalForm {
+        EvalForm(self.dcls_layers_mut().map(Dcls1d::to_eval_form).collect())
+    }
+
+    pub fn restore(&mut self, form: EvalForm) {
+        for (layer, saved) in self.dcls_layers_mut().zip(form.0) {
+            layer.restore(saved);
+        }
+    }
+
+    /// Clamps every layer's positions to `[−K//2, K//2]`, as after each optimizer step.
+    pub fn clamp_positions(&mut self) {
+        self.dcls_layers_mut().for_each(Dcls1d::clamp_positions);
+    }
+
+    /// Trainable parameters split into the reference's optimizer groups.
+    pub fn parameter_groups(&self) -> ParameterGroups {
+        let mut groups = ParameterGroups::default();
+        for synapse in self.synapses() {
+            groups.weights.push(synapse.weight().shallow_clone());
+            if let Synapse::Dcls(layer) = synapse {
+                if layer.positions.requires_grad() {
+                    groups.positions.push(layer.positions.shallow_clone());
+                }
+            }
+        }
+        for block in &self.hidden {
+            groups.norm.extend([block.norm.weight.shallow_clone(), block.norm.bias.shallow_clone()]);
+        }
+        for neuron in self.neurons() {
+            if let super::neuron::Leak::Learned { w } = &neuron.leak {
+                groups.plif_w.push(w.shallow_clone());
+            }
+        }
+        groups
+    }
+
+    /// The reference's `count_parameters`: weights, trainable positions, BatchNorm affine, PLIF w.
+    pub fn trainable_parameter_count(&self) -> i64 {
+        self.vs.trainable_variables().iter().map(Tensor::numel).sum::<usize>() as i64
+    }
+
+    /// The trainable variables with their reference keys, sorted.
+    pub fn named_trainable(&self) -> Vec<(String, Tensor)> {
+        crate::checkpoint::state_dict(&self.vs).into_iter().filter(|(_, t)| t.requires_grad()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{ConfigSource, Dataset};
+
+    fn config(overrides: &[&str]) -> Config {
+        let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
+        ConfigSource { preset: Some(Dataset::Shd), file: None, overrides: &overrides }.load().unwrap()
+    }
+
+    #[test]
+    fn parameter_counts_match_the_reference() {
+        assert_eq!(Network::new(&config(&[]), Device::Cpu).trainable_parameter_count(), 214_016);
+        assert_eq!(Network::new(&config(&["model_type=snn"]), Device::Cpu).trainable_parameter_count(), 107_520);
+        let large = ConfigSource { preset: Some(Dataset::Ssc), file: None, overrides: &[] }.load().unwrap();
+        assert_eq!(Network::new(&large, Device::Cpu).trainable_parameter_count(), 1_230_848);
+    }
+
+    #[test]
+    fn keys_follow_the_reference_sequential() {
+        let network = Network::new(&config(&["neuron=plif"]), Device::Cpu);
+        let names: Vec<String> = crate::checkpoint::state_dict(&network.vs).into_iter().map(|(n, _)| n).collect();
+        for key in ["model.0.P", "model.0.SIG", "model.1.num_batches_tracked", "model.2.w", "model.4.weight", "model.8.P", "model.9.w"] {
+            assert!(names.iter().any(|n| n == key), "{key} missing from {names:?}");
+        }
+    }
+
+    #[test]
+    fn output_grows_by_half_a_kernel_per_layer() {
+        let network = Network::new(&config(&["n_hidden_neurons=8"]), Device::Cpu);
+        let x = Tensor::rand([37, 3, 140], (Kind::Float, Device::Cpu));
+        let out = network.forward(&x, true, DropoutMasks::DRAW).unwrap();
+        assert_eq!(out.size(), [73, 3, 20]);
+    }
+
+    #[test]
+    fn initial_positions_are_clamped_with_mass_at_the_maximum_delay() {
+        let network = Network::new(&config(&[]), Device::Cpu);
+        let positions = &network.dcls_layers().next().unwrap().positions;
+        assert_eq!(positions.min().double_value(&[]), -12.0);
+        assert!(positions.max().double_value(&[]) <= 12.0);
+        let at_limit = positions.eq(-12.0).to_kind(Kind::Float).mean(Kind::Float).double_value(&[]);
+        assert!((0.02..0.06).contains(&at_limit), "{at_limit}");
+    }
+}
