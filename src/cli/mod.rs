@@ -3,6 +3,7 @@
 mod config_cmd;
 mod demo;
 mod forward;
+mod init;
 
 use crate::config::{Config, ConfigSource, Dataset};
 use anyhow::{bail, Result};
@@ -21,6 +22,8 @@ struct Cli {
 enum Command {
     /// Print the full effective configuration (fields and derived values) as JSON.
     Config(ConfigArgs),
+    /// Write the seeded initial weights as a reference state_dict (safetensors).
+    Init(init::InitArgs),
     /// Run the network on given weights and input and write output, loss and gradients
     /// (the parity tool: compare with the PyTorch reference on identical weights).
     Forward(forward::ForwardArgs),
@@ -73,6 +76,7 @@ pub fn run() -> Result<()> {
     tch::Cuda::set_user_enabled_cudnn(false);
     match cli.command {
         Command::Config(args) => config_cmd::run(&args),
+        Command::Init(args) => init::run(&args),
         Command::Forward(args) => forward::run(&args),
         Command::Demo(args) => demo::run(&args),
     }

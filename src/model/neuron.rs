@@ -82,11 +82,12 @@ impl MultiStepLif {
     pub fn forward(&self, current: &Tensor, train: bool) -> NeuronOutput {
         let multiply = train && self.charge_formula == ChargeFormula::Paper2023;
         let steps = current.size()[0];
+        let decay = self.decay();
         let mut v = current.get(0).zeros_like();
         let mut spikes = Vec::with_capacity(steps as usize);
         let mut membrane = Vec::with_capacity(steps as usize);
         for t in 0..steps {
-            let h = self.charge(&v, &current.get(t), multiply);
+            let h = charge(&v, &current.get(t), &decay, multiply);
             let s = self.surrogate.spike(&(&h - self.v_threshold));
             v = &h * (s.detach().neg() + 1.0);
             spikes.push(s);
@@ -95,13 +96,27 @@ impl MultiStepLif {
         NeuronOutput { spikes: Tensor::stack(&spikes, 0), membrane: Tensor::stack(&membrane, 0) }
     }
 
-    fn charge(&self, v: &Tensor, x: &Tensor, multiply: bool) -> Tensor {
-        match (&self.leak, multiply) {
-            (Leak::Fixed { tau }, false) => v - v / *tau + x,
-            (Leak::Fixed { tau }, true) => v * (1.0 - 1.0 / *tau) + x,
-            (Leak::Learned { w }, false) => v - v * w.sigmoid() + x,
-            (Leak::Learned { w }, true) => v * (w.sigmoid().neg() + 1.0) + x,
+    /// `1/τ` as an f64 (LIF) or as the tensor `sigmoid(w)` (PLIF), computed once per sequence.
+    fn decay(&self) -> Decay {
+        match &self.leak {
+            Leak::Fixed { tau } => Decay::Fixed(*tau),
+            Leak::Learned { w } => Decay::Learned(w.sigmoid()),
         }
+    }
+}
+
+enum Decay {
+    Fixed(f64),
+    Learned(Tensor),
+}
+
+/// The membrane charge `h` from the previous membrane `v` and the input `x` (§2.4).
+fn charge(v: &Tensor, x: &Tensor, decay: &Decay, multiply: bool) -> Tensor {
+    match (decay, multiply) {
+        (Decay::Fixed(tau), false) => v - v / *tau + x,
+        (Decay::Fixed(tau), true) => v * (1.0 - 1.0 / *tau) + x,
+        (Decay::Learned(rate), false) => v - v * rate + x,
+        (Decay::Learned(rate), true) => v * (rate.neg() + 1.0) + x,
     }
 }
 

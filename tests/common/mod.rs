@@ -1,0 +1,78 @@
+//! Helpers shared by the integration tests: running the Python oracles from `.venv` and
+//! comparing tensors against them.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use tch::{Kind, Tensor};
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The project's Python, which has the pinned reference packages.
+pub fn python() -> PathBuf {
+    let python = repo().join(".venv/bin/python");
+    assert!(python.exists(), "{} is missing: run `make test`, which creates .venv", python.display());
+    python
+}
+
+/// A fresh scratch directory for one test.
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("snn-delays-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Runs a Python script from `tests/oracle` and panics with its output if it fails.
+pub fn run_oracle(script: &str, args: &[&str]) -> String {
+    let output = Command::new(python())
+        .arg(repo().join("tests/oracle").join(script))
+        .args(args)
+        .env("PYTHONUNBUFFERED", "1")
+        .output()
+        .expect("python runs");
+    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "{script} failed:\n{text}");
+    text
+}
+
+pub fn read(path: &Path) -> BTreeMap<String, Tensor> {
+    Tensor::read_safetensors(path).unwrap().into_iter().collect()
+}
+
+/// The cases `case0`, `case1`, … of an oracle file, each as its own map without the prefix.
+pub fn cases(path: &Path) -> Vec<BTreeMap<String, Tensor>> {
+    let mut all: BTreeMap<usize, BTreeMap<String, Tensor>> = BTreeMap::new();
+    for (key, value) in read(path) {
+        let (case, field) = key.split_once('.').unwrap();
+        let index: usize = case.trim_start_matches("case").parse().unwrap();
+        all.entry(index).or_default().insert(field.to_string(), value);
+    }
+    all.into_values().collect()
+}
+
+/// The agreement of one tensor with its reference.
+#[derive(Debug)]
+pub struct Agreement {
+    pub max_abs_diff: f64,
+    pub bitwise: bool,
+    /// `|ours − ref| ≤ tolerance · max(1, |ref|)` everywhere.
+    pub within: bool,
+}
+
+pub fn agreement(ours: &Tensor, reference: &Tensor, tolerance: f64) -> Agreement {
+    assert_eq!(ours.size(), reference.size(), "shapes differ");
+    let ours = ours.detach().to_kind(Kind::Double);
+    let reference = reference.detach().to_kind(Kind::Double);
+    let diff = (&ours - &reference).abs();
+    let bound = reference.abs().clamp_min(1.0) * tolerance;
+    Agreement {
+        max_abs_diff: if diff.numel() == 0 { 0.0 } else { diff.max().double_value(&[]) },
+        bitwise: ours.equal(&reference),
+        within: diff.le_tensor(&bound).all().int64_value(&[]) == 1,
+    }
+}

@@ -1,0 +1,123 @@
+"""The PyTorch reference network, assembled from the real packages (dcls 0.1.1, spikingjelly
+2.0.0) as semantics.md §2 describes it, plus helpers shared by the parity oracles."""
+
+import math
+
+import torch
+import torch.nn.functional as F
+from DCLS.construct.modules import Dcls1d
+from spikingjelly.activation_based import functional, layer, neuron, surrogate
+
+
+def make_neuron(cfg, threshold):
+    d = cfg["derived"]
+    common = dict(decay_input=False, v_threshold=threshold, v_reset=0.0,
+                  surrogate_function=surrogate.ATan(alpha=cfg["surrogate_alpha"]),
+                  detach_reset=True, step_mode="m", store_v_seq=True)
+    if cfg["neuron"] == "plif":
+        return neuron.ParametricLIFNode(init_tau=d["tau_steps"], **common)
+    return neuron.LIFNode(tau=d["tau_steps"], **common)
+
+
+def make_synapse(cfg, c_in, c_out):
+    d = cfg["derived"]
+    if cfg["model_type"] == "snn":
+        return layer.Linear(c_in, c_out, bias=False, step_mode="m")
+    return Dcls1d(c_in, c_out, kernel_count=cfg["kernel_count"], dilated_kernel_size=d["kernel_size"],
+                  bias=False, version=d["kernel_version"])
+
+
+class ReferenceSnn(torch.nn.Module):
+    """Hidden blocks (synapse, BN, neuron, dropout) and an output block (synapse, neuron)."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.cfg, d = cfg, cfg["derived"]
+        modules, width = [], cfg["n_hidden_neurons"]
+        for l in range(cfg["n_hidden_layers"]):
+            c_in = d["n_inputs"] if l == 0 else width
+            modules += [make_synapse(cfg, c_in, width), layer.BatchNorm1d(width, step_mode="m"),
+                        make_neuron(cfg, cfg["v_threshold"]), layer.Dropout(cfg["dropout_p"], step_mode="m")]
+        c_last = width if cfg["n_hidden_layers"] else d["n_inputs"]
+        modules += [make_synapse(cfg, c_last, d["n_outputs"]), make_neuron(cfg, d["output_v_threshold"])]
+        self.model = torch.nn.Sequential(*modules)
+
+    def init_as_reference(self):
+        """§1.6: seed, Kaiming-uniform weights, then positions, then sigma."""
+        d = self.cfg["derived"]
+        torch.manual_seed(self.cfg["seed"])
+        synapses = [m for m in self.model if isinstance(m, (Dcls1d, layer.Linear))]
+        for m in synapses:
+            torch.nn.init.kaiming_uniform_(m.weight, nonlinearity="relu")
+        dcls = [m for m in synapses if isinstance(m, Dcls1d)]
+        for m in dcls:
+            torch.nn.init.uniform_(m.P, a=d["init_pos_low"], b=d["init_pos_high"])
+            m.clamp_parameters()
+            if not d["learns_positions"]:
+                m.P.requires_grad = False
+        for m in dcls:
+            torch.nn.init.constant_(m.SIG, d["sigma_init"])
+            m.SIG.requires_grad = False
+            if not d["learns_positions"]:
+                with torch.no_grad():
+                    m.P.round_()
+                    m.clamp_parameters()
+
+    def forward(self, x):
+        d = self.cfg["derived"]
+        pad = (d["left_padding"], d["right_padding"])
+        for m in self.model:
+            if isinstance(m, Dcls1d):
+                x = m(F.pad(x.permute(1, 2, 0), pad, "constant", 0)).permute(2, 0, 1)
+            elif isinstance(m, layer.BatchNorm1d):
+                x = m(x.unsqueeze(3)).squeeze(3)
+            else:
+                x = m(x)
+        last = self.model[-1]
+        return x if self.cfg["loss"] == "spike_count" else last.v_seq
+
+    def to_eval_form(self):
+        """§4.7 step 3: sigma 0, version max, positions rounded and clamped."""
+        with torch.no_grad():
+            for m in self.model:
+                if isinstance(m, Dcls1d):
+                    m.SIG *= 0
+                    m.version = "max"
+                    m.DCK.version = "max"
+                    m.P.round_()
+                    m.clamp_parameters()
+
+    def set_dropout_masks(self, masks):
+        drops = [m for m in self.model if isinstance(m, layer.Dropout)]
+        for drop, mask in zip(drops, masks):
+            drop.mask = mask
+
+    def reset_state(self):
+        functional.reset_net(self)
+
+
+def class_scores(out, loss):
+    if loss == "sum":
+        return torch.sum(torch.nn.Softmax(dim=2)(out), 0)
+    if loss == "mean":
+        return torch.mean(out, 0)
+    if loss == "max":
+        return torch.max(out, 0)[0]
+    return torch.sum(out, 0)
+
+
+def reference_loss(out, labels, cfg):
+    y = F.one_hot(labels, cfg["derived"]["n_outputs"]).float()
+    return torch.nn.CrossEntropyLoss()(class_scores(out, cfg["loss"]), y)
+
+
+def compare(name, ours, ref, report):
+    """Records max |ours − ref| and whether it is within 1e-5·max(1, |ref|) and bitwise."""
+    ours, ref = ours.detach().double(), ref.detach().double()
+    if ours.shape != ref.shape:
+        report.append((name, False, False, float("inf"), f"shape {tuple(ours.shape)} vs {tuple(ref.shape)}"))
+        return
+    diff = (ours - ref).abs()
+    bound = 1e-5 * torch.clamp(ref.abs(), min=1.0)
+    report.append((name, bool((diff <= bound).all()), bool(torch.equal(ours, ref)),
+                   float(diff.max()) if diff.numel() else 0.0, ""))
