@@ -9,12 +9,14 @@ STAMP := $(VENV)/.installed
 BIN := target/release/snn-delays
 
 export VIRTUAL_ENV := $(CURDIR)/$(VENV)
+# HDF5 is built from source (hdf5-metno's `static` feature), which needs cmake >= 3.26: pip's.
+export CMAKE := $(CURDIR)/$(VENV)/bin/cmake
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 ifndef LIBTORCH
 export LIBTORCH_USE_PYTORCH := 1
 endif
 
-.PHONY: all venv build test run parity clean
+.PHONY: all venv build test run parity bench gsc-mini clean
 
 all: build
 
@@ -36,6 +38,14 @@ run: build
 
 parity: build
 	$(PYTHON) tests/oracle/parity_network.py --bin $(BIN)
+
+# Speed: ours against the reference in the same run, printed as ratios.
+bench: build
+	$(PYTHON) bench/data_bench.py --bin $(BIN)
+
+# A mini Speech Commands v0.02 spoken by espeak-ng (installed with sox if missing).
+gsc-mini:
+	bash scripts/make_gsc_mini.sh data/gsc-mini
 
 clean:
 	cargo clean

@@ -80,12 +80,37 @@ pub enum Scheduler {
     None,
 }
 
+/// Event-to-frame integration of SHD/SSC spikes (§5.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Integration {
+    /// SpikingJelly 2.0's fixed grid shifted to the first spike.
+    Grid,
+    /// The paper-era event-anchored float16 windows, with no empty frames.
+    Paper2023,
+}
+
+/// Which data selects the best epoch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Validation {
+    /// The test split (SHD has no validation file; the paper selected on test).
+    Test,
+    /// A `valid_fraction` of the training split, held out by seed.
+    Holdout,
+    /// The dataset's own validation split (SSC `valid` file, GSC `validation_list.txt`).
+    File,
+}
+
 /// The user-facing hyper-parameters. Field names follow the paper; units are milliseconds.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub dataset: Dataset,
     pub data_dir: String,
+    pub integration: Integration,
+    pub validation: Validation,
+    pub valid_fraction: f64,
     pub seed: u64,
     pub model_type: ModelType,
     pub time_step_ms: f64,
@@ -147,6 +172,9 @@ impl Config {
         let shd = Config {
             dataset,
             data_dir: "Datasets/SHD".into(),
+            integration: Integration::Grid,
+            validation: Validation::Test,
+            valid_fraction: 0.2,
             seed: 0,
             model_type: ModelType::SnnDelays,
             time_step_ms: 10.0,
@@ -176,6 +204,7 @@ impl Config {
         };
         let large = |data_dir: &str, epochs| Config {
             data_dir: data_dir.into(),
+            validation: Validation::File,
             epochs,
             batch_size: 128,
             init_tau_ms: 15.0,
@@ -257,6 +286,15 @@ impl Config {
             self.rnoise_sig.is_finite() && self.rnoise_sig >= 0.0,
             "config key `rnoise_sig` must be a non-negative number, got {}",
             self.rnoise_sig
+        );
+        ensure!(
+            self.valid_fraction > 0.0 && self.valid_fraction < 1.0,
+            "config key `valid_fraction` must lie in (0, 1), got {}",
+            self.valid_fraction
+        );
+        ensure!(
+            !(self.dataset == Dataset::Shd && self.validation == Validation::File),
+            "config key `validation` is `file`, but SHD has no validation file: use `test` (the paper) or `holdout`"
         );
         ensure!(
             self.scheduler_pos != Scheduler::OneCycle,

@@ -8,4 +8,5 @@ pub mod atomic;
 pub mod checkpoint;
 pub mod cli;
 pub mod config;
+pub mod data;
 pub mod model;

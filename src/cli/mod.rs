@@ -1,9 +1,11 @@
 //! Command-line interface: argument parsing and dispatch to one module per subcommand.
 
 mod config_cmd;
+mod data_cmd;
 mod demo;
 mod forward;
 mod init;
+mod synth_cmd;
 
 use crate::config::{Config, ConfigSource, Dataset};
 use anyhow::{bail, Result};
@@ -27,6 +29,11 @@ enum Command {
     /// Run the network on given weights and input and write output, loss and gradients
     /// (the parity tool: compare with the PyTorch reference on identical weights).
     Forward(forward::ForwardArgs),
+    /// Inspect, export or benchmark a dataset.
+    #[command(subcommand)]
+    Data(data_cmd::DataCommand),
+    /// Write a generated delay-task dataset in the SHD layout (no download needed).
+    Synth(synth_cmd::SynthArgs),
     /// One forward and backward pass on a generated batch: loss, parameter count and timings.
     Demo(demo::DemoArgs),
 }
@@ -79,5 +86,7 @@ pub fn run() -> Result<()> {
         Command::Init(args) => init::run(&args),
         Command::Forward(args) => forward::run(&args),
         Command::Demo(args) => demo::run(&args),
+        Command::Data(command) => data_cmd::run(&command),
+        Command::Synth(args) => synth_cmd::run(&args),
     }
 }

@@ -1,0 +1,99 @@
+//! Batches (semantics.md §5.4): samples zero-padded at the end to the batch's longest, laid out
+//! `(T_max, B, C)` for the network, with int64 labels, float targets (one-hot, or soft after
+//! CutMix) and the original lengths. The order is shuffled per epoch from the seed; the last
+//! partial batch is kept. Each batch's samples are framed in parallel.
+
+use super::frames::Frames;
+use super::rng::SplitMix64;
+use super::Subset;
+use anyhow::Result;
+use tch::Tensor;
+
+/// Data-order stream of the generator, kept apart from augmentation and hold-out streams.
+const ORDER_STREAM: u64 = 1;
+
+#[derive(Debug)]
+pub struct Batch {
+    pub x: Tensor,
+    pub labels: Tensor,
+    pub targets: Tensor,
+    pub lengths: Vec<usize>,
+}
+
+/// Pads frames to the longest and stacks them as `(T_max, B, C)`.
+pub fn collate(frames: &[Frames], labels: &[i64], classes: i64) -> Batch {
+    let batch = frames.len();
+    let channels = frames.first().map_or(0, |f| f.channels);
+    let steps = frames.iter().map(|f| f.steps).max().unwrap_or(0);
+    let mut values = vec![0.0f32; steps * batch * channels];
+    for (b, sample) in frames.iter().enumerate() {
+        for (t, row) in sample.values.chunks(channels.max(1)).enumerate() {
+            let start = (t * batch + b) * channels;
+            values[start..start + channels].copy_from_slice(row);
+        }
+    }
+    let x = Tensor::from_slice(&values).reshape([steps as i64, batch as i64, channels as i64]);
+    let mut one_hot = vec![0.0f32; batch * classes as usize];
+    for (b, &label) in labels.iter().enumerate() {
+        one_hot[b * classes as usize + label as usize] = 1.0;
+    }
+    let targets = Tensor::from_slice(&one_hot).reshape([batch as i64, classes]);
+    Batch { x, labels: Tensor::from_slice(labels), targets, lengths: frames.iter().map(|f| f.steps).collect() }
+}
+
+/// Iterates over the batches of a subset.
+pub struct Batches<'a> {
+    subset: &'a Subset,
+    order: Vec<usize>,
+    batch_size: usize,
+    classes: i64,
+    next: usize,
+}
+
+/// Batches in subset order, or shuffled for `(seed, epoch)`.
+pub fn batches(subset: &Subset, batch_size: usize, classes: i64, shuffle: Option<(u64, u64)>) -> Batches<'_> {
+    let mut order = subset.indices.clone();
+    if let Some((seed, epoch)) = shuffle {
+        SplitMix64::derived(seed, ORDER_STREAM, epoch).shuffle(&mut order);
+    }
+    Batches { subset, order, batch_size: batch_size.max(1), classes, next: 0 }
+}
+
+impl Batches<'_> {
+    pub fn count(&self) -> usize {
+        self.order.len().div_ceil(self.batch_size)
+    }
+}
+
+impl Iterator for Batches<'_> {
+    type Item = Result<Batch>;
+
+    fn next(&mut self) -> Option<Result<Batch>> {
+        if self.next >= self.order.len() {
+            return None;
+        }
+        let end = (self.next + self.batch_size).min(self.order.len());
+        let indices = &self.order[self.next..end];
+        self.next = end;
+        let all_labels = self.subset.source.labels();
+        let labels: Vec<i64> = indices.iter().map(|&i| all_labels[i]).collect();
+        Some(self.subset.source.frames(indices).map(|frames| collate(&frames, &labels, self.classes)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn collate_pads_at_the_end_in_time_major_layout() {
+        let a = Frames { steps: 2, channels: 3, values: vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0] };
+        let b = Frames { steps: 1, channels: 3, values: vec![7.0, 8.0, 9.0] };
+        let batch = collate(&[a, b], &[1, 0], 2);
+        assert_eq!(batch.x.size(), [2, 2, 3]);
+        let values = Vec::<f32>::try_from(batch.x.flatten(0, -1)).unwrap();
+        assert_eq!(values, vec![1.0, 2.0, 3.0, 7.0, 8.0, 9.0, 4.0, 5.0, 6.0, 0.0, 0.0, 0.0]);
+        assert_eq!(batch.lengths, vec![2, 1]);
+        assert_eq!(Vec::<f32>::try_from(batch.targets.flatten(0, -1)).unwrap(), vec![0.0, 1.0, 1.0, 0.0]);
+    }
+}

@@ -1,0 +1,127 @@
+//! Datasets as a user meets them: parity of frames with spikingjelly 2.0.0 and of GSC features
+//! with torchaudio 2.11, compressed downloads, generated datasets, and clear errors on every kind
+//! of broken input file.
+
+mod common;
+
+use common::{repo, run_oracle, scratch};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const BIN: &str = env!("CARGO_BIN_EXE_snn-delays");
+
+fn snn(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).output().unwrap()
+}
+
+fn text(output: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
+}
+
+fn export(dataset: &str, data: &Path, out: &Path) -> Output {
+    snn(&["data", "export", "--dataset", dataset, "--data", data.to_str().unwrap(), "--split", "train", "--out", out.to_str().unwrap()])
+}
+
+#[test]
+fn grid_and_paper2023_frames_equal_the_reference_on_unseen_files() {
+    println!("{}", run_oracle("frames_parity.py", &["--bin", BIN]));
+}
+
+/// The mini Speech Commands made by espeak-ng (`make gsc-mini`; made here if missing).
+fn gsc_mini() -> PathBuf {
+    let dir = repo().join("data/gsc-mini");
+    let status = Command::new("bash").arg(repo().join("scripts/make_gsc_mini.sh")).arg(&dir).status().unwrap();
+    assert!(status.success(), "scripts/make_gsc_mini.sh failed");
+    dir
+}
+
+#[test]
+fn speech_features_equal_torchaudio_on_synthesised_speech() {
+    let data = gsc_mini();
+    println!("{}", run_oracle("gsc_parity.py", &["--bin", BIN, "--data", data.to_str().unwrap()]));
+    let info = snn(&["data", "info", "--dataset", "gsc", "--data", data.to_str().unwrap()]);
+    assert!(info.status.success(), "{}", text(&info));
+    let report = text(&info);
+    assert!(report.contains("Train: 420 samples") && report.contains("Test: 140 samples"), "{report}");
+}
+
+#[test]
+fn broken_files_fail_with_the_file_and_sample_named() {
+    let dir = scratch("bad-files");
+    run_oracle("bad_files.py", &[dir.to_str().unwrap()]);
+    let out = dir.join("out.safetensors");
+    let cases = [
+        ("truncated", "not a readable HDF5 file"),
+        ("missing_units", "missing dataset `spikes/units`"),
+        ("unit_700", "sample 1: event 1 has unit 700"),
+        ("negative_time", "sample 1: event 0 has time -0.01"),
+        ("nan_time", "sample 1: event 1 has time NaN"),
+        ("bad_label", "sample 1: label 20 is outside 0..19"),
+        ("empty_sample", "sample 1: the sample has no events"),
+        ("mismatched", "sample 1: 3 times but 2 units"),
+    ];
+    for (case, needle) in cases {
+        let output = export("shd", &dir.join(case), &out);
+        let message = text(&output);
+        assert!(!output.status.success(), "{case} should fail");
+        assert!(message.contains(needle) && message.contains(&format!("{case}/shd_train.h5")), "{case}: {message}");
+        assert!(!out.exists(), "{case}: no partial output");
+    }
+    let unsorted = export("shd", &dir.join("unsorted"), &out);
+    assert!(unsorted.status.success() && text(&unsorted).contains("not sorted"), "{}", text(&unsorted));
+    let wav = snn(&["data", "export", "--dataset", "gsc", "--data", dir.join("speech").to_str().unwrap(), "--split", "test", "--out", out.to_str().unwrap()]);
+    let message = text(&wav);
+    assert!(!wav.status.success() && message.contains("aa_nohash_0.wav") && message.contains("8000 Hz"), "{message}");
+    let missing = export("shd", &dir.join("nowhere"), &out);
+    assert!(text(&missing).contains("nowhere"), "{}", text(&missing));
+}
+
+#[test]
+fn compressed_downloads_are_decompressed_once() {
+    let dir = scratch("compressed");
+    run_oracle("bad_files.py", &[dir.to_str().unwrap()]);
+    let good = std::fs::read(dir.join("good/shd_train.h5")).unwrap();
+    let gz_dir = dir.join("gz");
+    std::fs::create_dir_all(&gz_dir).unwrap();
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut encoder, &good).unwrap();
+    std::fs::write(gz_dir.join("shd_train.h5.gz"), encoder.finish().unwrap()).unwrap();
+    let zip_dir = dir.join("zip");
+    std::fs::create_dir_all(&zip_dir).unwrap();
+    let mut zip = zip::ZipWriter::new(std::fs::File::create(zip_dir.join("shd_train.h5.zip")).unwrap());
+    zip.start_file("shd_train.h5", zip::write::SimpleFileOptions::default()).unwrap();
+    std::io::Write::write_all(&mut zip, &good).unwrap();
+    zip.finish().unwrap();
+    for folder in [gz_dir, zip_dir] {
+        let out = folder.join("x.safetensors");
+        let first = export("shd", &folder, &out);
+        assert!(first.status.success(), "{}", text(&first));
+        assert_eq!(std::fs::read(folder.join("shd_train.h5")).unwrap(), good);
+        let second = export("shd", &folder, &out);
+        assert!(second.status.success() && !text(&second).contains("decompress") && !text(&second).contains("extract"));
+    }
+}
+
+#[test]
+fn generated_datasets_have_the_shd_layout_and_repeat_by_seed() {
+    let dir = scratch("synth");
+    let make = |name: &str, seed: &str| {
+        let folder = dir.join(name);
+        let output = snn(&["synth", "--out", folder.to_str().unwrap(), "--train", "60", "--test", "20", "--seed", seed]);
+        assert!(output.status.success(), "{}", text(&output));
+        let out = dir.join(format!("{name}.safetensors"));
+        assert!(export("shd", &folder, &out).status.success());
+        std::fs::read(out).unwrap()
+    };
+    let (a, b, c) = (make("a", "5"), make("b", "5"), make("c", "6"));
+    assert_eq!(a, b, "same seed, same data");
+    assert_ne!(a, c, "another seed, other data");
+    let layout = Command::new(common::python())
+        .args(["-c", "import h5py,sys; f=h5py.File(sys.argv[1]); print(f['spikes/times'].dtype.metadata['vlen'], f['spikes/units'].dtype.metadata['vlen'], f['labels'].dtype, f['extra/keys'][0])"])
+        .arg(dir.join("a/shd_train.h5"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&layout.stdout).trim(), "float16 uint16 uint8 b'pattern_00'");
+    let info = snn(&["data", "info", "--dataset", "shd", "--data", dir.join("a").to_str().unwrap()]);
+    assert!(info.status.success() && text(&info).contains("Train: 60 samples"), "{}", text(&info));
+}

@@ -1,0 +1,122 @@
+"""SHD/SSC frames parity: `snn-delays data export` against spikingjelly 2.0.0's fixed-duration
+integration (`grid`) followed by binning by 5, and against an independent re-implementation of
+the paper-era event-anchored windows (`paper2023`, semantics.md §5.2), on a float16 file written
+here with h5py. Random samples come from --seed (fresh each run unless given). Edge cases: a
+single spike, all spikes at one time (spikingjelly raises; we must give one frame holding
+them all), spikes exactly on window borders, long silences, a last spike on a frame border.
+Exact equality is required: the inputs are integer spike counts.
+
+Usage: frames_parity.py --bin target/release/snn-delays [--seed S]"""
+
+import argparse
+import os
+import random
+import subprocess
+import sys
+import tempfile
+
+import h5py
+import numpy as np
+from safetensors.numpy import load_file
+from spikingjelly.datasets.shd import _integrate_events_by_fixed_duration
+
+BINS, DURATION = 5, 10
+
+
+def ragged(arrays):
+    out = np.empty(len(arrays), dtype=object)
+    out[:] = arrays
+    return out
+
+
+def edge_cases():
+    cases = {
+        "single spike": ([0.25], [3]),
+        "all at one time": ([0.1, 0.1, 0.1], [0, 5, 699]),
+        "window borders": ([0.0, 0.01, 0.02, 0.02, 0.03], [1, 2, 3, 4, 5]),
+        "long silence": ([0.0, 0.002, 0.9, 0.95], [10, 20, 30, 40]),
+        "last on a border": ([0.5, 0.51, 0.53], [7, 8, 9]),
+        "late times, coarse float16": ([1.0, 1.0009, 1.5, 1.9999], [0, 1, 2, 3]),
+        "spec worked example": ([0, .004, .0101, .012, .0205, .06, .0651, .071], list(range(8))),
+    }
+    return [(name, np.array(t, dtype=np.float16), np.array(u, dtype=np.uint16)) for name, (t, u) in cases.items()]
+
+
+def random_sample(rng):
+    n = rng.randint(1, 400)
+    times = np.sort(np.array([rng.random() * rng.choice([0.3, 1.2]) for _ in range(n)])).astype(np.float16)
+    times = np.sort(times)
+    units = np.array([rng.randrange(700) for _ in range(n)], dtype=np.uint16)
+    return f"random {n} events", times, units
+
+
+def grid_reference(times, units):
+    t = 1000 * times
+    if (t - t[0])[-1] == 0:
+        frames = np.zeros([1, 700])
+        np.add.at(frames[0], units.astype(int), 1)
+    else:
+        frames = _integrate_events_by_fixed_duration({"t": times, "x": units}, DURATION, 700)
+    return frames.reshape(frames.shape[0], 700 // BINS, BINS).sum(-1)
+
+
+def paper2023_reference(times, units):
+    """Event-anchored windows in float16, written from the spec independently of the Rust code."""
+    t = (1000 * times).astype(np.float16)
+    frames, start, current = [], t[0], np.zeros(700)
+    for ti, ui in zip(t, units):
+        if np.float16(ti - start) > DURATION:
+            frames.append(current)
+            current, start = np.zeros(700), ti
+        current[int(ui)] += 1
+    frames.append(current)
+    frames = np.stack(frames)
+    return frames.reshape(frames.shape[0], 700 // BINS, BINS).sum(-1)
+
+
+def export(binary, folder, integration, out):
+    done = subprocess.run([binary, "data", "export", "--dataset", "shd", "--data", folder, "--split", "train",
+                           "--integration", integration, "--out", out], capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"export failed:\n{done.stdout}{done.stderr}")
+    return load_file(out)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--bin", required=True)
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--random", type=int, default=200)
+    args = parser.parse_args()
+    seed = args.seed if args.seed is not None else random.SystemRandom().randint(0, 2**31)
+    print(f"frames parity seed {seed}")
+    rng = random.Random(seed)
+    samples = edge_cases() + [random_sample(rng) for _ in range(args.random)]
+    labels = np.array([rng.randrange(20) for _ in samples], dtype=np.uint8)
+    failures, checked = [], 0
+    with tempfile.TemporaryDirectory() as folder:
+        with h5py.File(os.path.join(folder, "shd_train.h5"), "w") as f:
+            f.create_dataset("spikes/times", data=ragged([s[1] for s in samples]), dtype=h5py.vlen_dtype(np.float16))
+            f.create_dataset("spikes/units", data=ragged([s[2] for s in samples]), dtype=h5py.vlen_dtype(np.uint16))
+            f.create_dataset("labels", data=labels)
+        for integration, reference in (("grid", grid_reference), ("paper2023", paper2023_reference)):
+            ours = export(args.bin, folder, integration, os.path.join(folder, f"{integration}.safetensors"))
+            if not np.array_equal(ours["labels"], labels.astype(np.int64)):
+                failures.append(f"{integration}: labels differ")
+            for i, (name, times, units) in enumerate(samples):
+                expected, got = reference(times, units), ours[f"x.{i}"]
+                checked += 1
+                if expected.shape != got.shape or not np.array_equal(expected, got):
+                    failures.append(f"{integration} sample {i} ({name}): ours {got.shape}, reference {expected.shape}")
+            worked = ours[f"x.{len(edge_cases()) - 1}"].shape[0]
+            want = {"grid": 8, "paper2023": 5}[integration]
+            if worked != want:
+                failures.append(f"{integration}: the spec's worked example gave {worked} frames, expected {want}")
+    for failure in failures[:20]:
+        print("FAIL", failure)
+    print(f"frames parity: {checked - len(failures)} passed, {len(failures)} failed")
+    sys.exit(1 if failures else 0)
+
+
+if __name__ == "__main__":
+    main()
