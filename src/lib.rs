@@ -9,4 +9,6 @@ pub mod checkpoint;
 pub mod cli;
 pub mod config;
 pub mod data;
+pub mod logging;
 pub mod model;
+pub mod train;

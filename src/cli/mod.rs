@@ -3,9 +3,13 @@
 mod config_cmd;
 mod data_cmd;
 mod demo;
+mod eval_cmd;
 mod forward;
 mod init;
+mod replay_cmd;
+mod schedule_cmd;
 mod synth_cmd;
+mod train_cmd;
 
 use crate::config::{Config, ConfigSource, Dataset};
 use anyhow::{bail, Result};
@@ -22,6 +26,14 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Train with the paper's procedure into a run directory (config, TensorBoard, checkpoints).
+    Train(train_cmd::TrainArgs),
+    /// Evaluate a checkpoint with integer delays on one split.
+    Eval(eval_cmd::EvalArgs),
+    /// Print the learning rates, Adam beta1 and sigma in force during each epoch.
+    Schedule(schedule_cmd::ScheduleArgs),
+    /// Run the training procedure on given batches and masks (optimizer parity tool).
+    Replay(replay_cmd::ReplayArgs),
     /// Print the full effective configuration (fields and derived values) as JSON.
     Config(ConfigArgs),
     /// Write the seeded initial weights as a reference state_dict (safetensors).
@@ -83,6 +95,10 @@ pub fn run() -> Result<()> {
     tch::Cuda::set_user_enabled_cudnn(false);
     match cli.command {
         Command::Config(args) => config_cmd::run(&args),
+        Command::Train(args) => train_cmd::run(&args),
+        Command::Eval(args) => eval_cmd::run(&args),
+        Command::Schedule(args) => schedule_cmd::run(&args),
+        Command::Replay(args) => replay_cmd::run(&args),
         Command::Init(args) => init::run(&args),
         Command::Forward(args) => forward::run(&args),
         Command::Demo(args) => demo::run(&args),

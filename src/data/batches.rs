@@ -60,7 +60,7 @@ pub fn batches(subset: &Subset, batch_size: usize, classes: i64, shuffle: Option
 }
 
 impl Batches<'_> {
-    pub fn count(&self) -> usize {
+    pub fn batch_count(&self) -> usize {
         self.order.len().div_ceil(self.batch_size)
     }
 }

@@ -271,6 +271,15 @@ impl Network {
         self.vs.trainable_variables().iter().map(Tensor::numel).sum::<usize>() as i64
     }
 
+    /// The reference key of a variable of this network.
+    pub fn key_of(&self, variable: &Tensor) -> String {
+        crate::checkpoint::state_dict(&self.vs)
+            .into_iter()
+            .find(|(_, t)| t.data_ptr() == variable.data_ptr())
+            .map(|(key, _)| key)
+            .expect("the variable belongs to this network")
+    }
+
     /// The trainable variables with their reference keys, sorted.
     pub fn named_trainable(&self) -> Vec<(String, Tensor)> {
         crate::checkpoint::state_dict(&self.vs).into_iter().filter(|(_, t)| t.requires_grad()).collect()

@@ -1,0 +1,60 @@
+//! `snn-delays eval`: evaluates a checkpoint with integer delays on one split. Accepts our
+//! checkpoints (best, last) and state dicts saved from the PyTorch reference.
+
+use super::{parse_device, ConfigArgs};
+use crate::checkpoint;
+use crate::data::{DataSplits, Split};
+use crate::model::Network;
+use crate::train::eval::evaluate;
+use anyhow::{Context, Result};
+use clap::Args;
+use std::path::PathBuf;
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// The weights: a reference state_dict or one of our checkpoints (safetensors)
+    #[arg(long, value_name = "FILE.safetensors")]
+    checkpoint: PathBuf,
+    /// Dataset folder [default: the config's data_dir]
+    #[arg(long, value_name = "DIR")]
+    data: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "test")]
+    split: Split,
+    /// Print one JSON object
+    #[arg(long)]
+    json: bool,
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+pub fn run(args: &EvalArgs) -> Result<()> {
+    let mut config_args = args.config.clone();
+    let beside = args.checkpoint.with_file_name("config.json");
+    if config_args.config.is_none() && config_args.preset.is_none() && beside.is_file() {
+        config_args.config = Some(beside);
+    }
+    let config = config_args.load()?;
+    let mut network = Network::new(&config, parse_device(&args.device)?);
+    let tensors = checkpoint::read_tensors(&args.checkpoint)?.into_iter().collect();
+    checkpoint::load_model_part(&network.vs, &args.checkpoint, &tensors)?;
+    let data = args.data.clone().unwrap_or_else(|| PathBuf::from(&config.data_dir));
+    let splits = DataSplits::open(&config, &data)?;
+    let subset = match (args.split, &splits.test) {
+        (Split::Train, _) => &splits.train,
+        (Split::Valid, _) => &splits.valid,
+        (Split::Test, Some(test)) => test,
+        (Split::Test, None) => &splits.valid,
+    };
+    let classes = config.derived().n_outputs as i64;
+    let scores = evaluate(&mut network, subset, config.batch_size, classes).with_context(|| format!("evaluating {}", args.checkpoint.display()))?;
+    if args.json {
+        let report = serde_json::json!({"split": format!("{:?}", args.split).to_lowercase(), "loss": scores.loss,
+            "accuracy": scores.accuracy, "samples": subset.len(), "checkpoint": args.checkpoint});
+        println!("{report}");
+    } else {
+        println!("{:?}: loss {:.4}, accuracy {:.2}% on {} samples (integer delays)", args.split, scores.loss, 100.0 * scores.accuracy, subset.len());
+    }
+    Ok(())
+}

@@ -1,0 +1,116 @@
+//! Run logging behind one small interface: TensorBoard event files (through tensorboard-rs),
+//! and the per-epoch `metrics.jsonl`, rewritten atomically each epoch.
+//!
+//! Histograms use explicit buckets: one per integer for delays, 30 equal-width for weights.
+//! Text (the config) is a `text`-plugin string tensor, which tensorboard-rs cannot write itself.
+
+use crate::atomic;
+use anyhow::{Context, Result};
+use protobuf::RepeatedField;
+use std::path::{Path, PathBuf};
+use tch::{Kind, Tensor};
+use tensorboard_proto::summary::{Summary, SummaryMetadata, SummaryMetadata_PluginData, Summary_Value};
+use tensorboard_proto::tensor::TensorProto;
+use tensorboard_proto::tensor_shape::{TensorShapeProto, TensorShapeProto_Dim};
+use tensorboard_proto::types::DataType;
+use tensorboard_rs::summary::{histogram_raw, scalar};
+use tensorboard_rs::summary_writer::FileWriter;
+
+const WEIGHT_BUCKETS: usize = 30;
+
+/// TensorBoard events of one run.
+pub struct Board {
+    writer: FileWriter,
+}
+
+impl Board {
+    /// Opens a new event file in `dir` (created if missing).
+    pub fn open(dir: &Path) -> Result<Board> {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        Ok(Board { writer: FileWriter::new(dir) })
+    }
+
+    pub fn scalar(&mut self, tag: &str, value: f64, step: usize) {
+        self.writer.add_summary(scalar(tag, value as f32), step);
+    }
+
+    /// A histogram of integer values (delays in steps) with one bucket per integer in `0..=max`.
+    pub fn integer_histogram(&mut self, tag: &str, values: &Tensor, max: i64, step: usize) {
+        let counts = values.flatten(0, -1).to_kind(Kind::Int64).bincount(None::<Tensor>, max + 1);
+        let counts: Vec<f64> = Vec::<i64>::try_from(&counts).unwrap_or_default().into_iter().map(|c| c as f64).collect();
+        let limits: Vec<f64> = (0..=max).map(|i| i as f64 + 0.5).collect();
+        self.histogram(tag, values, &limits, &counts, step);
+    }
+
+    /// A histogram of real values with equal-width buckets between their minimum and maximum.
+    pub fn value_histogram(&mut self, tag: &str, values: &Tensor, step: usize) {
+        let flat = values.detach().flatten(0, -1).to_kind(Kind::Double).to_device(tch::Device::Cpu);
+        let (low, high) = (flat.min().double_value(&[]), flat.max().double_value(&[]));
+        let width = ((high - low) / WEIGHT_BUCKETS as f64).max(f64::MIN_POSITIVE);
+        let counts = flat.histc(WEIGHT_BUCKETS as i64);
+        let counts: Vec<f64> = Vec::<f64>::try_from(&counts).unwrap_or_default();
+        let limits: Vec<f64> = (1..=WEIGHT_BUCKETS).map(|i| low + width * i as f64).collect();
+        self.histogram(tag, values, &limits, &counts, step);
+    }
+
+    fn histogram(&mut self, tag: &str, values: &Tensor, limits: &[f64], counts: &[f64], step: usize) {
+        let flat = values.detach().flatten(0, -1).to_kind(Kind::Double).to_device(tch::Device::Cpu);
+        let summary = histogram_raw(
+            tag,
+            flat.min().double_value(&[]),
+            flat.max().double_value(&[]),
+            flat.numel() as f64,
+            flat.sum(Kind::Double).double_value(&[]),
+            flat.square().sum(Kind::Double).double_value(&[]),
+            limits,
+            counts,
+        );
+        self.writer.add_summary(summary, step);
+    }
+
+    /// A text entry, shown in TensorBoard's Text tab.
+    pub fn text(&mut self, tag: &str, content: &str, step: usize) {
+        let mut plugin = SummaryMetadata_PluginData::new();
+        plugin.set_plugin_name("text".to_string());
+        let mut metadata = SummaryMetadata::new();
+        metadata.set_plugin_data(plugin);
+        let mut dim = TensorShapeProto_Dim::new();
+        dim.set_size(1);
+        let mut shape = TensorShapeProto::new();
+        shape.set_dim(RepeatedField::from(vec![dim]));
+        let mut tensor = TensorProto::new();
+        tensor.set_dtype(DataType::DT_STRING);
+        tensor.set_tensor_shape(shape);
+        tensor.set_string_val(RepeatedField::from(vec![content.as_bytes().to_vec()]));
+        let mut value = Summary_Value::new();
+        value.set_tag(tag.to_string());
+        value.set_metadata(metadata);
+        value.set_tensor(tensor);
+        let mut summary = Summary::new();
+        summary.set_value(RepeatedField::from(vec![value]));
+        self.writer.add_summary(summary, step);
+    }
+
+    pub fn flush(&mut self) {
+        self.writer.flush();
+    }
+}
+
+/// `metrics.jsonl`: one JSON object per epoch, the whole file rewritten atomically.
+pub struct MetricsFile {
+    path: PathBuf,
+    lines: Vec<String>,
+}
+
+impl MetricsFile {
+    pub fn new(path: PathBuf, lines: Vec<String>) -> MetricsFile {
+        MetricsFile { path, lines }
+    }
+
+    pub fn append(&mut self, record: &serde_json::Value) -> Result<()> {
+        self.lines.push(record.to_string());
+        let mut text = self.lines.join("\n");
+        text.push('\n');
+        atomic::write_bytes(&self.path, text.as_bytes())
+    }
+}

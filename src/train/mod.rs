@@ -1,0 +1,118 @@
+//! The paper's training procedure (semantics.md §4): [`Trainer`] holds the network, its two Adam
+//! optimizers and their schedules, and performs one batch step and one end of epoch exactly as
+//! the reference orders them. [`run`] drives whole runs; [`eval`] evaluates with integer delays.
+
+pub mod eval;
+pub mod optim;
+pub mod run;
+pub mod schedule;
+pub mod state;
+
+use crate::config::Config;
+use crate::model::loss::{accuracy, class_scores, cross_entropy};
+use crate::model::{DropoutMasks, Network};
+use anyhow::{bail, Result};
+use optim::Adam;
+use schedule::{sigma_decays, LrSchedule};
+use tch::{Device, Tensor};
+
+/// Loss and accuracy of one batch.
+#[derive(Clone, Copy, Debug)]
+pub struct BatchResult {
+    pub loss: f64,
+    pub accuracy: f64,
+}
+
+pub struct Trainer {
+    pub config: Config,
+    pub network: Network,
+    /// Weights (wd), PLIF w (wd), BatchNorm (no wd), at `lr_w` (§4.2).
+    pub weights: Adam,
+    /// Positions at `lr_pos`, no weight decay; only for `snn_delays`.
+    pub positions: Option<Adam>,
+    pub lr_w: LrSchedule,
+    pub lr_pos: Option<LrSchedule>,
+}
+
+impl Trainer {
+    /// A seeded network (§1.6) with the reference's optimizer groups and schedules.
+    pub fn new(config: &Config, device: Device) -> Trainer {
+        let network = Network::new(config, device);
+        let derived = config.derived();
+        let groups = network.parameter_groups();
+        let named = |tensors: &[Tensor]| tensors.iter().map(|t| (network.key_of(t), t.shallow_clone())).collect::<Vec<_>>();
+        let weights = Adam::new(
+            vec![(named(&groups.weights), config.weight_decay), (named(&groups.plif_w), config.weight_decay), (named(&groups.norm), 0.0)],
+            config.lr_w,
+        );
+        let positions = (!groups.positions.is_empty()).then(|| Adam::new(vec![(named(&groups.positions), 0.0)], derived.lr_pos));
+        let lr_w = match config.scheduler_w {
+            crate::config::Scheduler::OneCycle => LrSchedule::new(config.scheduler_w, derived.max_lr_w, config.epochs),
+            kind => LrSchedule::new(kind, config.lr_w, config.epochs),
+        };
+        let lr_pos = positions.is_some().then(|| LrSchedule::new(derived.scheduler_pos, derived.lr_pos, derived.t_max_pos));
+        let mut trainer = Trainer { config: config.clone(), network, weights, positions, lr_w, lr_pos };
+        trainer.apply_schedules();
+        trainer
+    }
+
+    /// Sets each optimizer's rate (and β1) to its schedule's current value.
+    pub fn apply_schedules(&mut self) {
+        self.weights.lr = self.lr_w.lr;
+        self.weights.beta1 = self.lr_w.beta1();
+        if let (Some(adam), Some(schedule)) = (&mut self.positions, &self.lr_pos) {
+            adam.lr = schedule.lr;
+        }
+    }
+
+    /// §4.4: zero gradients, forward, loss, backward, step both optimizers, clamp positions.
+    /// A non-finite loss stops before any parameter changes.
+    pub fn train_step(&mut self, x: &Tensor, targets: &Tensor, masks: DropoutMasks) -> Result<BatchResult> {
+        self.weights.zero_grad();
+        if let Some(adam) = &mut self.positions {
+            adam.zero_grad();
+        }
+        let output = self.network.forward(x, true, masks)?;
+        let scores = class_scores(&output, self.config.loss);
+        let loss = cross_entropy(&scores, targets);
+        let value = loss.double_value(&[]);
+        if !value.is_finite() {
+            bail!("the training loss is {value}; stopping (the last saved checkpoint is kept)");
+        }
+        loss.backward();
+        self.weights.step();
+        if let Some(adam) = &mut self.positions {
+            adam.step();
+        }
+        let accuracy = accuracy(&scores, targets);
+        self.network.clamp_positions();
+        Ok(BatchResult { loss: value, accuracy })
+    }
+
+    /// §4.5 steps 2–3 after epoch `epoch`: step the schedules, then decay sigma.
+    pub fn end_epoch(&mut self, epoch: usize) {
+        self.lr_w.step();
+        if let Some(schedule) = &mut self.lr_pos {
+            schedule.step();
+        }
+        self.apply_schedules();
+        let derived = self.config.derived();
+        if sigma_decays(epoch, derived.final_sigma_epoch, self.output_sigma()) {
+            tch::no_grad(|| {
+                for layer in self.network.dcls_layers_mut() {
+                    layer.sigma *= derived.sigma_decay;
+                }
+            });
+        }
+    }
+
+    /// The output layer's `SIG[0,0,0,0]` (0 for the `snn` model).
+    pub fn output_sigma(&self) -> f64 {
+        self.network.dcls_layers().last().map_or(0.0, |layer| layer.sigma.double_value(&[0, 0, 0, 0]))
+    }
+
+    /// The positions learning rate in force (the configured one when there is no schedule).
+    pub fn lr_pos(&self) -> f64 {
+        self.lr_pos.as_ref().map_or(self.config.derived().lr_pos, |s| s.lr)
+    }
+}

@@ -1,0 +1,343 @@
+//! A whole training run in `runs/NAME/` (semantics.md §4.4–§4.8): per epoch, shuffled batches
+//! through [`Trainer::train_step`], then schedules and sigma, evaluation with integer delays,
+//! the epoch line, TensorBoard, `metrics.jsonl`, `best_acc`/`best_loss` (reference state dicts,
+//! training form) and `last` (resumable). `summary.json` marks a finished run.
+//!
+//! Determinism: the data order, augmentation and the torch generator (dropout masks) are
+//! reseeded from (seed, epoch) at every epoch, so a resumed run equals an uninterrupted one.
+
+use super::eval::{evaluate, mean, Scores};
+use super::state::{load_last, save_last, EpochRecord, RunState};
+use super::Trainer;
+use crate::atomic;
+use crate::checkpoint;
+use crate::config::Config;
+use crate::data::augment::Augment;
+use crate::data::batches::batches;
+use crate::data::DataSplits;
+use crate::logging::{Board, MetricsFile};
+use crate::model::DropoutMasks;
+use anyhow::{bail, Context, Result};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+use tch::{Device, Kind, Tensor};
+
+/// How to run, beyond the configuration.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    pub run_dir: PathBuf,
+    pub resume: bool,
+    pub quiet: bool,
+    /// Stop (resumably) once this many epochs are done.
+    pub stop_after: Option<usize>,
+    pub device: Device,
+}
+
+/// How a run ended.
+pub enum Outcome {
+    Finished(serde_json::Value),
+    Paused { epochs_done: usize },
+}
+
+struct RunFiles {
+    config: PathBuf,
+    last: PathBuf,
+    summary: PathBuf,
+    metrics: PathBuf,
+    best_acc: PathBuf,
+    best_loss: PathBuf,
+}
+
+impl RunFiles {
+    fn new(dir: &Path) -> RunFiles {
+        RunFiles {
+            config: dir.join("config.json"),
+            last: dir.join("last.safetensors"),
+            summary: dir.join("summary.json"),
+            metrics: dir.join("metrics.jsonl"),
+            best_acc: dir.join("best_acc.safetensors"),
+            best_loss: dir.join("best_loss.safetensors"),
+        }
+    }
+}
+
+pub fn train(config: &Config, data_dir: &Path, options: &RunOptions) -> Result<Outcome> {
+    let files = RunFiles::new(&options.run_dir);
+    check_run_dir(config, &files, options)?;
+    let data = DataSplits::open(config, data_dir)?;
+    let mut trainer = Trainer::new(config, options.device);
+    let (mut state, mut marks) = if options.resume {
+        load_last(&files.last, &mut trainer)?
+    } else {
+        atomic::write_bytes(&files.config, serde_json::to_string_pretty(&config.to_json())?.as_bytes())?;
+        (RunState::new(&trainer), positions_now(&trainer))
+    };
+    let mut board = Board::open(&options.run_dir)?;
+    if !options.resume {
+        board.text("config", &format!("```\n{}\n```", serde_json::to_string_pretty(&config.to_json())?), 0);
+    }
+    let mut metrics = MetricsFile::new(files.metrics.clone(), state.history.iter().map(|r| serde_json::to_string(r).unwrap()).collect());
+    let interrupted = interrupt_flag();
+    println!("{} | {}", data.protocol(), run_header(&trainer, &data, options));
+    while state.epochs_done < config.epochs {
+        let epoch = state.epochs_done;
+        let started = Instant::now();
+        let Some(train) = train_epoch(&mut trainer, &data, epoch, &mut state, &mut board, options, &interrupted)? else {
+            println!("interrupted during epoch {}: {} holds the state after epoch {}; continue with --resume", epoch + 1, files.last.display(), epoch);
+            return Ok(Outcome::Paused { epochs_done: epoch });
+        };
+        trainer.end_epoch(epoch);
+        let classes = config.derived().n_outputs as i64;
+        let valid = evaluate(&mut trainer.network, &data.valid, config.batch_size, classes)?;
+        let test = data.test.as_ref().map(|t| evaluate(&mut trainer.network, t, config.batch_size, classes)).transpose()?;
+        state.seconds += started.elapsed().as_secs_f64();
+        let record = EpochRecord {
+            epoch,
+            train_loss: train.loss,
+            train_acc: train.accuracy,
+            valid_loss: valid.loss,
+            valid_acc: valid.accuracy,
+            test_loss: test.map(|t| t.loss),
+            test_acc: test.map(|t| t.accuracy),
+            lr_w: trainer.lr_w.lr,
+            lr_pos: trainer.lr_pos(),
+            sigma: trainer.output_sigma(),
+            seconds: started.elapsed().as_secs_f64(),
+        };
+        update_best(&mut state, &record, &trainer, &files, data.valid_is_test)?;
+        log_epoch(&mut board, &trainer, &record, &mut marks);
+        state.history.push(record.clone());
+        state.epochs_done += 1;
+        println!("{}", epoch_line(&record, &state, config.epochs));
+        metrics.append(&serde_json::to_value(&record)?)?;
+        save_last(&files.last, &trainer, &state, &marks)?;
+        board.flush();
+        if options.stop_after.is_some_and(|n| state.epochs_done >= n) && state.epochs_done < config.epochs {
+            return Ok(Outcome::Paused { epochs_done: state.epochs_done });
+        }
+    }
+    let summary = summary(&trainer, &state, &data, options);
+    atomic::write_bytes(&files.summary, serde_json::to_string_pretty(&summary)?.as_bytes())?;
+    Ok(Outcome::Finished(summary))
+}
+
+/// Refuses to overwrite a run, and to resume one with another configuration.
+fn check_run_dir(config: &Config, files: &RunFiles, options: &RunOptions) -> Result<()> {
+    let dir = options.run_dir.display();
+    if !options.resume {
+        if files.summary.exists() {
+            bail!("run directory {dir} already holds a finished run; choose another --run-dir");
+        }
+        if files.last.exists() || files.config.exists() {
+            bail!("run directory {dir} already holds a run; continue it with --resume or choose another --run-dir");
+        }
+        return Ok(());
+    }
+    if !files.last.exists() {
+        bail!("--resume: {} does not exist", files.last.display());
+    }
+    let text = std::fs::read_to_string(&files.config).with_context(|| format!("--resume: cannot read {}", files.config.display()))?;
+    let saved: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{} is not JSON", files.config.display()))?;
+    let current = config.to_json();
+    let differing: Vec<String> = current
+        .as_object()
+        .expect("config is an object")
+        .iter()
+        .filter(|(key, value)| key.as_str() != "data_dir" && saved.get(key.as_str()) != Some(value))
+        .map(|(key, value)| format!("{key}: run has {}, now {value}", saved.get(key.as_str()).unwrap_or(&serde_json::Value::Null)))
+        .collect();
+    if !differing.is_empty() {
+        bail!("--resume: the configuration differs from the run's {}: {}", files.config.display(), differing.join("; "));
+    }
+    Ok(())
+}
+
+/// Trains one epoch; `None` when interrupted by Ctrl-C.
+fn train_epoch(
+    trainer: &mut Trainer,
+    data: &DataSplits,
+    epoch: usize,
+    state: &mut RunState,
+    board: &mut Board,
+    options: &RunOptions,
+    interrupted: &AtomicBool,
+) -> Result<Option<Scores>> {
+    let config = trainer.config.clone();
+    let seed = config.seed;
+    tch::manual_seed((seed as i64).wrapping_mul(1_000_003).wrapping_add(epoch as i64));
+    let augment = config.augment.then(|| Augment::from_config(&config));
+    let classes = config.derived().n_outputs as i64;
+    let at_start = positions_now(trainer);
+    let mut previous = at_start.iter().map(Tensor::copy).collect::<Vec<_>>();
+    let (mut losses, mut accuracies) = (Vec::new(), Vec::new());
+    let epoch_batches = batches(&data.train, config.batch_size, classes, Some((seed, epoch as u64)));
+    let total = epoch_batches.batch_count();
+    for (index, batch) in epoch_batches.enumerate() {
+        let mut batch = batch?;
+        if let Some(augment) = &augment {
+            augment.apply(&mut batch, seed, epoch as u64, index as u64);
+        }
+        let device = options.device;
+        let step = trainer.train_step(&batch.x.to_device(device), &batch.targets.to_device(device), DropoutMasks::DRAW)?;
+        losses.push(step.loss);
+        accuracies.push(step.accuracy);
+        let now = positions_now(trainer);
+        for (layer, (before, after)) in previous.iter().zip(&now).enumerate() {
+            board.scalar(&format!("dpos{layer}"), mean_abs_change(before, after), state.batches_done);
+        }
+        previous = now;
+        state.batches_done += 1;
+        if !options.quiet {
+            progress(epoch, config.epochs, index + 1, total, mean(&losses), mean(&accuracies));
+        }
+        if interrupted.load(Ordering::SeqCst) {
+            return Ok(None);
+        }
+    }
+    if !options.quiet {
+        eprint!("\r\x1b[2K");
+    }
+    for (layer, (before, after)) in at_start.iter().zip(&previous).enumerate() {
+        board.scalar(&format!("dpos{layer}_epoch"), mean_abs_change(before, after), epoch);
+    }
+    Ok(Some(Scores { loss: mean(&losses), accuracy: mean(&accuracies) }))
+}
+
+/// Keeps the best checkpoints (§4.7): strictly higher valid accuracy, strictly lower valid loss.
+fn update_best(state: &mut RunState, record: &EpochRecord, trainer: &Trainer, files: &RunFiles, valid_is_test: bool) -> Result<()> {
+    let test_acc = if valid_is_test { Some(record.valid_acc) } else { record.test_acc };
+    if let Some(acc) = test_acc {
+        state.best_test_acc = Some(state.best_test_acc.map_or(acc, |best| best.max(acc)));
+    }
+    if record.valid_acc > state.best_valid_acc {
+        state.best_valid_acc = record.valid_acc;
+        state.best_valid_epoch = Some(record.epoch);
+        state.test_acc_at_best_valid = test_acc;
+        checkpoint::save(&trainer.network.vs, &files.best_acc)?;
+    }
+    if record.valid_loss < state.best_valid_loss {
+        state.best_valid_loss = record.valid_loss;
+        checkpoint::save(&trainer.network.vs, &files.best_loss)?;
+    }
+    Ok(())
+}
+
+/// Every layer's positions, detached copies.
+fn positions_now(trainer: &Trainer) -> Vec<Tensor> {
+    trainer.network.dcls_layers().map(|layer| layer.positions.detach().copy()).collect()
+}
+
+fn mean_abs_change(before: &Tensor, after: &Tensor) -> f64 {
+    (after - before).abs().mean(Kind::Double).double_value(&[])
+}
+
+/// The per-epoch scalars and histograms of §4.8.
+fn log_epoch(board: &mut Board, trainer: &Trainer, record: &EpochRecord, marks: &mut [Tensor]) {
+    let step = record.epoch;
+    for (tag, value) in [
+        ("loss_train", record.train_loss),
+        ("acc_train", record.train_acc),
+        ("loss_valid", record.valid_loss),
+        ("acc_valid", record.valid_acc),
+        ("lr_w", record.lr_w),
+        ("lr_pos", record.lr_pos),
+        ("sigma", record.sigma),
+    ] {
+        board.scalar(tag, value, step);
+    }
+    if let (Some(loss), Some(acc)) = (record.test_loss, record.test_acc) {
+        board.scalar("loss_test", loss, step);
+        board.scalar("acc_test", acc, step);
+    }
+    let time_step = trainer.config.time_step_ms;
+    for (i, neuron) in trainer.network.neurons().enumerate() {
+        board.scalar(&format!("tau_m_{i}"), neuron.tau_steps() * time_step, step);
+    }
+    for (i, synapse) in trainer.network.synapses().enumerate() {
+        board.scalar(&format!("w_{i}"), synapse.weight().abs().mean(Kind::Double).double_value(&[]), step);
+        board.value_histogram(&format!("weights/layer{i}"), synapse.weight(), step);
+    }
+    let now = positions_now(trainer);
+    for (i, layer) in trainer.network.dcls_layers().enumerate() {
+        board.integer_histogram(&format!("delays/layer{i}"), &layer.delays(), layer.shape.kernel_size - 1, step);
+        if let Some(mark) = marks.get_mut(i) {
+            if step % 5 == 0 && step > 0 {
+                board.scalar(&format!("dpos{i}_5epochs"), mean_abs_change(mark, &now[i]), step);
+                *mark = now[i].copy();
+            }
+        }
+    }
+}
+
+fn epoch_line(record: &EpochRecord, state: &RunState, epochs: usize) -> String {
+    let mut line = format!(
+        "epoch {:>3}/{epochs} | train loss {:.4} acc {:6.2}% | valid loss {:.4} acc {:6.2}% (best {:6.2}%)",
+        record.epoch + 1,
+        record.train_loss,
+        100.0 * record.train_acc,
+        record.valid_loss,
+        100.0 * record.valid_acc,
+        100.0 * state.best_valid_acc
+    );
+    if let (Some(loss), Some(acc)) = (record.test_loss, record.test_acc) {
+        line += &format!(" | test loss {loss:.4} acc {:6.2}% (best {:6.2}%)", 100.0 * acc, 100.0 * state.best_test_acc.unwrap_or(0.0));
+    }
+    line + &format!(" | sigma {:.3} lr_w {:.2e} | {:.1} s", record.sigma, record.lr_w, record.seconds)
+}
+
+fn progress(epoch: usize, epochs: usize, done: usize, total: usize, loss: f64, accuracy: f64) {
+    let width = 24;
+    let filled = width * done / total.max(1);
+    eprint!(
+        "\repoch {}/{epochs} [{}{}] {done}/{total} loss {loss:.4} acc {:.2}%",
+        epoch + 1,
+        "#".repeat(filled),
+        " ".repeat(width - filled),
+        100.0 * accuracy
+    );
+    let _ = std::io::stderr().flush();
+}
+
+fn run_header(trainer: &Trainer, data: &DataSplits, options: &RunOptions) -> String {
+    format!(
+        "{:?} {:?}: {} trainable parameters, {} train samples, device {:?}, run {}",
+        trainer.config.dataset,
+        trainer.config.model_type,
+        trainer.network.trainable_parameter_count(),
+        data.train.len(),
+        options.device,
+        options.run_dir.display()
+    )
+}
+
+fn summary(trainer: &Trainer, state: &RunState, data: &DataSplits, options: &RunOptions) -> serde_json::Value {
+    serde_json::json!({
+        "best_valid_acc": state.best_valid_acc,
+        "best_valid_epoch": state.best_valid_epoch,
+        "test_acc_at_best_valid": state.test_acc_at_best_valid,
+        "best_test_acc": state.best_test_acc,
+        "final": state.history.last(),
+        "params": trainer.network.trainable_parameter_count(),
+        "seconds": state.seconds,
+        "epochs": state.epochs_done,
+        "protocol": data.protocol(),
+        "valid_is_test": data.valid_is_test,
+        "model_type": trainer.config.model_type,
+        "device": format!("{:?}", options.device),
+    })
+}
+
+/// Set by Ctrl-C; the loop stops after the current batch.
+fn interrupt_flag() -> Arc<AtomicBool> {
+    static FLAG: std::sync::OnceLock<Arc<AtomicBool>> = std::sync::OnceLock::new();
+    FLAG.get_or_init(|| {
+        let flag = Arc::new(AtomicBool::new(false));
+        let handler = flag.clone();
+        let _ = ctrlc::set_handler(move || handler.store(true, Ordering::SeqCst));
+        flag
+    })
+    .clone()
+}

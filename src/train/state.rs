@@ -1,0 +1,110 @@
+//! The resumable state of a run, saved as `last.safetensors`: the model under its reference keys,
+//! the Adam moments (`optim.weights.<key>.exp_avg`, …), the position marks used by the `dpos`
+//! logs (`dpos_mark.<layer>`), and the rest as JSON in the header's `snn_delays.state`.
+//! The random streams need no saving: each epoch reseeds from (seed, epoch).
+
+use super::schedule::LrSchedule;
+use super::Trainer;
+use crate::checkpoint;
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use tch::Tensor;
+
+const STATE_KEY: &str = "snn_delays.state";
+const WEIGHTS_PREFIX: &str = "optim.weights";
+const POSITIONS_PREFIX: &str = "optim.positions";
+const MARK_PREFIX: &str = "dpos_mark";
+
+/// The metrics of one epoch, as written to `metrics.jsonl`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EpochRecord {
+    pub epoch: usize,
+    pub train_loss: f64,
+    pub train_acc: f64,
+    pub valid_loss: f64,
+    pub valid_acc: f64,
+    pub test_loss: Option<f64>,
+    pub test_acc: Option<f64>,
+    pub lr_w: f64,
+    pub lr_pos: f64,
+    pub sigma: f64,
+    pub seconds: f64,
+}
+
+/// Everything besides tensors that a resumed run needs.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RunState {
+    pub epochs_done: usize,
+    pub batches_done: usize,
+    pub best_valid_acc: f64,
+    pub best_valid_loss: f64,
+    pub best_valid_epoch: Option<usize>,
+    pub test_acc_at_best_valid: Option<f64>,
+    pub best_test_acc: Option<f64>,
+    pub history: Vec<EpochRecord>,
+    pub lr_w: LrSchedule,
+    pub lr_pos: Option<LrSchedule>,
+    pub weight_steps: BTreeMap<String, u64>,
+    pub position_steps: BTreeMap<String, u64>,
+    pub seconds: f64,
+}
+
+impl RunState {
+    pub fn new(trainer: &Trainer) -> RunState {
+        RunState {
+            epochs_done: 0,
+            batches_done: 0,
+            best_valid_acc: 0.0,
+            best_valid_loss: 1e6,
+            best_valid_epoch: None,
+            test_acc_at_best_valid: None,
+            best_test_acc: None,
+            history: Vec::new(),
+            lr_w: trainer.lr_w.clone(),
+            lr_pos: trainer.lr_pos.clone(),
+            weight_steps: BTreeMap::new(),
+            position_steps: BTreeMap::new(),
+            seconds: 0.0,
+        }
+    }
+}
+
+/// Writes `last.safetensors` atomically.
+pub fn save_last(path: &Path, trainer: &Trainer, state: &RunState, marks: &[Tensor]) -> Result<()> {
+    let mut state = state.clone();
+    state.lr_w = trainer.lr_w.clone();
+    state.lr_pos = trainer.lr_pos.clone();
+    state.weight_steps = trainer.weights.steps();
+    state.position_steps = trainer.positions.as_ref().map(|a| a.steps()).unwrap_or_default();
+    let mut tensors = checkpoint::state_dict(&trainer.network.vs);
+    tensors.extend(trainer.weights.state_tensors(WEIGHTS_PREFIX));
+    if let Some(adam) = &trainer.positions {
+        tensors.extend(adam.state_tensors(POSITIONS_PREFIX));
+    }
+    tensors.extend(marks.iter().enumerate().map(|(i, t)| (format!("{MARK_PREFIX}.{i}"), t.shallow_clone())));
+    let metadata = HashMap::from([(STATE_KEY.to_string(), serde_json::to_string(&state)?)]);
+    checkpoint::write_tensors_with_metadata(path, &tensors, Some(metadata))
+}
+
+/// Restores a trainer from `last.safetensors`; returns the run state and the dpos marks.
+pub fn load_last(path: &Path, trainer: &mut Trainer) -> Result<(RunState, Vec<Tensor>)> {
+    let metadata = checkpoint::read_metadata(path)?;
+    let Some(json) = metadata.get(STATE_KEY) else {
+        bail!("{} holds no training state (`{STATE_KEY}`): it is not a `last` checkpoint", path.display());
+    };
+    let state: RunState = serde_json::from_str(json).with_context(|| format!("{}: unreadable training state", path.display()))?;
+    let tensors: BTreeMap<String, Tensor> = checkpoint::read_tensors(path)?.into_iter().collect();
+    checkpoint::load_model_part(&trainer.network.vs, path, &tensors)?;
+    let context = || format!("{}: optimizer state", path.display());
+    tch::no_grad(|| trainer.weights.load_state(WEIGHTS_PREFIX, &tensors, &state.weight_steps)).with_context(context)?;
+    if let Some(adam) = &mut trainer.positions {
+        tch::no_grad(|| adam.load_state(POSITIONS_PREFIX, &tensors, &state.position_steps)).with_context(context)?;
+    }
+    trainer.lr_w = state.lr_w.clone();
+    trainer.lr_pos = state.lr_pos.clone();
+    trainer.apply_schedules();
+    let marks = (0..).map_while(|i| tensors.get(&format!("{MARK_PREFIX}.{i}")).map(|t| t.to_device(trainer.network.device()))).collect();
+    Ok((state, marks))
+}
