@@ -33,8 +33,11 @@ build: $(STAMP)
 test: $(STAMP)
 	cargo test --release
 
+# The main job: learn delays on a generated delay task (no download), a few minutes on 2 cores.
+RUN_DATA := data/synth
 run: build
-	$(BIN) demo
+	@test -f $(RUN_DATA)/shd_train.h5 || $(BIN) synth --out $(RUN_DATA)
+	$(BIN) train --preset shd --data $(RUN_DATA) --epochs 12 --set n_hidden_neurons=64 --set batch_size=64
 
 parity: build
 	$(PYTHON) tests/oracle/parity_network.py --bin $(BIN)
@@ -42,6 +45,7 @@ parity: build
 # Speed: ours against the reference in the same run, printed as ratios.
 bench: build
 	$(PYTHON) bench/data_bench.py --bin $(BIN)
+	$(PYTHON) bench/delays_bench.py --bin $(BIN)
 
 # A mini Speech Commands v0.02 spoken by espeak-ng (installed with sox if missing).
 gsc-mini:

@@ -4,33 +4,21 @@ kernel_count in {1, 2} and sigma in {0, 0.23, 5, 12}.
 
 Usage: dcls_cases.py OUT.safetensors [--seed S]"""
 
-import argparse
-
 import torch
 from DCLS.construct.modules import Dcls1d
-from safetensors.torch import save_file
+from harness import case_file_args, save_cases
 
 VERSIONS = {"gauss": 0, "max": 1, "v1": 2}
 
 
 def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("out")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
-    torch.manual_seed(args.seed)
-    tensors, index = {}, 0
-    for version in VERSIONS:
-        for size in (5, 25, 31):
-            for count in (1, 2):
-                for sigma in ((0.0, 0.23, 5.0, 12.0) if version != "v1" else (0.0,)):
-                    tensors.update(make_case(f"case{index}", version, size, count, sigma))
-                    index += 1
-    save_file({k: v.contiguous() for k, v in tensors.items()}, args.out)
-    print(f"wrote {index} DCLS cases to {args.out}")
+    args = case_file_args()
+    cases = [make_case(version, size, count, sigma) for version in VERSIONS for size in (5, 25, 31) for count in (1, 2)
+             for sigma in ((0.0, 0.23, 5.0, 12.0) if version != "v1" else (0.0,))]
+    save_cases(args.out, cases, "DCLS")
 
 
-def make_case(name, version, size, count, sigma):
+def make_case(version, size, count, sigma):
     c_in, c_out, batch = 3, 4, 2
     layer = Dcls1d(c_in, c_out, kernel_count=count, dilated_kernel_size=size, bias=False, version=version)
     limit = size // 2
@@ -47,9 +35,9 @@ def make_case(name, version, size, count, sigma):
     upstream = torch.randn_like(out)
     (out * upstream).sum().backward()
     params = torch.tensor([VERSIONS[version], size, count, sigma], dtype=torch.float64)
-    return {f"{name}.params": params, f"{name}.weight": layer.weight.detach(), f"{name}.positions": layer.P.detach(),
-            f"{name}.sigma": sig.detach(), f"{name}.x": x, f"{name}.upstream": upstream, f"{name}.kernel": kernel.detach(),
-            f"{name}.out": out.detach(), f"{name}.grad_weight": layer.weight.grad, f"{name}.grad_positions": layer.P.grad}
+    return {"params": params, "weight": layer.weight.detach(), "positions": layer.P.detach(), "sigma": sig.detach(), "x": x,
+            "upstream": upstream, "kernel": kernel.detach(), "out": out.detach(), "grad_weight": layer.weight.grad,
+            "grad_positions": layer.P.grad}
 
 
 if __name__ == "__main__":

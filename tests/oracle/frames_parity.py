@@ -11,14 +11,14 @@ Usage: frames_parity.py --bin target/release/snn-delays [--seed S]"""
 import argparse
 import os
 import random
-import subprocess
-import sys
 import tempfile
 
 import h5py
 import numpy as np
 from safetensors.numpy import load_file
 from spikingjelly.datasets.shd import _integrate_events_by_fixed_duration
+
+from harness import finish, run
 
 BINS, DURATION = 5, 10
 
@@ -75,10 +75,7 @@ def paper2023_reference(times, units):
 
 
 def export(binary, folder, integration, out):
-    done = subprocess.run([binary, "data", "export", "--dataset", "shd", "--data", folder, "--split", "train",
-                           "--integration", integration, "--out", out], capture_output=True, text=True)
-    if done.returncode != 0:
-        sys.exit(f"export failed:\n{done.stdout}{done.stderr}")
+    run([binary, "data", "export", "--dataset", "shd", "--data", folder, "--split", "train", "--integration", integration, "--out", out])
     return load_file(out)
 
 
@@ -112,10 +109,7 @@ def main():
             want = {"grid": 8, "paper2023": 5}[integration]
             if worked != want:
                 failures.append(f"{integration}: the spec's worked example gave {worked} frames, expected {want}")
-    for failure in failures[:20]:
-        print("FAIL", failure)
-    print(f"frames parity: {checked - len(failures)} passed, {len(failures)} failed")
-    sys.exit(1 if failures else 0)
+    finish("frames parity", checked, failures)
 
 
 if __name__ == "__main__":

@@ -16,8 +16,6 @@ Usage: gsc_parity.py --bin target/release/snn-delays --data DIR [--split test]""
 
 import argparse
 import os
-import subprocess
-import sys
 import tempfile
 import wave
 
@@ -25,6 +23,8 @@ import numpy as np
 import torch
 import torchaudio.transforms as T
 from safetensors.numpy import load_file
+
+from harness import finish, run
 
 PEAK_FRACTION = 1e-5
 CHAIN = None
@@ -70,10 +70,7 @@ def main():
         files = [line.strip() for line in f if line.strip()]
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "features.safetensors")
-        done = subprocess.run([args.bin, "data", "export", "--dataset", "gsc", "--data", args.data, "--split", args.split,
-                               "--out", out], capture_output=True, text=True)
-        if done.returncode != 0:
-            sys.exit(f"export failed:\n{done.stdout}{done.stderr}")
+        run([args.bin, "data", "export", "--dataset", "gsc", "--data", args.data, "--split", args.split, "--out", out])
         ours = load_file(out)
     failures, worst = [], 0.0
     paths = [os.path.join(args.data, name) for name in files]
@@ -93,12 +90,9 @@ def main():
         worst = max(worst, diff)
         if diff > PEAK_FRACTION:
             failures.append(f"{name}: max |power diff| {diff:.3e} of the clip's peak")
-    for failure in failures[:20]:
-        print("FAIL", failure)
     print(f"{len(files)} clips: bitwise equal to torchaudio on the same batch; per clip, largest power difference "
           f"{worst:.3e} of the clip's peak (tolerance {PEAK_FRACTION})")
-    print(f"gsc parity: {len(files) - len(failures)} passed, {len(failures)} failed")
-    sys.exit(1 if failures else 0)
+    finish("gsc parity", len(files), failures)
 
 
 if __name__ == "__main__":

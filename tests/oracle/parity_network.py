@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import random
-import subprocess
 import sys
 import tempfile
 
@@ -26,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
+from harness import run
 from reference import ReferenceSnn, compare, reference_loss
 
 FIXED = [("shd preset", "shd", []), ("shd, 3 hidden layers", "shd", ["n_hidden_layers=3"])]
@@ -40,13 +40,6 @@ def random_case(rng):
             f"dcls_version={rng.choice(['gauss', 'gauss', 'max'])}", f"kernel_count={rng.choice([1, 1, 2])}",
             f"seed={rng.randint(0, 10_000)}"]
     return f"random {preset} " + " ".join(s for s in sets), preset, sets
-
-
-def run(cmd):
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    if done.returncode != 0:
-        sys.exit(f"command failed: {' '.join(cmd)}\n{done.stdout}{done.stderr}")
-    return done.stdout
 
 
 def randomise(net, cfg, gen):

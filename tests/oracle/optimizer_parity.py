@@ -1,0 +1,120 @@
+"""Optimizer parity: `snn-delays replay` against a Python training loop on the reference network
+(dcls 0.1.1 + spikingjelly 2.0.0) with `torch.optim.Adam` (weights wd 1e-5, PLIF w wd 1e-5,
+BatchNorm wd 0; positions their own Adam), OneCycleLR and CosineAnnealingLR stepped per epoch,
+positions clamped after every step and sigma decayed at the end of each epoch (semantics.md §4).
+Same initialisation (seed 0), same batches, injected dropout masks; SHD-shaped network.
+
+Criterion: every per-step loss and every final parameter within 1e-4·max(1, |reference|).
+Why not bitwise: PyTorch adds the weight decay as one fused multiply-add (`grad.add(param,
+alpha=wd)` runs `fmadd` in its vectorized CPU kernel) and tch exposes no fused op, so gradients
+differ in the last bit, and Adam carries that through the following steps. The update itself,
+and everything else, is written op for op as PyTorch computes it; positions (no weight decay)
+and the schedules are bitwise (see schedule_parity.py). The test prints the largest differences.
+
+Usage: optimizer_parity.py --bin target/release/snn-delays [--neuron lif|plif]"""
+
+import argparse
+import json
+import os
+import tempfile
+import warnings
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+from harness import finish, run
+from reference import ReferenceSnn, reference_loss
+
+warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)`")
+TOLERANCE = 1e-4
+EPOCHS_RUN, BATCHES, STEPS, BATCH = 3, 2, 24, 8
+
+
+def python_loop(cfg, batches):
+    d = cfg["derived"]
+    net = ReferenceSnn(cfg)
+    net.init_as_reference()
+    initial = {k: v.detach().clone().contiguous() for k, v in net.state_dict().items()}
+    params = dict(net.named_parameters())
+    weights = [p for k, p in params.items() if k.endswith(".weight") and p.dim() > 1]
+    plif = [p for k, p in params.items() if k.endswith(".w")]
+    norm = [p for k, p in params.items() if (k.endswith(".weight") and p.dim() == 1) or k.endswith(".bias")]
+    positions = [p for k, p in params.items() if k.endswith(".P") and p.requires_grad]
+    opt_w = torch.optim.Adam([{"params": weights, "weight_decay": cfg["weight_decay"]},
+                              {"params": plif, "weight_decay": cfg["weight_decay"]},
+                              {"params": norm, "weight_decay": 0}], lr=cfg["lr_w"])
+    sched_w = torch.optim.lr_scheduler.OneCycleLR(opt_w, max_lr=d["max_lr_w"], total_steps=cfg["epochs"])
+    opt_pos = torch.optim.Adam(positions, lr=d["lr_pos"], weight_decay=0)
+    sched_pos = torch.optim.lr_scheduler.CosineAnnealingLR(opt_pos, T_max=d["t_max_pos"])
+    losses = []
+    for epoch, epoch_batches in enumerate(batches):
+        net.train()
+        for x, y, masks in epoch_batches:
+            net.reset_state()
+            net.set_dropout_masks(masks)
+            opt_w.zero_grad()
+            opt_pos.zero_grad()
+            loss = reference_loss(net(x), y, cfg)
+            loss.backward()
+            opt_w.step()
+            opt_pos.step()
+            losses.append(loss.item())
+            for m in net.model:
+                if hasattr(m, "clamp_parameters"):
+                    m.clamp_parameters()
+        sched_w.step()
+        sched_pos.step()
+        sigmas = [m.SIG for m in net.model if hasattr(m, "SIG") and m.SIG is not None]
+        if epoch < d["final_sigma_epoch"] and float(sigmas[-1].reshape(-1)[0]) > 0.23:
+            with torch.no_grad():
+                for sig in sigmas:
+                    sig *= d["sigma_decay"]
+    return initial, losses, net.state_dict()
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--bin", required=True)
+    parser.add_argument("--neuron", default="lif")
+    args = parser.parse_args()
+    sets = ["epochs=8", f"neuron={args.neuron}", f"batch_size={BATCH}"]
+    cfg = json.loads(run([args.bin, "config", "--preset", "shd", *[a for s in sets for a in ("--set", s)]]))
+    d = cfg["derived"]
+    gen = torch.Generator().manual_seed(1)
+    batches, tensors = [], {}
+    for e in range(EPOCHS_RUN):
+        epoch_batches = []
+        for b in range(BATCHES):
+            x = torch.randint(0, 3, (STEPS, BATCH, d["n_inputs"]), generator=gen).float() * (torch.rand(STEPS, BATCH, d["n_inputs"], generator=gen) < 0.3)
+            y = torch.randint(0, d["n_outputs"], (BATCH,), generator=gen)
+            masks = [F.dropout(torch.ones(BATCH, cfg["n_hidden_neurons"]), cfg["dropout_p"], training=True) for _ in range(cfg["n_hidden_layers"])]
+            epoch_batches.append((x, y, masks))
+            tensors.update({f"e{e}.b{b}.x": x, f"e{e}.b{b}.y": y, **{f"e{e}.b{b}.mask.{l}": m for l, m in enumerate(masks)}})
+        batches.append(epoch_batches)
+    initial, losses, final = python_loop(cfg, batches)
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = {name: os.path.join(tmp, f"{name}.safetensors") for name in ("config", "weights", "batches", "out")}
+        with open(paths["config"], "w") as f:
+            json.dump(cfg, f)
+        save_file(initial, paths["weights"])
+        save_file(tensors, paths["batches"])
+        run([args.bin, "replay", "--config", paths["config"], "--weights", paths["weights"], "--batches", paths["batches"], "--out", paths["out"]])
+        ours = load_file(paths["out"])
+    failures, worst = [], {}
+    loss_diff = (ours["losses"] - torch.tensor(losses, dtype=torch.float64)).abs()
+    worst["losses"] = float(loss_diff.max())
+    if (loss_diff > TOLERANCE * torch.tensor(losses, dtype=torch.float64).abs().clamp(min=1)).any():
+        failures.append(f"losses differ: ours {ours['losses'].tolist()} vs {losses}")
+    for key, value in final.items():
+        diff = (ours[key].double() - value.double()).abs()
+        worst[key] = float(diff.max()) if diff.numel() else 0.0
+        if (diff > TOLERANCE * value.double().abs().clamp(min=1)).any():
+            failures.append(f"{key}: max |diff| {worst[key]:.3e}")
+    top = sorted(worst.items(), key=lambda kv: -kv[1])[:4]
+    print(f"{len(losses)} steps over {EPOCHS_RUN} epochs ({args.neuron}); largest differences: " + ", ".join(f"{k} {v:.2e}" for k, v in top))
+    finish("optimizer parity", len(final) + 1, failures)
+
+
+if __name__ == "__main__":
+    main()
