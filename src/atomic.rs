@@ -11,8 +11,7 @@ pub fn write_with(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Resul
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create directory {}", dir.display()))?;
     }
     let result = write(&temporary).and_then(|()| {
-        std::fs::rename(&temporary, path)
-            .with_context(|| format!("cannot move {} to {}", temporary.display(), path.display()))
+        std::fs::rename(&temporary, path).with_context(|| format!("cannot move {} to {}", temporary.display(), path.display()))
     });
     if result.is_err() {
         let _ = std::fs::remove_file(&temporary);

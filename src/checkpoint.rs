@@ -40,7 +40,11 @@ pub fn write_tensors(path: &Path, named: &[(String, Tensor)]) -> Result<()> {
 }
 
 /// Writes named tensors and header metadata atomically.
-pub fn write_tensors_with_metadata(path: &Path, named: &[(String, Tensor)], metadata: Option<HashMap<String, String>>) -> Result<()> {
+pub fn write_tensors_with_metadata(
+    path: &Path,
+    named: &[(String, Tensor)],
+    metadata: Option<HashMap<String, String>>,
+) -> Result<()> {
     let views = named.iter().map(|(name, t)| Ok((name.clone(), HostTensor::new(t)?))).collect::<Result<Vec<_>>>()?;
     atomic::write_with(path, |temporary| {
         safetensors::tensor::serialize_to_file(views, &metadata, temporary)?;

@@ -252,11 +252,7 @@ impl Config {
         for (key, value) in counts {
             ensure!(value > 0, "config key `{key}` must be at least 1, got {value}");
         }
-        ensure!(
-            RAW_CHANNELS % self.n_bins == 0,
-            "config key `n_bins` must divide {RAW_CHANNELS}, got {}",
-            self.n_bins
-        );
+        ensure!(RAW_CHANNELS % self.n_bins == 0, "config key `n_bins` must divide {RAW_CHANNELS}, got {}", self.n_bins);
         ensure!(
             self.init_tau_ms > self.time_step_ms,
             "config key `init_tau_ms` ({}) must exceed `time_step_ms` ({}): tau in steps must be above 1",
@@ -269,11 +265,7 @@ impl Config {
             self.max_delay_ms,
             self.time_step_ms
         );
-        ensure!(
-            (0.0..1.0).contains(&self.dropout_p),
-            "config key `dropout_p` must lie in [0, 1), got {}",
-            self.dropout_p
-        );
+        ensure!((0.0..1.0).contains(&self.dropout_p), "config key `dropout_p` must lie in [0, 1), got {}", self.dropout_p);
         for (key, value) in [("tn_mask_aug_proba", self.tn_mask_aug_proba), ("cutmix_aug_proba", self.cutmix_aug_proba)] {
             ensure!((0.0..=1.0).contains(&value), "config key `{key}` must lie in [0, 1], got {value}");
         }
@@ -310,16 +302,9 @@ impl Config {
         let half = kernel_size / 2;
         let learns = self.learns_positions();
         let epochs_quarter = self.epochs / 4;
-        let (kernel_version, sigma_init, final_sigma_epoch) = if learns {
-            (self.dcls_version, half as f64, epochs_quarter)
-        } else {
-            (KernelVersion::Max, 0.0, 0)
-        };
-        let sigma_decay = if final_sigma_epoch > 0 {
-            (0.23 / sigma_init).powf(1.0 / final_sigma_epoch as f64)
-        } else {
-            1.0
-        };
+        let (kernel_version, sigma_init, final_sigma_epoch) =
+            if learns { (self.dcls_version, half as f64, epochs_quarter) } else { (KernelVersion::Max, 0.0, 0) };
+        let sigma_decay = if final_sigma_epoch > 0 { (0.23 / sigma_init).powf(1.0 / final_sigma_epoch as f64) } else { 1.0 };
         let n_inputs = match self.dataset {
             Dataset::Gsc => GSC_MEL_BANDS,
             Dataset::Shd | Dataset::Ssc => RAW_CHANNELS / self.n_bins,
@@ -398,9 +383,8 @@ impl ConfigSource<'_> {
             }
         }
         for assignment in self.overrides {
-            let (key, raw) = assignment
-                .split_once('=')
-                .with_context(|| format!("--set expects key=value, got `{assignment}`"))?;
+            let (key, raw) =
+                assignment.split_once('=').with_context(|| format!("--set expects key=value, got `{assignment}`"))?;
             let value = serde_json::from_str(raw).unwrap_or_else(|_| Value::String(raw.to_string()));
             set_field(&mut fields, key.trim(), value).with_context(|| format!("in --set {assignment}"))?;
         }

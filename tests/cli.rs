@@ -38,7 +38,10 @@ fn config_prints_presets_with_derived_values_and_applies_overrides() {
     let file = dir.join("c.json");
     std::fs::write(&file, r#"{"dataset": "gsc", "epochs": 3}"#).unwrap();
     let from_file = config_json(&["--config", file.to_str().unwrap(), "--set", "seed=9"]);
-    assert_eq!((from_file["dataset"].as_str(), from_file["epochs"].as_u64(), from_file["seed"].as_u64()), (Some("gsc"), Some(3), Some(9)));
+    assert_eq!(
+        (from_file["dataset"].as_str(), from_file["epochs"].as_u64(), from_file["seed"].as_u64()),
+        (Some("gsc"), Some(3), Some(9))
+    );
 }
 
 #[test]
@@ -89,8 +92,23 @@ fn forward_error(dir: &Path, weights: &Path, batch: &[(&str, Tensor)], extra: &[
     let input = dir.join("x.safetensors");
     write(&input, batch);
     let out = dir.join("out.safetensors");
-    let args = [&["forward", "--preset", "shd", "--set", "n_hidden_neurons=8", "--weights", weights.to_str().unwrap(),
-        "--input", input.to_str().unwrap(), "--out", out.to_str().unwrap()][..], extra].concat();
+    let args = [
+        &[
+            "forward",
+            "--preset",
+            "shd",
+            "--set",
+            "n_hidden_neurons=8",
+            "--weights",
+            weights.to_str().unwrap(),
+            "--input",
+            input.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ][..],
+        extra,
+    ]
+    .concat();
     let message = stderr_of_failure(&args);
     assert!(!out.exists(), "no output file after a failure");
     message

@@ -19,7 +19,18 @@ fn text(output: &Output) -> String {
 }
 
 fn export(dataset: &str, data: &Path, out: &Path) -> Output {
-    snn(&["data", "export", "--dataset", dataset, "--data", data.to_str().unwrap(), "--split", "train", "--out", out.to_str().unwrap()])
+    snn(&[
+        "data",
+        "export",
+        "--dataset",
+        dataset,
+        "--data",
+        data.to_str().unwrap(),
+        "--split",
+        "train",
+        "--out",
+        out.to_str().unwrap(),
+    ])
 }
 
 #[test]
@@ -69,7 +80,18 @@ fn broken_files_fail_with_the_file_and_sample_named() {
     }
     let unsorted = export("shd", &dir.join("unsorted"), &out);
     assert!(unsorted.status.success() && text(&unsorted).contains("not sorted"), "{}", text(&unsorted));
-    let wav = snn(&["data", "export", "--dataset", "gsc", "--data", dir.join("speech").to_str().unwrap(), "--split", "test", "--out", out.to_str().unwrap()]);
+    let wav = snn(&[
+        "data",
+        "export",
+        "--dataset",
+        "gsc",
+        "--data",
+        dir.join("speech").to_str().unwrap(),
+        "--split",
+        "test",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     let message = text(&wav);
     assert!(!wav.status.success() && message.contains("aa_nohash_0.wav") && message.contains("8000 Hz"), "{message}");
     let missing = export("shd", &dir.join("nowhere"), &out);

@@ -54,7 +54,12 @@ fn lif_and_plif_equal_spikingjelly() {
         let what = format!("case {index} (plif={plif}, train={train}, threshold={threshold}, tau={tau})");
         let w = Tensor::from(-(tau - 1.0).ln() as f32).set_requires_grad(true);
         let leak = if plif { Leak::Learned { w: w.shallow_clone() } } else { Leak::Fixed { tau } };
-        let layer = MultiStepLif { leak, v_threshold: threshold, surrogate: ATan { alpha: 5.0 }, charge_formula: ChargeFormula::Spikingjelly2 };
+        let layer = MultiStepLif {
+            leak,
+            v_threshold: threshold,
+            surrogate: ATan { alpha: 5.0 },
+            charge_formula: ChargeFormula::Spikingjelly2,
+        };
         let x = case["x"].copy().set_requires_grad(true);
         let out = layer.forward(&x, train);
         assert_bitwise(&format!("{what} spikes"), &out.spikes, &case["spikes"]);

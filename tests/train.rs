@@ -22,13 +22,19 @@ fn text(output: &Output) -> String {
 /// A small generated dataset, made once per test.
 fn dataset(dir: &Path) -> PathBuf {
     let data = dir.join("data");
-    let output = snn(&["synth", "--out", data.to_str().unwrap(), "--train", "96", "--test", "32", "--classes", "4", "--seed", "2"]);
+    let output =
+        snn(&["synth", "--out", data.to_str().unwrap(), "--train", "96", "--test", "32", "--classes", "4", "--seed", "2"]);
     assert!(output.status.success(), "{}", text(&output));
     data
 }
 
 fn train(data: &Path, run: &Path, extra: &[&str]) -> Output {
-    let args = [&["train", "--preset", "shd", "--data", data.to_str().unwrap(), "--run-dir", run.to_str().unwrap(), "--quiet"][..], &SMALL, extra].concat();
+    let args = [
+        &["train", "--preset", "shd", "--data", data.to_str().unwrap(), "--run-dir", run.to_str().unwrap(), "--quiet"][..],
+        &SMALL,
+        extra,
+    ]
+    .concat();
     snn(&args)
 }
 
@@ -62,7 +68,9 @@ fn a_resumed_run_equals_an_uninterrupted_one_and_tensorboard_reads_it() {
     let whole = dir.join("whole");
     let output = train(&data, &whole, &[]);
     assert!(output.status.success(), "{}", text(&output));
-    for file in ["config.json", "metrics.jsonl", "summary.json", "best_acc.safetensors", "best_loss.safetensors", "last.safetensors"] {
+    for file in
+        ["config.json", "metrics.jsonl", "summary.json", "best_acc.safetensors", "best_loss.safetensors", "last.safetensors"]
+    {
         assert!(whole.join(file).exists(), "{file} missing");
     }
     let split = dir.join("split");
@@ -84,7 +92,14 @@ fn a_resumed_run_equals_an_uninterrupted_one_and_tensorboard_reads_it() {
     }
     println!("{}", run_oracle("tensorboard_check.py", &[whole.to_str().unwrap()]));
 
-    let evaluated = snn(&["eval", "--checkpoint", whole.join("best_acc.safetensors").to_str().unwrap(), "--data", data.to_str().unwrap(), "--json"]);
+    let evaluated = snn(&[
+        "eval",
+        "--checkpoint",
+        whole.join("best_acc.safetensors").to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--json",
+    ]);
     assert!(evaluated.status.success(), "{}", text(&evaluated));
     let report: serde_json::Value = serde_json::from_slice(&evaluated.stdout).unwrap();
     assert_eq!(report["accuracy"], summary["best_valid_acc"], "eval reproduces the best epoch's accuracy");
@@ -107,9 +122,20 @@ fn eval_accepts_a_state_dict_saved_by_the_pytorch_reference() {
                   from safetensors.torch import save_file; cfg = json.load(open(sys.argv[1])); net = ReferenceSnn(cfg); \
                   net.init_as_reference(); save_file({k: v.contiguous() for k, v in net.state_dict().items()}, sys.argv[2])";
     let oracle_dir = common::repo().join("tests/oracle");
-    let saved = Command::new(python()).args(["-c", script, config.to_str().unwrap(), weights.to_str().unwrap(), oracle_dir.to_str().unwrap()]).output().unwrap();
+    let saved = Command::new(python())
+        .args(["-c", script, config.to_str().unwrap(), weights.to_str().unwrap(), oracle_dir.to_str().unwrap()])
+        .output()
+        .unwrap();
     assert!(saved.status.success(), "{}", text(&saved));
-    let evaluated = snn(&["eval", "--config", config.to_str().unwrap(), "--checkpoint", weights.to_str().unwrap(), "--data", data.to_str().unwrap()]);
+    let evaluated = snn(&[
+        "eval",
+        "--config",
+        config.to_str().unwrap(),
+        "--checkpoint",
+        weights.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+    ]);
     assert!(evaluated.status.success() && text(&evaluated).contains("integer delays"), "{}", text(&evaluated));
 }
 
@@ -122,17 +148,39 @@ fn bad_training_inputs_fail_clearly_without_partial_files() {
     assert!(!dir.join("run-missing/config.json").exists(), "no run files for a run that never started");
 
     let contradiction = snn(&["train", "--preset", "shd", "--data", data.to_str().unwrap(), "--set", "validation=file"]);
-    assert!(!contradiction.status.success() && text(&contradiction).contains("SHD has no validation file"), "{}", text(&contradiction));
+    assert!(
+        !contradiction.status.success() && text(&contradiction).contains("SHD has no validation file"),
+        "{}",
+        text(&contradiction)
+    );
 
     let run = dir.join("run");
     assert!(train(&data, &run, &["--stop-after", "1"]).status.success());
-    let mismatched = snn(&["eval", "--preset", "shd", "--set", "n_hidden_neurons=17", "--checkpoint", run.join("last.safetensors").to_str().unwrap(), "--data", data.to_str().unwrap()]);
+    let mismatched = snn(&[
+        "eval",
+        "--preset",
+        "shd",
+        "--set",
+        "n_hidden_neurons=17",
+        "--checkpoint",
+        run.join("last.safetensors").to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+    ]);
     let message = text(&mismatched);
     assert!(!mismatched.status.success() && message.contains("model.0.weight") && message.contains("[17, 140, 1]"), "{message}");
     let truncated = dir.join("truncated.safetensors");
     let bytes = std::fs::read(run.join("best_acc.safetensors")).unwrap();
     std::fs::write(&truncated, &bytes[..bytes.len() / 3]).unwrap();
-    let broken = snn(&["eval", "--config", run.join("config.json").to_str().unwrap(), "--checkpoint", truncated.to_str().unwrap(), "--data", data.to_str().unwrap()]);
+    let broken = snn(&[
+        "eval",
+        "--config",
+        run.join("config.json").to_str().unwrap(),
+        "--checkpoint",
+        truncated.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+    ]);
     assert!(!broken.status.success() && text(&broken).contains("truncated.safetensors"), "{}", text(&broken));
 
     let exploding = train(&data, &dir.join("nan"), &["--set", "lr_w=1e30"]);

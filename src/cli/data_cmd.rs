@@ -72,7 +72,8 @@ pub fn run(command: &DataCommand) -> Result<()> {
 fn info(args: &DataArgs) -> Result<()> {
     let config = args.load(&[])?;
     let classes = config.derived().n_outputs;
-    let splits: &[Split] = if config.dataset == Dataset::Shd { &[Split::Train, Split::Test] } else { &[Split::Train, Split::Valid, Split::Test] };
+    let splits: &[Split] =
+        if config.dataset == Dataset::Shd { &[Split::Train, Split::Test] } else { &[Split::Train, Split::Valid, Split::Test] };
     println!("{}", protocol(&config));
     for &split in splits {
         let source = Source::open(&config, &args.data, split)?;
@@ -121,13 +122,19 @@ fn info(args: &DataArgs) -> Result<()> {
 fn protocol(config: &Config) -> String {
     match config.validation {
         Validation::Test => "validation: the TEST split (the paper's protocol: the best epoch is selected on test)".to_string(),
-        Validation::Holdout => format!("validation: {:.0}% of train held out by seed {}", config.valid_fraction * 100.0, config.seed),
+        Validation::Holdout => {
+            format!("validation: {:.0}% of train held out by seed {}", config.valid_fraction * 100.0, config.seed)
+        }
         Validation::File => "validation: the dataset's own validation split".to_string(),
     }
 }
 
 fn export(args: &ExportArgs) -> Result<()> {
-    let extra: Vec<String> = args.integration.map(|i| format!("integration={}", serde_json::to_value(i).unwrap().as_str().unwrap())).into_iter().collect();
+    let extra: Vec<String> = args
+        .integration
+        .map(|i| format!("integration={}", serde_json::to_value(i).unwrap().as_str().unwrap()))
+        .into_iter()
+        .collect();
     let config = args.data.load(&extra)?;
     let source = Source::open(&config, &args.data.data, args.split)?;
     let count = args.limit.unwrap_or(source.len()).min(source.len());

@@ -32,9 +32,11 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     ensure!(args.steps > 0 && batch > 0, "--steps and --batch must be positive");
     let network = Network::new(&config, device);
     let inputs = derived.n_inputs as i64;
-    let x = Tensor::rand([args.steps, batch, inputs, config.n_bins as i64], (Kind::Float, device))
-        .lt(0.05)
-        .sum_dim_intlist(3, false, Kind::Float);
+    let x = Tensor::rand([args.steps, batch, inputs, config.n_bins as i64], (Kind::Float, device)).lt(0.05).sum_dim_intlist(
+        3,
+        false,
+        Kind::Float,
+    );
     let labels = Tensor::randint(derived.n_outputs as i64, [batch], (Kind::Int64, device));
     let targets = one_hot(&labels, derived.n_outputs as i64);
 
@@ -47,7 +49,10 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     loss.backward();
     let backward_seconds = started.elapsed().as_secs_f64();
 
-    println!("{:?} preset, model {:?}, {} hidden layers of {}", config.dataset, config.model_type, config.n_hidden_layers, config.n_hidden_neurons);
+    println!(
+        "{:?} preset, model {:?}, {} hidden layers of {}",
+        config.dataset, config.model_type, config.n_hidden_layers, config.n_hidden_neurons
+    );
     println!("trainable parameters: {}", network.trainable_parameter_count());
     println!("input (T, B, C) = {:?} of spike counts -> output {:?}", x.size(), output.size());
     println!("loss: {:.6}   accuracy: {:.4}", loss.double_value(&[]), accuracy(&scores, &targets));

@@ -48,13 +48,20 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         (Split::Test, None) => &splits.valid,
     };
     let classes = config.derived().n_outputs as i64;
-    let scores = evaluate(&mut network, subset, config.batch_size, classes).with_context(|| format!("evaluating {}", args.checkpoint.display()))?;
+    let scores = evaluate(&mut network, subset, config.batch_size, classes)
+        .with_context(|| format!("evaluating {}", args.checkpoint.display()))?;
     if args.json {
         let report = serde_json::json!({"split": format!("{:?}", args.split).to_lowercase(), "loss": scores.loss,
             "accuracy": scores.accuracy, "samples": subset.len(), "checkpoint": args.checkpoint});
         println!("{report}");
     } else {
-        println!("{:?}: loss {:.4}, accuracy {:.2}% on {} samples (integer delays)", args.split, scores.loss, 100.0 * scores.accuracy, subset.len());
+        println!(
+            "{:?}: loss {:.4}, accuracy {:.2}% on {} samples (integer delays)",
+            args.split,
+            scores.loss,
+            100.0 * scores.accuracy,
+            subset.len()
+        );
     }
     Ok(())
 }

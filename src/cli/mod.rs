@@ -18,7 +18,11 @@ use std::path::PathBuf;
 use tch::Device;
 
 #[derive(Parser, Debug)]
-#[command(name = "snn-delays", version, about = "Learning synaptic delays in spiking neural networks with DCLS (ICLR 2024), on libtorch")]
+#[command(
+    name = "snn-delays",
+    version,
+    about = "Learning synaptic delays in spiking neural networks with DCLS (ICLR 2024), on libtorch"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -46,9 +46,12 @@ pub fn run(args: &ReplayArgs) -> Result<()> {
         for batch in 0.. {
             let prefix = format!("e{epoch}.b{batch}");
             let Some(x) = tensors.get(&format!("{prefix}.x")) else { break };
-            let y = tensors.get(&format!("{prefix}.y")).with_context(|| format!("{}: missing `{prefix}.y`", args.batches.display()))?;
-            let masks: Vec<Option<Tensor>> =
-                (0..config.n_hidden_layers).map(|l| tensors.get(&format!("{prefix}.mask.{l}")).map(Tensor::shallow_clone)).collect();
+            let y = tensors
+                .get(&format!("{prefix}.y"))
+                .with_context(|| format!("{}: missing `{prefix}.y`", args.batches.display()))?;
+            let masks: Vec<Option<Tensor>> = (0..config.n_hidden_layers)
+                .map(|l| tensors.get(&format!("{prefix}.mask.{l}")).map(Tensor::shallow_clone))
+                .collect();
             let targets = one_hot(&y.to_kind(Kind::Int64).to_device(device), classes);
             let step = trainer.train_step(&x.to_kind(Kind::Float).to_device(device), &targets, DropoutMasks(&masks))?;
             losses.push(step.loss);
@@ -59,7 +62,12 @@ pub fn run(args: &ReplayArgs) -> Result<()> {
     let mut out = checkpoint::state_dict(&trainer.network.vs);
     out.push(("losses".into(), Tensor::from_slice(&losses)));
     out.push(("accuracies".into(), Tensor::from_slice(&accuracies)));
-    for (key, value) in [("lr_w", trainer.weights.lr), ("beta1", trainer.weights.beta1), ("lr_pos", trainer.lr_pos()), ("sigma", trainer.output_sigma())] {
+    for (key, value) in [
+        ("lr_w", trainer.weights.lr),
+        ("beta1", trainer.weights.beta1),
+        ("lr_pos", trainer.lr_pos()),
+        ("sigma", trainer.output_sigma()),
+    ] {
         out.push((key.into(), Tensor::from(value)));
     }
     checkpoint::write_tensors(&args.out, &out)

@@ -56,7 +56,9 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     let run_dir = match (&args.run_dir, args.resume) {
         (Some(dir), _) => dir.clone(),
         (None, true) => bail!("--resume needs --run-dir"),
-        (None, false) => PathBuf::from("runs").join(format!("{:?}-{:?}-{}", config.dataset, config.model_type, utc_stamp()).to_lowercase()),
+        (None, false) => {
+            PathBuf::from("runs").join(format!("{:?}-{:?}-{}", config.dataset, config.model_type, utc_stamp()).to_lowercase())
+        }
     };
     let options = RunOptions {
         run_dir: run_dir.clone(),
@@ -77,7 +79,9 @@ pub fn run(args: &TrainArgs) -> Result<()> {
             );
             println!("TensorBoard: tensorboard --logdir {}", run_dir.parent().unwrap_or(&run_dir).display());
         }
-        Outcome::Paused { epochs_done } => println!("paused after {epochs_done} epochs; continue with --resume --run-dir {}", run_dir.display()),
+        Outcome::Paused { epochs_done } => {
+            println!("paused after {epochs_done} epochs; continue with --resume --run-dir {}", run_dir.display())
+        }
     }
     Ok(())
 }

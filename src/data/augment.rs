@@ -98,7 +98,8 @@ mod tests {
 
     #[test]
     fn masks_zero_inputs_and_cutmix_keeps_targets_normalised() {
-        let augment = Augment { time_neuron_proba: 1.0, time_mask_size: 8, neuron_mask_size: 28, cutmix_proba: 1.0, rnoise_sigma: 0.0 };
+        let augment =
+            Augment { time_neuron_proba: 1.0, time_mask_size: 8, neuron_mask_size: 28, cutmix_proba: 1.0, rnoise_sigma: 0.0 };
         let mut b = batch();
         augment.apply(&mut b, 0, 0, 0);
         assert!(b.x.sum(Kind::Float).double_value(&[]) < 30.0 * 6.0 * 140.0);

@@ -28,10 +28,7 @@ pub fn features(waveforms: &Tensor) -> Tensor {
     let resampled = resample_by_two(&fixed);
     let window = Tensor::hann_window_periodic(N_FFT, true, (Kind::Float, device));
     let centred = resampled.unsqueeze(0).reflection_pad1d([N_FFT / 2, N_FFT / 2]).squeeze_dim(0);
-    let spectrum = centred
-        .stft(N_FFT, HOP, N_FFT, Some(&window), false, true, true, false)
-        .abs()
-        .pow_tensor_scalar(2.0);
+    let spectrum = centred.stft(N_FFT, HOP, N_FFT, Some(&window), false, true, true, false).abs().pow_tensor_scalar(2.0);
     let mel = spectrum.transpose(-1, -2).matmul(&mel_filterbank(device)).transpose(-1, -2);
     (mel.clamp_min(1e-10).log10() * 10.0).transpose(1, 2)
 }

@@ -16,7 +16,7 @@ pub mod synth;
 
 use crate::config::{Config, Dataset, Validation};
 use anyhow::{ensure, Result};
-use frames::{Framing, Frames};
+use frames::{Frames, Framing};
 use speech::SpeechCommands;
 use spikes::SpikeFile;
 use std::path::Path;
@@ -86,7 +86,11 @@ impl Source {
                 let features = mel::features(&Tensor::cat(&waveforms, 0)).to_kind(Kind::Float).contiguous();
                 let (steps, channels) = (features.size()[1] as usize, features.size()[2] as usize);
                 Ok((0..indices.len())
-                    .map(|b| Frames { steps, channels, values: Vec::<f32>::try_from(features.get(b as i64).flatten(0, -1)).unwrap_or_default() })
+                    .map(|b| Frames {
+                        steps,
+                        channels,
+                        values: Vec::<f32>::try_from(features.get(b as i64).flatten(0, -1)).unwrap_or_default(),
+                    })
                     .collect())
             }
         }
@@ -138,7 +142,9 @@ impl DataSplits {
         let test = Subset::whole(open(Split::Test)?);
         Ok(match config.validation {
             Validation::Test => DataSplits { train, valid: test, test: None, valid_is_test: true },
-            Validation::File => DataSplits { train, valid: Subset::whole(open(Split::Valid)?), test: Some(test), valid_is_test: false },
+            Validation::File => {
+                DataSplits { train, valid: Subset::whole(open(Split::Valid)?), test: Some(test), valid_is_test: false }
+            }
             Validation::Holdout => {
                 let (train, valid) = hold_out(train, config.valid_fraction, config.seed);
                 DataSplits { train, valid, test: Some(test), valid_is_test: false }

@@ -92,7 +92,10 @@ pub fn read_wav(path: &Path) -> Result<Vec<f32>> {
     let reader = hound::WavReader::open(path).with_context(|| format!("{} is not a readable WAV file", path.display()))?;
     let spec = reader.spec();
     ensure!(
-        spec.sample_rate == 16_000 && spec.channels == 1 && spec.bits_per_sample == 16 && spec.sample_format == hound::SampleFormat::Int,
+        spec.sample_rate == 16_000
+            && spec.channels == 1
+            && spec.bits_per_sample == 16
+            && spec.sample_format == hound::SampleFormat::Int,
         "{}: expected 16 kHz 16-bit PCM mono, got {} Hz, {} channel(s), {} bits {:?}",
         path.display(),
         spec.sample_rate,

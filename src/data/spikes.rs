@@ -72,15 +72,22 @@ impl SpikeFile {
         for start in (0..count).step_by(READ_CHUNK) {
             let range = start..(start + READ_CHUNK).min(count);
             match (precision, native_units) {
-            (TimePrecision::Half, true) => reader.read::<f16, u16>(&times_set, &units_set, range)?,
-            (TimePrecision::Half, false) => reader.read::<f16, i32>(&times_set, &units_set, range)?,
-            (TimePrecision::Single, true) => reader.read::<f32, u16>(&times_set, &units_set, range)?,
-            (TimePrecision::Single, false) => reader.read::<f32, i32>(&times_set, &units_set, range)?,
+                (TimePrecision::Half, true) => reader.read::<f16, u16>(&times_set, &units_set, range)?,
+                (TimePrecision::Half, false) => reader.read::<f16, i32>(&times_set, &units_set, range)?,
+                (TimePrecision::Single, true) => reader.read::<f32, u16>(&times_set, &units_set, range)?,
+                (TimePrecision::Single, false) => reader.read::<f32, i32>(&times_set, &units_set, range)?,
             }
         }
         check_labels(path, &labels, classes)?;
         let keys = read_keys(&file);
-        Ok(SpikeFile { path: path.to_path_buf(), times: reader.times, units: reader.units, offsets: reader.offsets, labels, keys })
+        Ok(SpikeFile {
+            path: path.to_path_buf(),
+            times: reader.times,
+            units: reader.units,
+            offsets: reader.offsets,
+            labels,
+            keys,
+        })
     }
 
     pub fn len(&self) -> usize {
@@ -279,13 +286,16 @@ pub fn locate(dir: &Path, name: &str) -> Result<PathBuf> {
     if gz.is_file() {
         eprintln!("decompressing {} (once)", gz.display());
         let mut decoder = flate2::read::GzDecoder::new(std::fs::File::open(&gz)?);
-        atomic::write_with(&plain, |temporary| copy_into(&mut decoder, temporary)).with_context(|| format!("cannot decompress {}", gz.display()))?;
+        atomic::write_with(&plain, |temporary| copy_into(&mut decoder, temporary))
+            .with_context(|| format!("cannot decompress {}", gz.display()))?;
     } else if zip.is_file() {
         eprintln!("extracting {} (once)", zip.display());
-        let mut archive = zip::ZipArchive::new(std::fs::File::open(&zip)?).with_context(|| format!("{} is not a zip archive", zip.display()))?;
+        let mut archive = zip::ZipArchive::new(std::fs::File::open(&zip)?)
+            .with_context(|| format!("{} is not a zip archive", zip.display()))?;
         let inner = format!("{name}.h5");
         let mut entry = archive.by_name(&inner).with_context(|| format!("{} holds no `{inner}`", zip.display()))?;
-        atomic::write_with(&plain, |temporary| copy_into(&mut entry, temporary)).with_context(|| format!("cannot extract {}", zip.display()))?;
+        atomic::write_with(&plain, |temporary| copy_into(&mut entry, temporary))
+            .with_context(|| format!("cannot extract {}", zip.display()))?;
     } else {
         bail!("dataset file {} not found (nor .h5.gz or .h5.zip)", plain.display());
     }

@@ -15,13 +15,7 @@ use tch::{nn, Kind, Tensor};
 
 /// Builds the dense `(C_out, C_in, K)` kernel from weights `(C_out, C_in, kc)`, positions and
 /// sigmas `(1, C_out, C_in, kc)`.
-pub fn construct_kernel(
-    weight: &Tensor,
-    positions: &Tensor,
-    sigma: &Tensor,
-    kernel_size: i64,
-    version: KernelVersion,
-) -> Tensor {
+pub fn construct_kernel(weight: &Tensor, positions: &Tensor, sigma: &Tensor, kernel_size: i64, version: KernelVersion) -> Tensor {
     let index = index_grid(weight.size(), kernel_size, weight.device());
     let centre = positions + (kernel_size / 2) as f64;
     let taps = match version {
@@ -119,11 +113,8 @@ impl Dcls1d {
     /// The eval transform (§4.7): sigma 0, version `max`, positions rounded half-to-even and
     /// clamped; the kernel becomes a one-hot of value `W/(1+1e-7)` at an integer delay.
     pub fn to_eval_form(&mut self) -> TrainingForm {
-        let saved = TrainingForm {
-            positions: self.positions.detach().copy(),
-            sigma: self.sigma.detach().copy(),
-            version: self.version,
-        };
+        let saved =
+            TrainingForm { positions: self.positions.detach().copy(), sigma: self.sigma.detach().copy(), version: self.version };
         let limit = self.position_limit();
         tch::no_grad(|| {
             let _ = self.sigma.zero_();

@@ -131,11 +131,7 @@ impl Network {
             synapse: synapse(base, last_width, derived.n_outputs as i64),
             neuron: neuron(base + 1, derived.output_v_threshold),
         };
-        let padding = if config.has_delays() {
-            [derived.left_padding as i64, derived.right_padding as i64]
-        } else {
-            [0, 0]
-        };
+        let padding = if config.has_delays() { [derived.left_padding as i64, derived.right_padding as i64] } else { [0, 0] };
         let mut network = Network { vs, hidden, output, loss: config.loss, padding };
         network.initialise(config);
         network.vs.set_device(device);
@@ -308,7 +304,9 @@ mod tests {
     fn keys_follow_the_reference_sequential() {
         let network = Network::new(&config(&["neuron=plif"]), Device::Cpu);
         let names: Vec<String> = crate::checkpoint::state_dict(&network.vs).into_iter().map(|(n, _)| n).collect();
-        for key in ["model.0.P", "model.0.SIG", "model.1.num_batches_tracked", "model.2.w", "model.4.weight", "model.8.P", "model.9.w"] {
+        for key in
+            ["model.0.P", "model.0.SIG", "model.1.num_batches_tracked", "model.2.w", "model.4.weight", "model.8.P", "model.9.w"]
+        {
             assert!(names.iter().any(|n| n == key), "{key} missing from {names:?}");
         }
     }

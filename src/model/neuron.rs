@@ -62,7 +62,14 @@ pub struct MultiStepLif {
 impl MultiStepLif {
     /// A PLIF layer stores its `w` under `path` as the reference does (`model.k.w`), initialised
     /// to `−ln(τ − 1)`.
-    pub fn new(path: &nn::Path, neuron: NeuronType, tau: f64, v_threshold: f64, surrogate: ATan, charge_formula: ChargeFormula) -> Self {
+    pub fn new(
+        path: &nn::Path,
+        neuron: NeuronType,
+        tau: f64,
+        v_threshold: f64,
+        surrogate: ATan,
+        charge_formula: ChargeFormula,
+    ) -> Self {
         let leak = match neuron {
             NeuronType::Lif => Leak::Fixed { tau },
             NeuronType::Plif => Leak::Learned { w: path.var("w", &[], nn::Init::Const(-(tau - 1.0).ln())) },
@@ -127,7 +134,12 @@ mod tests {
 
     fn lif(threshold: f64) -> MultiStepLif {
         let surrogate = ATan { alpha: 5.0 };
-        MultiStepLif { leak: Leak::Fixed { tau: 2.0 }, v_threshold: threshold, surrogate, charge_formula: ChargeFormula::Spikingjelly2 }
+        MultiStepLif {
+            leak: Leak::Fixed { tau: 2.0 },
+            v_threshold: threshold,
+            surrogate,
+            charge_formula: ChargeFormula::Spikingjelly2,
+        }
     }
 
     #[test]
@@ -142,8 +154,7 @@ mod tests {
     fn surrogate_gradient_is_the_atan_slope() {
         let u = Tensor::from_slice(&[-0.3f32, 0.0, 0.2]).set_requires_grad(true);
         ATan { alpha: 5.0 }.spike(&u).sum(Kind::Float).backward();
-        let expected: Vec<f32> =
-            [-0.3f64, 0.0, 0.2].iter().map(|u| (2.5 / (1.0 + (PI * 2.5 * u).powi(2))) as f32).collect();
+        let expected: Vec<f32> = [-0.3f64, 0.0, 0.2].iter().map(|u| (2.5 / (1.0 + (PI * 2.5 * u).powi(2))) as f32).collect();
         let got = Vec::<f32>::try_from(u.grad()).unwrap();
         for (g, e) in got.iter().zip(&expected) {
             assert!((g - e).abs() < 1e-6, "{got:?} vs {expected:?}");

@@ -42,7 +42,11 @@ impl Trainer {
         let groups = network.parameter_groups();
         let named = |tensors: &[Tensor]| tensors.iter().map(|t| (network.key_of(t), t.shallow_clone())).collect::<Vec<_>>();
         let weights = Adam::new(
-            vec![(named(&groups.weights), config.weight_decay), (named(&groups.plif_w), config.weight_decay), (named(&groups.norm), 0.0)],
+            vec![
+                (named(&groups.weights), config.weight_decay),
+                (named(&groups.plif_w), config.weight_decay),
+                (named(&groups.norm), 0.0),
+            ],
             config.lr_w,
         );
         let positions = (!groups.positions.is_empty()).then(|| Adam::new(vec![(named(&groups.positions), 0.0)], derived.lr_pos));

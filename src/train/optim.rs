@@ -120,12 +120,22 @@ impl Adam {
     }
 
     /// Restores moments and step counts saved by [`Adam::state_tensors`] and [`Adam::steps`].
-    pub fn load_state(&mut self, prefix: &str, tensors: &BTreeMap<String, Tensor>, steps: &BTreeMap<String, u64>) -> anyhow::Result<()> {
+    pub fn load_state(
+        &mut self,
+        prefix: &str,
+        tensors: &BTreeMap<String, Tensor>,
+        steps: &BTreeMap<String, u64>,
+    ) -> anyhow::Result<()> {
         for (p, _) in self.params_mut() {
             for (suffix, target) in [("exp_avg", &mut p.exp_avg), ("exp_avg_sq", &mut p.exp_avg_sq)] {
                 let key = format!("{prefix}.{}.{suffix}", p.key);
                 let saved = tensors.get(&key).ok_or_else(|| anyhow::anyhow!("missing optimizer state `{key}`"))?;
-                anyhow::ensure!(saved.size() == target.size(), "optimizer state `{key}` has shape {:?}, expected {:?}", saved.size(), target.size());
+                anyhow::ensure!(
+                    saved.size() == target.size(),
+                    "optimizer state `{key}` has shape {:?}, expected {:?}",
+                    saved.size(),
+                    target.size()
+                );
                 target.copy_(saved);
             }
             p.steps = *steps.get(&p.key).ok_or_else(|| anyhow::anyhow!("missing step count of `{}`", p.key))?;

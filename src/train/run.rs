@@ -79,14 +79,20 @@ pub fn train(config: &Config, data_dir: &Path, options: &RunOptions) -> Result<O
     if !options.resume {
         board.text("config", &format!("```\n{}\n```", serde_json::to_string_pretty(&config.to_json())?), 0);
     }
-    let mut metrics = MetricsFile::new(files.metrics.clone(), state.history.iter().map(|r| serde_json::to_string(r).unwrap()).collect());
+    let mut metrics =
+        MetricsFile::new(files.metrics.clone(), state.history.iter().map(|r| serde_json::to_string(r).unwrap()).collect());
     let interrupted = interrupt_flag();
     println!("{} | {}", data.protocol(), run_header(&trainer, &data, options));
     while state.epochs_done < config.epochs {
         let epoch = state.epochs_done;
         let started = Instant::now();
         let Some(train) = train_epoch(&mut trainer, &data, epoch, &mut state, &mut board, options, &interrupted)? else {
-            println!("interrupted during epoch {}: {} holds the state after epoch {}; continue with --resume", epoch + 1, files.last.display(), epoch);
+            println!(
+                "interrupted during epoch {}: {} holds the state after epoch {}; continue with --resume",
+                epoch + 1,
+                files.last.display(),
+                epoch
+            );
             return Ok(Outcome::Paused { epochs_done: epoch });
         };
         trainer.end_epoch(epoch);
@@ -139,15 +145,19 @@ fn check_run_dir(config: &Config, files: &RunFiles, options: &RunOptions) -> Res
     if !files.last.exists() {
         bail!("--resume: {} does not exist", files.last.display());
     }
-    let text = std::fs::read_to_string(&files.config).with_context(|| format!("--resume: cannot read {}", files.config.display()))?;
-    let saved: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{} is not JSON", files.config.display()))?;
+    let text =
+        std::fs::read_to_string(&files.config).with_context(|| format!("--resume: cannot read {}", files.config.display()))?;
+    let saved: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", files.config.display()))?;
     let current = config.to_json();
     let differing: Vec<String> = current
         .as_object()
         .expect("config is an object")
         .iter()
         .filter(|(key, value)| key.as_str() != "data_dir" && saved.get(key.as_str()) != Some(value))
-        .map(|(key, value)| format!("{key}: run has {}, now {value}", saved.get(key.as_str()).unwrap_or(&serde_json::Value::Null)))
+        .map(|(key, value)| {
+            format!("{key}: run has {}, now {value}", saved.get(key.as_str()).unwrap_or(&serde_json::Value::Null))
+        })
         .collect();
     if !differing.is_empty() {
         bail!("--resume: the configuration differs from the run's {}: {}", files.config.display(), differing.join("; "));
@@ -207,7 +217,13 @@ fn train_epoch(
 }
 
 /// Keeps the best checkpoints (§4.7): strictly higher valid accuracy, strictly lower valid loss.
-fn update_best(state: &mut RunState, record: &EpochRecord, trainer: &Trainer, files: &RunFiles, valid_is_test: bool) -> Result<()> {
+fn update_best(
+    state: &mut RunState,
+    record: &EpochRecord,
+    trainer: &Trainer,
+    files: &RunFiles,
+    valid_is_test: bool,
+) -> Result<()> {
     let test_acc = if valid_is_test { Some(record.valid_acc) } else { record.test_acc };
     if let Some(acc) = test_acc {
         state.best_test_acc = Some(state.best_test_acc.map_or(acc, |best| best.max(acc)));
@@ -283,7 +299,11 @@ fn epoch_line(record: &EpochRecord, state: &RunState, epochs: usize) -> String {
         100.0 * state.best_valid_acc
     );
     if let (Some(loss), Some(acc)) = (record.test_loss, record.test_acc) {
-        line += &format!(" | test loss {loss:.4} acc {:6.2}% (best {:6.2}%)", 100.0 * acc, 100.0 * state.best_test_acc.unwrap_or(0.0));
+        line += &format!(
+            " | test loss {loss:.4} acc {:6.2}% (best {:6.2}%)",
+            100.0 * acc,
+            100.0 * state.best_test_acc.unwrap_or(0.0)
+        );
     }
     line + &format!(" | sigma {:.3} lr_w {:.2e} | {:.1} s", record.sigma, record.lr_w, record.seconds)
 }

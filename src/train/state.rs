@@ -105,6 +105,7 @@ pub fn load_last(path: &Path, trainer: &mut Trainer) -> Result<(RunState, Vec<Te
     trainer.lr_w = state.lr_w.clone();
     trainer.lr_pos = state.lr_pos.clone();
     trainer.apply_schedules();
-    let marks = (0..).map_while(|i| tensors.get(&format!("{MARK_PREFIX}.{i}")).map(|t| t.to_device(trainer.network.device()))).collect();
+    let marks =
+        (0..).map_while(|i| tensors.get(&format!("{MARK_PREFIX}.{i}")).map(|t| t.to_device(trainer.network.device()))).collect();
     Ok((state, marks))
 }
