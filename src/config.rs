@@ -252,7 +252,7 @@ impl Config {
         for (key, value) in counts {
             ensure!(value > 0, "config key `{key}` must be at least 1, got {value}");
         }
-        ensure!(RAW_CHANNELS % self.n_bins == 0, "config key `n_bins` must divide {RAW_CHANNELS}, got {}", self.n_bins);
+        ensure!(RAW_CHANNELS.is_multiple_of(self.n_bins), "config key `n_bins` must divide {RAW_CHANNELS}, got {}", self.n_bins);
         ensure!(
             self.init_tau_ms > self.time_step_ms,
             "config key `init_tau_ms` ({}) must exceed `time_step_ms` ({}): tau in steps must be above 1",
@@ -298,7 +298,7 @@ impl Config {
     /// Every derived value, from the current fields (semantics.md §6).
     pub fn derived(&self) -> Derived {
         let steps = (self.max_delay_ms / self.time_step_ms).floor() as usize;
-        let kernel_size = if steps % 2 == 0 { steps + 1 } else { steps };
+        let kernel_size = if steps.is_multiple_of(2) { steps + 1 } else { steps };
         let half = kernel_size / 2;
         let learns = self.learns_positions();
         let epochs_quarter = self.epochs / 4;
@@ -345,6 +345,11 @@ impl Config {
         value.as_object_mut().expect("config is an object").insert("derived".into(), derived);
         value
     }
+}
+
+/// The configuration spelling of an enum value (`shd`, `snn_delays`, …).
+pub fn name_of<T: Serialize>(value: &T) -> String {
+    serde_json::to_value(value).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
 }
 
 /// How a configuration is assembled: a preset, then a JSON file, then `key=value` overrides.

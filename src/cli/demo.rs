@@ -2,6 +2,7 @@
 //! spike counts, printing the loss, the trainable parameter count and the timings.
 
 use super::{parse_device, ConfigArgs};
+use crate::config::name_of;
 use crate::model::loss::{accuracy, class_scores, cross_entropy, one_hot};
 use crate::model::{DropoutMasks, Network};
 use anyhow::{ensure, Result};
@@ -50,8 +51,11 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     let backward_seconds = started.elapsed().as_secs_f64();
 
     println!(
-        "{:?} preset, model {:?}, {} hidden layers of {}",
-        config.dataset, config.model_type, config.n_hidden_layers, config.n_hidden_neurons
+        "{} preset, model {}, {} hidden layers of {}",
+        name_of(&config.dataset),
+        name_of(&config.model_type),
+        config.n_hidden_layers,
+        config.n_hidden_neurons
     );
     println!("trainable parameters: {}", network.trainable_parameter_count());
     println!("input (T, B, C) = {:?} of spike counts -> output {:?}", x.size(), output.size());

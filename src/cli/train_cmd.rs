@@ -1,6 +1,7 @@
 //! `snn-delays train`: runs the paper's training procedure into a run directory.
 
 use super::{parse_device, ConfigArgs};
+use crate::config::name_of;
 use crate::train::run::{train, Outcome, RunOptions};
 use anyhow::{bail, Result};
 use clap::Args;
@@ -57,7 +58,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         (Some(dir), _) => dir.clone(),
         (None, true) => bail!("--resume needs --run-dir"),
         (None, false) => {
-            PathBuf::from("runs").join(format!("{:?}-{:?}-{}", config.dataset, config.model_type, utc_stamp()).to_lowercase())
+            PathBuf::from("runs").join(format!("{}-{}-{}", name_of(&config.dataset), name_of(&config.model_type), utc_stamp()))
         }
     };
     let options = RunOptions {

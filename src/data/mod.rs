@@ -168,7 +168,7 @@ impl DataSplits {
 /// Splits off `fraction` of `subset`, chosen by `seed`, as validation.
 pub fn hold_out(subset: Subset, fraction: f64, seed: u64) -> (Subset, Subset) {
     let mut order = subset.indices.clone();
-    rng::SplitMix64::new(seed ^ 0x5eed_0f_0a11d).shuffle(&mut order);
+    rng::SplitMix64::new(seed ^ 0x05ee_d0f0_a11d).shuffle(&mut order);
     let held = ((subset.len() as f64) * fraction).round() as usize;
     let mut valid = order[..held].to_vec();
     let mut train = order[held..].to_vec();

@@ -66,7 +66,7 @@ impl SynthSpec {
     fn check(&self) -> Result<()> {
         ensure!(self.classes >= 2 && self.classes <= 255, "--classes must be in 2..=255, got {}", self.classes);
         ensure!(self.train > 0 && self.test > 0, "--train and --test must be positive");
-        ensure!(self.groups >= 2 && RAW_CHANNELS % self.groups == 0, "groups must divide {RAW_CHANNELS}");
+        ensure!(self.groups >= 2 && RAW_CHANNELS.is_multiple_of(self.groups), "groups must divide {RAW_CHANNELS}");
         let grid = (self.max_offset_ms / 20.0) as usize + 1;
         ensure!(grid.pow(self.groups as u32 - 1) >= self.classes, "too many classes for the onset grid");
         Ok(())

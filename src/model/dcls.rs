@@ -159,9 +159,9 @@ mod tests {
 
     #[test]
     fn worked_values_of_the_spec() {
-        assert_close(&kernel_of(0.3, 0.0, KernelVersion::Max), &[0.0, 0.0, 0.69999999, 0.29999992, 0.0]);
+        assert_close(&kernel_of(0.3, 0.0, KernelVersion::Max), &[0.0, 0.0, 0.7, 0.29999992, 0.0]);
         assert_close(&kernel_of(0.3, 0.5, KernelVersion::Max), &[0.0, 0.09090911, 0.54545456, 0.36363634, 0.0]);
-        assert_close(&kernel_of(0.3, 2.0, KernelVersion::Gauss), &[0.14430386, 0.20463729, 0.23900668, 0.22990781, 0.18214440]);
+        assert_close(&kernel_of(0.3, 2.0, KernelVersion::Gauss), &[0.14430386, 0.20463729, 0.23900668, 0.22990781, 0.1821444]);
         assert_close(&kernel_of(0.3, 0.0, KernelVersion::Gauss), &[3.05e-16, 1.6106e-05, 0.93952906, 0.06045468, 4.29e-09]);
     }
 

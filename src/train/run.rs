@@ -280,7 +280,7 @@ fn log_epoch(board: &mut Board, trainer: &Trainer, record: &EpochRecord, marks: 
     for (i, layer) in trainer.network.dcls_layers().enumerate() {
         board.integer_histogram(&format!("delays/layer{i}"), &layer.delays(), layer.shape.kernel_size - 1, step);
         if let Some(mark) = marks.get_mut(i) {
-            if step % 5 == 0 && step > 0 {
+            if step.is_multiple_of(5) && step > 0 {
                 board.scalar(&format!("dpos{i}_5epochs"), mean_abs_change(mark, &now[i]), step);
                 *mark = now[i].copy();
             }
@@ -323,9 +323,9 @@ fn progress(epoch: usize, epochs: usize, done: usize, total: usize, loss: f64, a
 
 fn run_header(trainer: &Trainer, data: &DataSplits, options: &RunOptions) -> String {
     format!(
-        "{:?} {:?}: {} trainable parameters, {} train samples, device {:?}, run {}",
-        trainer.config.dataset,
-        trainer.config.model_type,
+        "{} {}: {} trainable parameters, {} train samples, device {:?}, run {}",
+        crate::config::name_of(&trainer.config.dataset),
+        crate::config::name_of(&trainer.config.model_type),
         trainer.network.trainable_parameter_count(),
         data.train.len(),
         options.device,
