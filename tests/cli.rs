@@ -3,16 +3,10 @@
 
 mod common;
 
-use common::{python, scratch};
+use common::{python, scratch, snn, BIN};
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 use tch::{Kind, Tensor};
-
-const BIN: &str = env!("CARGO_BIN_EXE_snn-delays");
-
-fn snn(args: &[&str]) -> Output {
-    Command::new(BIN).args(args).output().unwrap()
-}
 
 fn stderr_of_failure(args: &[&str]) -> String {
     let output = snn(args);

@@ -4,19 +4,9 @@
 
 mod common;
 
-use common::{repo, run_oracle, scratch};
+use common::{repo, run_oracle, scratch, snn, text, BIN};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-
-const BIN: &str = env!("CARGO_BIN_EXE_snn-delays");
-
-fn snn(args: &[&str]) -> Output {
-    Command::new(BIN).args(args).output().unwrap()
-}
-
-fn text(output: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
-}
 
 fn export(dataset: &str, data: &Path, out: &Path) -> Output {
     snn(&[

@@ -3,9 +3,7 @@
 
 mod common;
 
-use common::run_oracle;
-
-const BIN: &str = env!("CARGO_BIN_EXE_snn-delays");
+use common::{run_oracle, BIN};
 
 /// The SHD preset and its 3-layer variant: init, train output/loss/gradients and eval
 /// output/loss must be bitwise equal on CPU, as semantics.md §2.1 reports for the reference.

@@ -4,20 +4,11 @@
 
 mod common;
 
-use common::{python, run_oracle, scratch};
+use common::{python, run_oracle, scratch, snn, text, BIN};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-const BIN: &str = env!("CARGO_BIN_EXE_snn-delays");
 const SMALL: [&str; 8] = ["--set", "n_hidden_neurons=16", "--set", "batch_size=32", "--set", "max_delay_ms=100", "--epochs", "3"];
-
-fn snn(args: &[&str]) -> Output {
-    Command::new(BIN).args(args).output().unwrap()
-}
-
-fn text(output: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
-}
 
 /// A small generated dataset, made once per test.
 fn dataset(dir: &Path) -> PathBuf {

@@ -5,8 +5,21 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 use tch::{Kind, Tensor};
+
+/// Our binary, as built for the tests.
+pub const BIN: &str = env!("CARGO_BIN_EXE_snn-delays");
+
+/// Runs `snn-delays` with `args`.
+pub fn snn(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).output().unwrap()
+}
+
+/// Standard output and standard error together.
+pub fn text(output: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
+}
 
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
