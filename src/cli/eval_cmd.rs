@@ -3,12 +3,13 @@
 
 use super::{parse_device, ConfigArgs};
 use crate::checkpoint;
-use crate::data::{DataSplits, Split};
+use crate::data::{DataSplits, Source, Split, Subset};
 use crate::model::Network;
 use crate::train::eval::evaluate;
 use anyhow::{Context, Result};
 use clap::Args;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 #[derive(Args, Debug)]
 pub struct EvalArgs {
@@ -40,15 +41,13 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     let tensors = checkpoint::read_tensors(&args.checkpoint)?.into_iter().collect();
     checkpoint::load_model_part(&network.vs, &args.checkpoint, &tensors)?;
     let data = args.data.clone().unwrap_or_else(|| PathBuf::from(&config.data_dir));
-    let splits = DataSplits::open(&config, &data)?;
-    let subset = match (args.split, &splits.test) {
-        (Split::Train, _) => &splits.train,
-        (Split::Valid, _) => &splits.valid,
-        (Split::Test, Some(test)) => test,
-        (Split::Test, None) => &splits.valid,
+    let subset = match args.split {
+        Split::Test => Subset::whole(Arc::new(Source::open(&config, &data, Split::Test)?)),
+        Split::Train => DataSplits::open(&config, &data)?.train,
+        Split::Valid => DataSplits::open(&config, &data)?.valid,
     };
     let classes = config.derived().n_outputs as i64;
-    let scores = evaluate(&mut network, subset, config.batch_size, classes)
+    let scores = evaluate(&mut network, &subset, config.batch_size, classes)
         .with_context(|| format!("evaluating {}", args.checkpoint.display()))?;
     if args.json {
         let report = serde_json::json!({"split": format!("{:?}", args.split).to_lowercase(), "loss": scores.loss,

@@ -85,13 +85,8 @@ impl Source {
                     .collect();
                 let features = mel::features(&Tensor::cat(&waveforms, 0)).to_kind(Kind::Float).contiguous();
                 let (steps, channels) = (features.size()[1] as usize, features.size()[2] as usize);
-                Ok((0..indices.len())
-                    .map(|b| Frames {
-                        steps,
-                        channels,
-                        values: Vec::<f32>::try_from(features.get(b as i64).flatten(0, -1)).unwrap_or_default(),
-                    })
-                    .collect())
+                let values = Vec::<f32>::try_from(features.flatten(0, -1))?;
+                Ok(values.chunks(steps * channels).map(|clip| Frames { steps, channels, values: clip.to_vec() }).collect())
             }
         }
     }

@@ -181,7 +181,7 @@ fn train_epoch(
     let augment = config.augment.then(|| Augment::from_config(&config));
     let classes = config.derived().n_outputs as i64;
     let at_start = positions_now(trainer);
-    let mut previous = at_start.iter().map(Tensor::copy).collect::<Vec<_>>();
+    let mut previous: Vec<Tensor> = at_start.iter().map(Tensor::shallow_clone).collect();
     let (mut losses, mut accuracies) = (Vec::new(), Vec::new());
     let epoch_batches = batches(&data.train, config.batch_size, classes, Some((seed, epoch as u64)));
     let total = epoch_batches.batch_count();
