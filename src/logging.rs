@@ -36,25 +36,24 @@ impl Board {
 
     /// A histogram of integer values (delays in steps) with one bucket per integer in `0..=max`.
     pub fn integer_histogram(&mut self, tag: &str, values: &Tensor, max: i64, step: usize) {
-        let counts = values.flatten(0, -1).to_kind(Kind::Int64).bincount(None::<Tensor>, max + 1);
-        let counts: Vec<f64> = Vec::<i64>::try_from(&counts).unwrap_or_default().into_iter().map(|c| c as f64).collect();
+        let flat = host_values(values);
+        let counts = flat.to_kind(Kind::Int64).bincount(None::<Tensor>, max + 1).to_kind(Kind::Double);
         let limits: Vec<f64> = (0..=max).map(|i| i as f64 + 0.5).collect();
-        self.histogram(tag, values, &limits, &counts, step);
+        self.histogram(tag, &flat, &limits, &counts, step);
     }
 
     /// A histogram of real values with equal-width buckets between their minimum and maximum.
     pub fn value_histogram(&mut self, tag: &str, values: &Tensor, step: usize) {
-        let flat = values.detach().flatten(0, -1).to_kind(Kind::Double).to_device(tch::Device::Cpu);
+        let flat = host_values(values);
         let (low, high) = (flat.min().double_value(&[]), flat.max().double_value(&[]));
         let width = ((high - low) / WEIGHT_BUCKETS as f64).max(f64::MIN_POSITIVE);
-        let counts = flat.histc(WEIGHT_BUCKETS as i64);
-        let counts: Vec<f64> = Vec::<f64>::try_from(&counts).unwrap_or_default();
         let limits: Vec<f64> = (1..=WEIGHT_BUCKETS).map(|i| low + width * i as f64).collect();
-        self.histogram(tag, values, &limits, &counts, step);
+        self.histogram(tag, &flat, &limits, &flat.histc(WEIGHT_BUCKETS as i64), step);
     }
 
-    fn histogram(&mut self, tag: &str, values: &Tensor, limits: &[f64], counts: &[f64], step: usize) {
-        let flat = values.detach().flatten(0, -1).to_kind(Kind::Double).to_device(tch::Device::Cpu);
+    /// Writes a histogram of `flat` (from [`host_values`]) with one count per bucket limit.
+    fn histogram(&mut self, tag: &str, flat: &Tensor, limits: &[f64], counts: &Tensor, step: usize) {
+        let counts: Vec<f64> = (0..limits.len() as i64).map(|i| counts.double_value(&[i])).collect();
         let summary = histogram_raw(
             tag,
             flat.min().double_value(&[]),
@@ -63,7 +62,7 @@ impl Board {
             flat.sum(Kind::Double).double_value(&[]),
             flat.square().sum(Kind::Double).double_value(&[]),
             limits,
-            counts,
+            &counts,
         );
         self.writer.add_summary(summary, step);
     }
@@ -94,6 +93,11 @@ impl Board {
     pub fn flush(&mut self) {
         self.writer.flush();
     }
+}
+
+/// The values as a flat f64 tensor in host memory.
+fn host_values(values: &Tensor) -> Tensor {
+    values.detach().flatten(0, -1).to_kind(Kind::Double).to_device(tch::Device::Cpu)
 }
 
 /// `metrics.jsonl`: one JSON object per epoch, the whole file rewritten atomically.
