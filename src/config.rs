@@ -9,6 +9,7 @@
 //! - `lr_pos = 100·lr_w`, `max_lr_w = 5·lr_w`; the non-delay models get `lr_pos = 0`, no position
 //!   scheduler, version `max`, `sigma_init = 0`, `final_epoch = 0`.
 
+pub use crate::model::time_conv::Convolution;
 use anyhow::{bail, ensure, Context, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -53,6 +54,16 @@ pub enum ChargeFormula {
     Spikingjelly2,
     /// `v·(1−1/τ) + x` while training, `v − v/τ + x` in eval (the paper-era SpikingJelly).
     Paper2023,
+}
+
+/// How the neuron layers are computed; both give the same numbers on the CPU (docs/method.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NeuronBackend {
+    /// One kernel over all time steps, forward and backward (CPU); on CUDA the `ops` path runs.
+    Fused,
+    /// libtorch ops step by step with autograd: the oracle that the fused kernel is tested against.
+    Ops,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -118,6 +129,7 @@ pub struct Config {
     pub epochs: usize,
     pub batch_size: usize,
     pub neuron: NeuronType,
+    pub neuron_backend: NeuronBackend,
     pub charge_formula: ChargeFormula,
     pub init_tau_ms: f64,
     pub n_hidden_layers: usize,
@@ -133,6 +145,12 @@ pub struct Config {
     pub dcls_version: KernelVersion,
     pub kernel_count: usize,
     pub max_delay_ms: f64,
+    /// How DCLS synapses convolve over time: `fft` (fast, float32-rounding close) or `direct`
+    /// (libtorch's conv1d, bitwise the reference's); see docs/method.md, "Time convolution".
+    pub convolution: Convolution,
+    /// Set the DCLS kernel's subnormal taps to zero before the convolution (docs/method.md,
+    /// "Subnormal taps"); `false` keeps the reference's kernel bit for bit.
+    pub flush_subnormal_taps: bool,
     pub augment: bool,
     pub tn_mask_aug_proba: f64,
     pub cutmix_aug_proba: f64,
@@ -182,6 +200,7 @@ impl Config {
             epochs: 150,
             batch_size: 256,
             neuron: NeuronType::Lif,
+            neuron_backend: NeuronBackend::Fused,
             charge_formula: ChargeFormula::Spikingjelly2,
             init_tau_ms: 10.05,
             n_hidden_layers: 2,
@@ -197,6 +216,8 @@ impl Config {
             dcls_version: KernelVersion::Gauss,
             kernel_count: 1,
             max_delay_ms: 250.0,
+            convolution: Convolution::Fft,
+            flush_subnormal_taps: true,
             augment: false,
             tn_mask_aug_proba: 0.65,
             cutmix_aug_proba: 0.5,

@@ -1,13 +1,14 @@
 //! Parity of the building blocks against the real packages, run at test time:
 //! DCLS kernel construction and convolution against dcls 0.1.1's `Dcls1d` (bitwise), and the
-//! multi-step LIF/PLIF against spikingjelly 2.0.0 (bitwise).
+//! multi-step LIF/PLIF against spikingjelly 2.0.0 (bitwise), with the op-by-op and the fused
+//! neuron backends.
 
 mod common;
 
 use common::{agreement, cases, run_oracle, scratch};
-use snn_delays::config::{ChargeFormula, KernelVersion};
-use snn_delays::model::dcls::construct_kernel;
-use snn_delays::model::neuron::{ATan, Leak, MultiStepLif};
+use snn_delays::config::{ChargeFormula, KernelVersion, NeuronBackend};
+use snn_delays::model::dcls::{construct_kernel, flush_subnormals};
+use snn_delays::model::neuron::{ATan, Leak, MultiStepLif, Readout};
 use std::collections::BTreeMap;
 use tch::{Kind, Tensor};
 
@@ -43,32 +44,78 @@ fn dcls_kernel_output_and_gradients_equal_the_dcls_package() {
     }
 }
 
+/// With `flush_subnormal_taps`: the kernel differs from dcls's only where dcls's value is
+/// subnormal (and ours is 0); the convolution output and both gradients agree within
+/// 1e-6·max(1, |reference|). Some cases must have subnormal taps, or this tests nothing.
 #[test]
-fn lif_and_plif_equal_spikingjelly() {
+fn flushed_kernels_agree_with_the_dcls_package() {
+    let path = scratch("dcls-flush").join("cases.safetensors");
+    run_oracle("dcls_cases.py", &[path.to_str().unwrap()]);
+    let tiny = f32::MIN_POSITIVE as f64;
+    let mut flushed_cases = 0;
+    for (index, case) in cases(&path).iter().enumerate() {
+        let version = [KernelVersion::Gauss, KernelVersion::Max, KernelVersion::V1][param(case, 0) as usize];
+        let size = param(case, 1) as i64;
+        let weight = case["weight"].copy().set_requires_grad(true);
+        let positions = case["positions"].copy().set_requires_grad(true);
+        let kernel = flush_subnormals(&construct_kernel(&weight, &positions, &case["sigma"], size, version));
+        let reference = &case["kernel"];
+        let subnormal = reference.abs().lt(tiny).logical_and(&reference.ne(0.0));
+        flushed_cases += i32::from(subnormal.any().int64_value(&[]) == 1);
+        let expected = reference.where_scalarother(&subnormal.logical_not(), 0.0);
+        assert_bitwise(&format!("case {index} flushed kernel"), &kernel, &expected);
+        let out = case["x"].conv1d(&kernel, None::<Tensor>, [1], [0], [1], 1);
+        (&out * &case["upstream"]).sum(Kind::Float).backward();
+        for (what, ours, theirs) in [
+            ("output", &out, &case["out"]),
+            ("weight gradient", &weight.grad(), &case["grad_weight"]),
+            ("position gradient", &positions.grad(), &case["grad_positions"]),
+        ] {
+            let a = agreement(ours, theirs, 1e-6);
+            assert!(a.within, "case {index} {what}: max |diff| {:e}", a.max_abs_diff);
+        }
+    }
+    assert!(flushed_cases > 0, "no case had subnormal taps");
+    println!("{flushed_cases} of the cases had subnormal taps, flushed within tolerance");
+}
+
+#[test]
+fn lif_and_plif_equal_spikingjelly_with_both_backends() {
     let path = scratch("lif").join("cases.safetensors");
     run_oracle("lif_cases.py", &[path.to_str().unwrap()]);
     let all = cases(&path);
     assert_eq!(all.len(), 24);
     for (index, case) in all.iter().enumerate() {
-        let (plif, train, threshold, tau) = (param(case, 0) == 1.0, param(case, 1) == 1.0, param(case, 2), param(case, 3));
-        let what = format!("case {index} (plif={plif}, train={train}, threshold={threshold}, tau={tau})");
-        let w = Tensor::from(-(tau - 1.0).ln() as f32).set_requires_grad(true);
-        let leak = if plif { Leak::Learned { w: w.shallow_clone() } } else { Leak::Fixed { tau } };
-        let layer = MultiStepLif {
-            leak,
-            v_threshold: threshold,
-            surrogate: ATan { alpha: 5.0 },
-            charge_formula: ChargeFormula::Spikingjelly2,
-        };
-        let x = case["x"].copy().set_requires_grad(true);
-        let out = layer.forward(&x, train);
-        assert_bitwise(&format!("{what} spikes"), &out.spikes, &case["spikes"]);
-        assert_bitwise(&format!("{what} v_seq"), &out.membrane, &case["v_seq"]);
-        let objective = (&out.spikes * &case["g_spikes"]).sum(Kind::Float) + (&out.membrane * &case["g_v"]).sum(Kind::Float);
-        objective.backward();
-        assert_bitwise(&format!("{what} input gradient"), &x.grad(), &case["grad_x"]);
-        if plif {
-            assert_bitwise(&format!("{what} w gradient"), &w.grad().reshape([1]), &case["grad_w"]);
+        for backend in [NeuronBackend::Ops, NeuronBackend::Fused] {
+            check_neuron_case(index, case, backend);
         }
+    }
+}
+
+fn check_neuron_case(index: usize, case: &BTreeMap<String, Tensor>, backend: NeuronBackend) {
+    let (plif, train, threshold, tau) = (param(case, 0) == 1.0, param(case, 1) == 1.0, param(case, 2), param(case, 3));
+    let what = format!("case {index} ({backend:?}, plif={plif}, train={train}, threshold={threshold}, tau={tau})");
+    let w = Tensor::from(-(tau - 1.0).ln() as f32).set_requires_grad(true);
+    let leak = if plif { Leak::Learned { w: w.shallow_clone() } } else { Leak::Fixed { tau } };
+    let layer = MultiStepLif {
+        leak,
+        v_threshold: threshold,
+        surrogate: ATan { alpha: 5.0 },
+        charge_formula: ChargeFormula::Spikingjelly2,
+        backend,
+    };
+    let x = case["x"].copy().set_requires_grad(true);
+    let out = layer.forward(&x, train, Readout::BOTH);
+    let (spikes, membrane) = (out.spikes.unwrap(), out.membrane.unwrap());
+    assert_bitwise(&format!("{what} spikes"), &spikes, &case["spikes"]);
+    assert_bitwise(&format!("{what} v_seq"), &membrane, &case["v_seq"]);
+    let objective = (&spikes * &case["g_spikes"]).sum(Kind::Float) + (&membrane * &case["g_v"]).sum(Kind::Float);
+    objective.backward();
+    if let Some(segment) = &out.segment {
+        segment.backward();
+    }
+    assert_bitwise(&format!("{what} input gradient"), &x.grad(), &case["grad_x"]);
+    if plif {
+        assert_bitwise(&format!("{what} w gradient"), &w.grad().reshape([1]), &case["grad_w"]);
     }
 }

@@ -1,7 +1,7 @@
 //! `snn-delays demo`: one training-mode forward and backward pass on a generated batch of
 //! spike counts, printing the loss, the trainable parameter count and the timings.
 
-use super::{parse_device, ConfigArgs};
+use super::{ConfigArgs, DeviceArgs};
 use crate::config::name_of;
 use crate::model::loss::{accuracy, class_scores, cross_entropy, one_hot};
 use crate::model::{DropoutMasks, Network};
@@ -20,15 +20,14 @@ pub struct DemoArgs {
     /// Samples in the generated batch [default: the config's batch_size]
     #[arg(long)]
     batch: Option<i64>,
-    /// cpu, cuda or cuda:N
-    #[arg(long, default_value = "cpu")]
-    device: String,
+    #[command(flatten)]
+    device: DeviceArgs,
 }
 
 pub fn run(args: &DemoArgs) -> Result<()> {
     let config = args.config.load()?;
     let derived = config.derived();
-    let device = parse_device(&args.device)?;
+    let device = args.device.select()?;
     let batch = args.batch.unwrap_or(config.batch_size as i64);
     ensure!(args.steps > 0 && batch > 0, "--steps and --batch must be positive");
     let network = Network::new(&config, device);
@@ -42,12 +41,13 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     let targets = one_hot(&labels, derived.n_outputs as i64);
 
     let started = Instant::now();
-    let output = network.forward(&x, true, DropoutMasks::DRAW)?;
-    let scores = class_scores(&output, config.loss);
+    let pass = network.forward_train(&x, DropoutMasks::DRAW)?;
+    let output = &pass.output;
+    let scores = class_scores(output, config.loss);
     let loss = cross_entropy(&scores, &targets);
     let forward_seconds = started.elapsed().as_secs_f64();
     let started = Instant::now();
-    loss.backward();
+    pass.backward(&loss);
     let backward_seconds = started.elapsed().as_secs_f64();
 
     println!(
@@ -66,6 +66,6 @@ pub fn run(args: &DemoArgs) -> Result<()> {
             println!("gradient norm of {name} per layer: {}", norms.join(", "));
         }
     }
-    println!("forward {forward_seconds:.2} s, backward {backward_seconds:.2} s on {device:?}");
+    println!("forward {forward_seconds:.2} s, backward {backward_seconds:.2} s on {}", crate::device::name(device));
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! `snn-delays eval`: evaluates a checkpoint with integer delays on one split. Accepts our
 //! checkpoints (best, last) and state dicts saved from the PyTorch reference.
 
-use super::{parse_device, ConfigArgs};
+use super::{ConfigArgs, DeviceArgs};
 use crate::checkpoint;
 use crate::data::{DataSplits, Source, Split, Subset};
 use crate::model::Network;
@@ -26,8 +26,8 @@ pub struct EvalArgs {
     /// Print one JSON object
     #[arg(long)]
     json: bool,
-    #[arg(long, default_value = "cpu")]
-    device: String,
+    #[command(flatten)]
+    device: DeviceArgs,
 }
 
 pub fn run(args: &EvalArgs) -> Result<()> {
@@ -37,7 +37,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         config_args.config = Some(beside);
     }
     let config = config_args.load()?;
-    let mut network = Network::new(&config, parse_device(&args.device)?);
+    let mut network = Network::new(&config, args.device.select()?);
     let tensors = checkpoint::read_tensors(&args.checkpoint)?.into_iter().collect();
     checkpoint::load_model_part(&network.vs, &args.checkpoint, &tensors)?;
     let data = args.data.clone().unwrap_or_else(|| PathBuf::from(&config.data_dir));

@@ -4,7 +4,7 @@
 //! Input file keys: `x` (T, B, n_inputs) f32; optional `y` (B,) integer labels; optional
 //! `mask.<l>` (B, H) dropout mask of hidden layer l. Output keys: `output`, `loss`, `grad.<key>`.
 
-use super::{parse_device, ConfigArgs};
+use super::{ConfigArgs, DeviceArgs};
 use crate::checkpoint;
 use crate::config::Config;
 use crate::model::loss::{class_scores, cross_entropy, one_hot};
@@ -34,9 +34,8 @@ pub struct ForwardArgs {
     /// Compute in eval mode, after the eval transform (integer delays, running BN statistics)
     #[arg(long)]
     eval: bool,
-    /// cpu, cuda or cuda:N
-    #[arg(long, default_value = "cpu")]
-    device: String,
+    #[command(flatten)]
+    device: DeviceArgs,
 }
 
 /// A parsed and checked input file.
@@ -48,22 +47,24 @@ struct Batch {
 
 pub fn run(args: &ForwardArgs) -> Result<()> {
     let config = args.config.load()?;
-    let device = parse_device(&args.device)?;
+    let device = args.device.select()?;
     let mut network = Network::new(&config, device);
     checkpoint::load(&network.vs, &args.weights)?;
     let batch = read_batch(&args.input, &config, network.hidden.len())?;
     ensure!(!args.grad || batch.labels.is_some(), "--grad needs labels: {} has no `y`", args.input.display());
+    ensure!(!(args.grad && args.eval), "--grad computes training-mode gradients; it cannot be combined with --eval");
     if args.eval {
         network.to_eval_form();
     }
     let x = batch.x.to_device(device);
-    let output = network.forward(&x, !args.eval, DropoutMasks(&batch.masks))?;
+    let pass = if args.eval { None } else { Some(network.forward_train(&x, DropoutMasks(&batch.masks))?) };
+    let output = pass.as_ref().map_or_else(|| network.forward_eval(&x), |pass| pass.output.shallow_clone());
     let mut results = vec![("output".to_string(), output.shallow_clone())];
     if let Some(labels) = &batch.labels {
         let targets = one_hot(&labels.to_device(device), config.derived().n_outputs as i64);
         let loss = cross_entropy(&class_scores(&output, config.loss), &targets);
-        if args.grad {
-            loss.backward();
+        if let (true, Some(pass)) = (args.grad, &pass) {
+            pass.backward(&loss);
             for (key, parameter) in network.named_trainable() {
                 results.push((format!("grad.{key}"), parameter.grad()));
             }

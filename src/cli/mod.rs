@@ -1,5 +1,6 @@
 //! Command-line interface: argument parsing and dispatch to one module per subcommand.
 
+mod bench_cmd;
 mod config_cmd;
 mod data_cmd;
 mod demo;
@@ -12,7 +13,7 @@ mod synth_cmd;
 mod train_cmd;
 
 use crate::config::{Config, ConfigSource, Dataset};
-use anyhow::{bail, Result};
+use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use tch::Device;
@@ -52,6 +53,8 @@ enum Command {
     Synth(synth_cmd::SynthArgs),
     /// One forward and backward pass on a generated batch: loss, parameter count and timings.
     Demo(demo::DemoArgs),
+    /// Time training steps or evaluation passes on a given batch (used by `make bench`).
+    Bench(bench_cmd::BenchArgs),
 }
 
 /// Where the configuration comes from; the same flags on every subcommand that takes one.
@@ -74,29 +77,42 @@ impl ConfigArgs {
     }
 }
 
-/// Parses `cpu`, `cuda` or `cuda:N`, and checks that the device exists.
-pub fn parse_device(name: &str) -> Result<Device> {
-    let device = match name {
-        "cpu" => Device::Cpu,
-        "cuda" => Device::Cuda(0),
-        other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
-            Some(Ok(index)) => Device::Cuda(index),
-            _ => bail!("--device must be cpu, cuda or cuda:N, got `{name}`"),
-        },
-    };
-    if let Device::Cuda(index) = device {
-        let count = tch::Cuda::device_count() as usize;
-        if index >= count {
-            bail!("--device {name}: CUDA is not available here ({count} CUDA devices found)");
-        }
+/// Where to compute; the same flags on every subcommand that takes a device.
+#[derive(Args, Debug, Clone)]
+pub struct DeviceArgs {
+    /// auto (CUDA device 0 when present, else the CPU), cpu, cuda or cuda:N
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// Use cuDNN, deterministic and with TF32 off (off by default, as in the reference)
+    #[arg(long)]
+    pub cudnn: bool,
+}
+
+impl DeviceArgs {
+    /// The device, after applying the cuDNN setting.
+    pub fn select(&self) -> Result<Device> {
+        crate::device::set_cudnn(self.cudnn);
+        crate::device::select(&self.device)
     }
-    Ok(device)
+
+    pub fn is_auto(&self) -> bool {
+        self.device == "auto"
+    }
+}
+
+/// Sets the CPU threads of libtorch and of our own parallel loops (rayon); all cores when `None`.
+pub fn set_threads(threads: Option<usize>) {
+    if let Some(threads) = threads {
+        tch::set_num_threads(threads as i32);
+        let _ = rayon::ThreadPoolBuilder::new().num_threads(threads).build_global();
+    }
 }
 
 /// Parses the command line and runs the subcommand. cuDNN is disabled, as in the reference.
 pub fn run() -> Result<()> {
     let cli = Cli::parse();
-    tch::Cuda::set_user_enabled_cudnn(false);
+    crate::device::keep_freed_host_memory();
+    crate::device::set_cudnn(false);
     match cli.command {
         Command::Config(args) => config_cmd::run(&args),
         Command::Train(args) => train_cmd::run(&args),
@@ -106,6 +122,7 @@ pub fn run() -> Result<()> {
         Command::Init(args) => init::run(&args),
         Command::Forward(args) => forward::run(&args),
         Command::Demo(args) => demo::run(&args),
+        Command::Bench(args) => bench_cmd::run(&args),
         Command::Data(command) => data_cmd::run(&command),
         Command::Synth(args) => synth_cmd::run(&args),
     }

@@ -6,10 +6,11 @@
 //! `e<E>.b<K>.mask.<l>` (B, H). Output: `losses` and `accuracies` (steps,), f64; the final
 //! state dict under its reference keys; `lr_w`, `beta1`, `lr_pos`, `sigma` after the last epoch.
 
-use super::{parse_device, ConfigArgs};
+use super::{ConfigArgs, DeviceArgs};
 use crate::checkpoint;
 use crate::model::loss::one_hot;
 use crate::model::DropoutMasks;
+use crate::train::eval::read_all;
 use crate::train::Trainer;
 use anyhow::{Context, Result};
 use clap::Args;
@@ -27,13 +28,13 @@ pub struct ReplayArgs {
     batches: PathBuf,
     #[arg(long, value_name = "OUT.safetensors")]
     out: PathBuf,
-    #[arg(long, default_value = "cpu")]
-    device: String,
+    #[command(flatten)]
+    device: DeviceArgs,
 }
 
 pub fn run(args: &ReplayArgs) -> Result<()> {
     let config = args.config.load()?;
-    let device = parse_device(&args.device)?;
+    let device = args.device.select()?;
     let mut trainer = Trainer::new(&config, device);
     checkpoint::load(&trainer.network.vs, &args.weights)?;
     let tensors: BTreeMap<String, Tensor> = checkpoint::read_tensors(&args.batches)?.into_iter().collect();
@@ -61,7 +62,7 @@ pub fn run(args: &ReplayArgs) -> Result<()> {
     }
     let mut out = checkpoint::state_dict(&trainer.network.vs);
     out.push(("losses".into(), Tensor::from_slice(&losses)));
-    out.push(("accuracies".into(), Tensor::from_slice(&accuracies)));
+    out.push(("accuracies".into(), Tensor::from_slice(&read_all(&accuracies))));
     for (key, value) in [
         ("lr_w", trainer.weights.lr),
         ("beta1", trainer.weights.beta1),

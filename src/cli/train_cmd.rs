@@ -1,6 +1,6 @@
 //! `snn-delays train`: runs the paper's training procedure into a run directory.
 
-use super::{parse_device, ConfigArgs};
+use super::{ConfigArgs, DeviceArgs};
 use crate::config::name_of;
 use crate::train::run::{train, Outcome, RunOptions};
 use anyhow::{bail, Result};
@@ -21,9 +21,8 @@ pub struct TrainArgs {
     /// Random seed (same as --set seed=S)
     #[arg(long)]
     seed: Option<u64>,
-    /// cpu, cuda or cuda:N
-    #[arg(long, default_value = "cpu")]
-    device: String,
+    #[command(flatten)]
+    device: DeviceArgs,
     /// Run directory [default: runs/<dataset>-<model_type>-<UTC time>]
     #[arg(long, value_name = "DIR")]
     run_dir: Option<PathBuf>,
@@ -39,9 +38,6 @@ pub struct TrainArgs {
     /// No progress bars (the default when stderr is not a terminal)
     #[arg(long)]
     quiet: bool,
-    /// Enable cuDNN (off by default, like the reference)
-    #[arg(long)]
-    cudnn: bool,
 }
 
 pub fn run(args: &TrainArgs) -> Result<()> {
@@ -49,11 +45,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     config_args.set.extend(args.epochs.map(|n| format!("epochs={n}")));
     config_args.set.extend(args.seed.map(|s| format!("seed={s}")));
     let config = config_args.load()?;
-    if let Some(threads) = args.threads {
-        tch::set_num_threads(threads as i32);
-        let _ = rayon::ThreadPoolBuilder::new().num_threads(threads).build_global();
-    }
-    tch::Cuda::set_user_enabled_cudnn(args.cudnn);
+    super::set_threads(args.threads);
     let run_dir = match (&args.run_dir, args.resume) {
         (Some(dir), _) => dir.clone(),
         (None, true) => bail!("--resume needs --run-dir"),
@@ -66,7 +58,8 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         resume: args.resume,
         quiet: args.quiet || !std::io::stderr().is_terminal(),
         stop_after: args.stop_after,
-        device: parse_device(&args.device)?,
+        device: args.device.select()?,
+        device_auto: args.device.is_auto(),
     };
     let data = args.data.clone().unwrap_or_else(|| PathBuf::from(&config.data_dir));
     match train(&config, &data, &options)? {

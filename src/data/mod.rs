@@ -9,6 +9,7 @@ pub mod augment;
 pub mod batches;
 pub mod frames;
 pub mod mel;
+pub mod prefetch;
 pub mod rng;
 pub mod speech;
 pub mod spikes;

@@ -8,7 +8,14 @@
 //! then `X_k = g_k / (Σ g + 1e-7)` and `kernel[o,i,k] = Σ_j X_k·W[o,i,j]`. The ops and tensor
 //! layouts follow the reference so that values and gradients agree bitwise on CPU.
 //! Kernel index k delays its input by `K−1−k` steps, so the delay is `K//2 − P` (§2.1).
+//!
+//! With `flush_subnormal_taps`, kernel values below float32's smallest normal (1.18e-38) in
+//! magnitude become zero: a Gaussian tap far from its centre underflows there once sigma is
+//! small, and each product with a subnormal costs the CPU a slow microcode path in the
+//! convolution, its backward and everything downstream. Such a value's contribution to any
+//! output is below that output's float32 resolution (docs/method.md, "Subnormal taps").
 
+use super::time_conv::{correlate, Convolution};
 use crate::checkpoint::keys;
 use crate::config::KernelVersion;
 use tch::{nn, Kind, Tensor};
@@ -54,6 +61,33 @@ pub struct DclsShape {
     pub kernel_size: i64,
 }
 
+impl DclsShape {
+    /// Time padding `[K−1, (K−1)//2]`: every delay fits, and the output is `(K−1)//2` longer.
+    pub fn padding(&self) -> [i64; 2] {
+        [self.kernel_size - 1, (self.kernel_size - 1) / 2]
+    }
+}
+
+/// How a layer computes, beyond its parameters: both choices have an exact setting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DclsCompute {
+    pub flush_subnormal_taps: bool,
+    pub convolution: Convolution,
+}
+
+impl DclsCompute {
+    /// The reference's computation, bit for bit on the CPU.
+    pub const EXACT: DclsCompute = DclsCompute { flush_subnormal_taps: false, convolution: Convolution::Direct };
+}
+
+/// Smallest positive normal float32: kernel values below it in magnitude are subnormal.
+const SMALLEST_NORMAL: f64 = f32::MIN_POSITIVE as f64;
+
+/// Zeroes the subnormal values of a kernel; the gradient of a zeroed value is zero.
+pub fn flush_subnormals(kernel: &Tensor) -> Tensor {
+    kernel * kernel.abs().ge(SMALLEST_NORMAL)
+}
+
 /// A DCLS-1d synaptic layer: `weight`, `positions` (reference `P`) and `sigma` (reference `SIG`).
 #[derive(Debug)]
 pub struct Dcls1d {
@@ -62,6 +96,9 @@ pub struct Dcls1d {
     pub sigma: Tensor,
     pub version: KernelVersion,
     pub shape: DclsShape,
+    pub compute: DclsCompute,
+    /// The integer-delay kernel, built once by [`Dcls1d::to_eval_form`] and used until restored.
+    eval_kernel: Option<Tensor>,
 }
 
 /// The training-form state that the eval transform replaces, so that it can be restored.
@@ -75,7 +112,7 @@ pub struct TrainingForm {
 impl Dcls1d {
     /// Creates the variables under `path` with the reference names (see [`keys`]).
     /// Positions are trainable only when `learn_positions`; sigma never is.
-    pub fn new(path: &nn::Path, shape: DclsShape, version: KernelVersion, learn_positions: bool) -> Dcls1d {
+    pub fn new(path: &nn::Path, shape: DclsShape, version: KernelVersion, learn_positions: bool, compute: DclsCompute) -> Dcls1d {
         let weight_dims = [shape.out_channels, shape.in_channels, shape.kernel_count];
         let tap_dims = [1, shape.out_channels, shape.in_channels, shape.kernel_count];
         let weight = path.zeros("weight", &weight_dims);
@@ -85,7 +122,7 @@ impl Dcls1d {
             path.zeros_no_train(keys::POSITIONS, &tap_dims)
         };
         let sigma = path.zeros_no_train(keys::SIGMA, &tap_dims);
-        Dcls1d { weight, positions, sigma, version, shape }
+        Dcls1d { weight, positions, sigma, version, shape, compute, eval_kernel: None }
     }
 
     /// Positions live in `[−K//2, K//2]`.
@@ -93,13 +130,22 @@ impl Dcls1d {
         (self.shape.kernel_size / 2) as f64
     }
 
+    /// The dense kernel in force: the eval form's if one is built, else constructed now.
     pub fn kernel(&self) -> Tensor {
-        construct_kernel(&self.weight, &self.positions, &self.sigma, self.shape.kernel_size, self.version)
+        if let Some(kernel) = &self.eval_kernel {
+            return kernel.shallow_clone();
+        }
+        let kernel = construct_kernel(&self.weight, &self.positions, &self.sigma, self.shape.kernel_size, self.version);
+        if self.compute.flush_subnormal_taps {
+            flush_subnormals(&kernel)
+        } else {
+            kernel
+        }
     }
 
-    /// Cross-correlation of an already padded `(B, C_in, T)` input with the constructed kernel.
-    pub fn forward(&self, padded: &Tensor) -> Tensor {
-        padded.conv1d(&self.kernel(), None::<Tensor>, [1], [0], [1], 1)
+    /// `(T, B, C_in) → (T + (K−1)//2, B, C_out)`: the padded input cross-correlated with the kernel.
+    pub fn forward(&self, x: &Tensor) -> Tensor {
+        correlate(x, &self.kernel(), self.shape.padding(), self.compute.convolution)
     }
 
     /// Clamps positions in place to `[−K//2, K//2]` (§1.3).
@@ -111,7 +157,8 @@ impl Dcls1d {
     }
 
     /// The eval transform (§4.7): sigma 0, version `max`, positions rounded half-to-even and
-    /// clamped; the kernel becomes a one-hot of value `W/(1+1e-7)` at an integer delay.
+    /// clamped; the kernel becomes a one-hot of value `W/(1+1e-7)` at an integer delay, built
+    /// here once, without gradient, for every batch until [`Dcls1d::restore`].
     pub fn to_eval_form(&mut self) -> TrainingForm {
         let saved =
             TrainingForm { positions: self.positions.detach().copy(), sigma: self.sigma.detach().copy(), version: self.version };
@@ -121,10 +168,12 @@ impl Dcls1d {
             let _ = self.positions.round_().clamp_(-limit, limit);
         });
         self.version = KernelVersion::Max;
+        self.eval_kernel = Some(tch::no_grad(|| self.kernel()));
         saved
     }
 
     pub fn restore(&mut self, saved: TrainingForm) {
+        self.eval_kernel = None;
         tch::no_grad(|| {
             self.positions.copy_(&saved.positions);
             self.sigma.copy_(&saved.sigma);
@@ -166,10 +215,18 @@ mod tests {
     }
 
     #[test]
+    fn flushing_zeroes_exactly_the_subnormal_taps() {
+        let tiny = f32::MIN_POSITIVE;
+        let kernel = Tensor::from_slice(&[tiny, tiny / 2.0, -tiny / 8.0, -1.0, 0.0, 3e-39, 1e-45]);
+        let flushed = Vec::<f32>::try_from(flush_subnormals(&kernel)).unwrap();
+        assert_eq!(flushed, vec![tiny, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0]);
+    }
+
+    #[test]
     fn eval_form_is_a_scaled_one_hot_and_restores() {
         let vs = nn::VarStore::new(tch::Device::Cpu);
         let shape = DclsShape { in_channels: 1, out_channels: 1, kernel_count: 1, kernel_size: 5 };
-        let mut layer = Dcls1d::new(&vs.root(), shape, KernelVersion::Gauss, true);
+        let mut layer = Dcls1d::new(&vs.root(), shape, KernelVersion::Gauss, true, DclsCompute::EXACT);
         tch::no_grad(|| {
             let _ = layer.weight.fill_(1.0);
             let _ = layer.positions.fill_(-1.5);

@@ -30,8 +30,13 @@ pub fn cross_entropy(scores: &Tensor, targets: &Tensor) -> Tensor {
 
 /// Fraction of samples whose top score is the top target class.
 pub fn accuracy(scores: &Tensor, targets: &Tensor) -> f64 {
+    hit_rate(scores, targets).double_value(&[])
+}
+
+/// [`accuracy`] as a 0-dim float64 tensor on the scores' device, read by nobody yet.
+pub fn hit_rate(scores: &Tensor, targets: &Tensor) -> Tensor {
     let hits = scores.argmax(1, false).eq_tensor(&targets.argmax(1, false));
-    hits.to_kind(Kind::Double).mean(Kind::Double).double_value(&[])
+    hits.to_kind(Kind::Double).mean(Kind::Double)
 }
 
 #[cfg(test)]

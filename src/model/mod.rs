@@ -1,9 +1,11 @@
 //! The DCLS-Delays spiking network: kernel construction, neurons, layers, the network and its loss.
 
 pub mod dcls;
+pub mod fused_lif;
 pub mod layers;
 pub mod loss;
 pub mod network;
 pub mod neuron;
+pub mod time_conv;
 
-pub use network::{DropoutMasks, Network};
+pub use network::{DropoutMasks, Network, TrainPass};

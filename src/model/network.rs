@@ -4,12 +4,16 @@
 //! threshold 1e9 (2.0 for `spike_count`). A DCLS synapse pads time by `K−1` on the left and
 //! `(K−1)//2` on the right, so each layer lengthens the sequence: `T_out = T + (L+1)·(K−1)//2`.
 //! The network returns the output neurons' post-reset membrane (their spikes for `spike_count`).
+//!
+//! Training goes through [`Network::forward_train`], whose [`TrainPass::backward`] runs the
+//! fused neurons' segments after autograd; evaluation through [`Network::forward_eval`], which
+//! computes no surrogate and keeps no graph.
 
-use super::dcls::{Dcls1d, DclsShape, TrainingForm};
+use super::dcls::{Dcls1d, DclsCompute, DclsShape, TrainingForm};
 use super::layers::{Linear, MultiStepDropout, TimeBatchNorm};
-use super::neuron::{ATan, MultiStepLif};
+use super::neuron::{ATan, MultiStepLif, Readout, Segment};
 use crate::checkpoint::keys;
-use crate::config::{Config, Loss};
+use crate::config::{Config, Loss, NeuronBackend};
 use anyhow::{ensure, Result};
 use tch::{nn, Device, Kind, Tensor};
 
@@ -29,9 +33,9 @@ impl Synapse {
     }
 
     /// `(T, B, C_in) → (T', B, C_out)`.
-    fn forward(&self, x: &Tensor, padding: [i64; 2]) -> Tensor {
+    fn forward(&self, x: &Tensor) -> Tensor {
         match self {
-            Synapse::Dcls(layer) => layer.forward(&x.permute([1, 2, 0]).constant_pad_nd(padding)).permute([2, 0, 1]),
+            Synapse::Dcls(layer) => layer.forward(x),
             Synapse::Linear(layer) => layer.forward(x),
         }
     }
@@ -81,7 +85,33 @@ pub struct Network {
     pub hidden: Vec<HiddenBlock>,
     pub output: OutputBlock,
     pub loss: Loss,
-    padding: [i64; 2],
+}
+
+/// The output of a training forward pass, with what its backward needs.
+pub struct TrainPass {
+    pub output: Tensor,
+    /// The fused neuron layers, first to last.
+    segments: Vec<Segment>,
+}
+
+impl TrainPass {
+    /// Backpropagates `loss` (computed from `output`) to every parameter: autograd down to the
+    /// last fused layer, then each fused layer's segment from the last to the first.
+    pub fn backward(&self, loss: &Tensor) {
+        loss.backward();
+        for segment in self.segments.iter().rev() {
+            segment.backward();
+        }
+    }
+}
+
+/// The neuron backend for `device`: the fused kernel runs on the CPU; CUDA runs the ops path.
+pub fn neuron_backend_on(configured: NeuronBackend, device: Device) -> NeuronBackend {
+    if device == Device::Cpu {
+        configured
+    } else {
+        NeuronBackend::Ops
+    }
 }
 
 /// The eval transform's saved training form, one entry per DCLS layer.
@@ -104,13 +134,16 @@ impl Network {
                     kernel_count: config.kernel_count as i64,
                     kernel_size: derived.kernel_size as i64,
                 };
-                Synapse::Dcls(Dcls1d::new(&path, shape, derived.kernel_version, derived.learns_positions))
+                let compute = DclsCompute { flush_subnormal_taps: config.flush_subnormal_taps, convolution: config.convolution };
+                Synapse::Dcls(Dcls1d::new(&path, shape, derived.kernel_version, derived.learns_positions, compute))
             } else {
                 Synapse::Linear(Linear::new(&path, in_channels, out_channels))
             }
         };
+        let backend = neuron_backend_on(config.neuron_backend, device);
         let neuron = |index: i64, threshold: f64| {
             MultiStepLif::new(&(&root / index), config.neuron, derived.tau_steps, threshold, surrogate, config.charge_formula)
+                .with_backend(backend)
         };
         let width = config.n_hidden_neurons as i64;
         let hidden = (0..config.n_hidden_layers as i64)
@@ -131,8 +164,7 @@ impl Network {
             synapse: synapse(base, last_width, derived.n_outputs as i64),
             neuron: neuron(base + 1, derived.output_v_threshold),
         };
-        let padding = if config.has_delays() { [derived.left_padding as i64, derived.right_padding as i64] } else { [0, 0] };
-        let mut network = Network { vs, hidden, output, loss: config.loss, padding };
+        let mut network = Network { vs, hidden, output, loss: config.loss };
         network.initialise(config);
         network.vs.set_device(device);
         network
@@ -192,23 +224,59 @@ impl Network {
         self.hidden.iter().map(|block| &block.neuron).chain(std::iter::once(&self.output.neuron))
     }
 
-    /// Runs `(T, B, n_inputs)` to `(T_out, B, n_outputs)`. In training mode BatchNorm uses
-    /// batch statistics and dropout masks apply; in eval mode neither.
-    pub fn forward(&self, x: &Tensor, train: bool, masks: DropoutMasks) -> Result<Tensor> {
+    /// The backend the neuron layers run on.
+    pub fn neuron_backend(&self) -> NeuronBackend {
+        self.output.neuron.backend
+    }
+
+    /// Runs `(T, B, n_inputs)` to `(T_out, B, n_outputs)` in training mode: BatchNorm uses batch
+    /// statistics and updates its running ones, dropout masks apply.
+    pub fn forward_train(&self, x: &Tensor, masks: DropoutMasks) -> Result<TrainPass> {
         ensure!(
             masks.0.len() <= self.hidden.len(),
             "got dropout masks for {} layers but the network has {} hidden layers",
             masks.0.len(),
             self.hidden.len()
         );
+        let mut segments = Vec::new();
         let mut h = x.shallow_clone();
         for (layer, block) in self.hidden.iter().enumerate() {
-            let current = block.norm.forward(&block.synapse.forward(&h, self.padding), train);
-            let spikes = block.neuron.forward(&current, train).spikes;
-            h = if train { block.dropout.apply(&spikes, &self.mask(layer, &spikes, masks)?) } else { spikes };
+            let current = block.norm.forward(&block.synapse.forward(&h), true);
+            let out = block.neuron.forward(&current, true, Readout::SPIKES);
+            segments.extend(out.segment);
+            let spikes = out.spikes.expect("spikes were asked for");
+            h = block.dropout.apply(&spikes, &self.mask(layer, &spikes, masks)?);
         }
-        let out = self.output.neuron.forward(&self.output.synapse.forward(&h, self.padding), train);
-        Ok(if self.loss == Loss::SpikeCount { out.spikes } else { out.membrane })
+        let mut out = self.output.neuron.forward(&self.output.synapse.forward(&h), true, self.readout());
+        segments.extend(out.segment.take());
+        Ok(TrainPass { output: self.read(out), segments })
+    }
+
+    /// Runs `(T, B, n_inputs)` to `(T_out, B, n_outputs)` in eval mode (running BatchNorm
+    /// statistics, no dropout), without gradients: no graph is kept and no surrogate computed.
+    pub fn forward_eval(&self, x: &Tensor) -> Tensor {
+        tch::no_grad(|| {
+            let mut h = x.shallow_clone();
+            for block in &self.hidden {
+                let current = block.norm.forward(&block.synapse.forward(&h), false);
+                h = block.neuron.forward(&current, false, Readout::SPIKES).spikes.expect("spikes were asked for");
+            }
+            self.read(self.output.neuron.forward(&self.output.synapse.forward(&h), false, self.readout()))
+        })
+    }
+
+    /// What the loss reads from the output layer.
+    fn readout(&self) -> Readout {
+        if self.loss == Loss::SpikeCount {
+            Readout::SPIKES
+        } else {
+            Readout::MEMBRANE
+        }
+    }
+
+    fn read(&self, out: super::neuron::NeuronOutput) -> Tensor {
+        let wanted = if self.loss == Loss::SpikeCount { out.spikes } else { out.membrane };
+        wanted.expect("the readout was asked for")
     }
 
     fn mask(&self, layer: usize, spikes: &Tensor, masks: DropoutMasks) -> Result<Tensor> {
@@ -315,7 +383,7 @@ mod tests {
     fn output_grows_by_half_a_kernel_per_layer() {
         let network = Network::new(&config(&["n_hidden_neurons=8"]), Device::Cpu);
         let x = Tensor::rand([37, 3, 140], (Kind::Float, Device::Cpu));
-        let out = network.forward(&x, true, DropoutMasks::DRAW).unwrap();
+        let out = network.forward_train(&x, DropoutMasks::DRAW).unwrap().output;
         assert_eq!(out.size(), [73, 3, 20]);
     }
 

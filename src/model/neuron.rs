@@ -1,5 +1,5 @@
-//! Multi-step LIF and PLIF neurons with a hard reset and a surrogate gradient (semantics.md
-//! §2.4–§2.5).
+//! Multi-step LIF and PLIF neurons with a hard reset and a surrogate gradient (docs/method.md,
+//! "Neurons"; semantics §2.4–§2.5).
 //!
 //! Per step t, with `decay_input = false`, `v_reset = 0` and `v_0 = 0`:
 //! - charge: `h = v − v/τ + x` (SpikingJelly 2.0) or `h = v·(1 − 1/τ) + x` (paper-era training);
@@ -8,10 +8,18 @@
 //! - reset:  `v = (1 − s̄)·h` with `s̄` detached.
 //!
 //! The membrane trace `v_seq` holds `v` after the reset.
+//!
+//! Two backends compute the same numbers, chosen once per layer ([`NeuronBackend`]):
+//! - `ops`, the oracle: libtorch ops step by step, autograd through them. The loop does only the
+//!   charge, the detached threshold test and the reset; the surrogate runs once over the stacked
+//!   pre-reset membrane, and only when a gradient is wanted;
+//! - `fused` ([`super::fused_lif`]): one CPU kernel over all steps, forward and backward, whose
+//!   backward is run by [`Segment::backward`] (segmented backward: tch has no custom autograd).
 
-use crate::config::{ChargeFormula, NeuronType};
+use super::fused_lif::{self, Charge, Dynamics32};
+use crate::config::{ChargeFormula, NeuronBackend, NeuronType};
 use std::f64::consts::PI;
-use tch::{nn, Tensor};
+use tch::{nn, Kind, Tensor};
 
 /// ATan surrogate: forward `H(u) = [u ≥ 0]`; backward `g · (α/2)/(1 + (π/2·α·u)²)`, written as
 /// SpikingJelly writes it (`reciprocal(1 + z·z)·(α/2)·g` with `z = fl32(π·α/2)·u`).
@@ -24,8 +32,13 @@ impl ATan {
     /// The surrogate slope at `u`, with no gradient of its own.
     pub fn slope(&self, u: &Tensor) -> Tensor {
         let half_alpha = self.alpha / 2.0;
-        let z = u.detach() * (PI * half_alpha);
+        let z = u.detach() * self.z_scale();
         (&z * &z + 1.0).reciprocal() * half_alpha
+    }
+
+    /// `π·α/2`, the scale of `z`.
+    pub fn z_scale(&self) -> f64 {
+        PI * self.alpha / 2.0
     }
 
     /// Heaviside spikes whose gradient with respect to `u` is `g · slope(u)`.
@@ -43,38 +56,52 @@ pub enum Leak {
     Learned { w: Tensor },
 }
 
-/// Spikes and post-reset membrane of a layer, each `(T, B, C)`.
-#[derive(Debug)]
-pub struct NeuronOutput {
-    pub spikes: Tensor,
-    pub membrane: Tensor,
+/// Which sequences a caller reads from a layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Readout {
+    pub spikes: bool,
+    pub membrane: bool,
 }
 
-/// A layer of multi-step LIF or PLIF neurons.
+impl Readout {
+    pub const SPIKES: Readout = Readout { spikes: true, membrane: false };
+    pub const MEMBRANE: Readout = Readout { spikes: false, membrane: true };
+    pub const BOTH: Readout = Readout { spikes: true, membrane: true };
+}
+
+/// A layer's output sequences, each `(T, B, C)`, as asked for by its [`Readout`]. With the fused
+/// backend and a gradient wanted, `segment` holds what its backward needs.
+#[derive(Debug)]
+pub struct NeuronOutput {
+    pub spikes: Option<Tensor>,
+    pub membrane: Option<Tensor>,
+    pub segment: Option<Segment>,
+}
+
+/// A layer of multi-step LIF or PLIF neurons: the dynamics' parameters, and the backend.
 #[derive(Debug)]
 pub struct MultiStepLif {
     pub leak: Leak,
     pub v_threshold: f64,
     pub surrogate: ATan,
     pub charge_formula: ChargeFormula,
+    pub backend: NeuronBackend,
 }
 
 impl MultiStepLif {
     /// A PLIF layer stores its `w` under `path` as the reference does (`model.k.w`), initialised
     /// to `−ln(τ − 1)`.
-    pub fn new(
-        path: &nn::Path,
-        neuron: NeuronType,
-        tau: f64,
-        v_threshold: f64,
-        surrogate: ATan,
-        charge_formula: ChargeFormula,
-    ) -> Self {
+    pub fn new(path: &nn::Path, neuron: NeuronType, tau: f64, v_threshold: f64, surrogate: ATan, formula: ChargeFormula) -> Self {
         let leak = match neuron {
             NeuronType::Lif => Leak::Fixed { tau },
             NeuronType::Plif => Leak::Learned { w: path.var("w", &[], nn::Init::Const(-(tau - 1.0).ln())) },
         };
-        MultiStepLif { leak, v_threshold, surrogate, charge_formula }
+        MultiStepLif { leak, v_threshold, surrogate, charge_formula: formula, backend: NeuronBackend::Ops }
+    }
+
+    /// The same layer computed by `backend`.
+    pub fn with_backend(self, backend: NeuronBackend) -> Self {
+        MultiStepLif { backend, ..self }
     }
 
     /// The membrane time constant in steps (for PLIF, `1/sigmoid(w)`).
@@ -85,22 +112,81 @@ impl MultiStepLif {
         }
     }
 
-    /// Runs the layer over a `(T, B, C)` input current.
-    pub fn forward(&self, current: &Tensor, train: bool) -> NeuronOutput {
+    /// Runs the layer over a `(T, B, C)` input current. `train` selects the training charge
+    /// formula (they differ only for `paper2023`). A gradient flows when the current or PLIF `w`
+    /// requires one and grad mode is on; otherwise no surrogate is computed.
+    pub fn forward(&self, current: &Tensor, train: bool, readout: Readout) -> NeuronOutput {
         let multiply = train && self.charge_formula == ChargeFormula::Paper2023;
-        let steps = current.size()[0];
         let decay = self.decay();
-        let mut v = current.get(0).zeros_like();
-        let mut spikes = Vec::with_capacity(steps as usize);
-        let mut membrane = Vec::with_capacity(steps as usize);
-        for t in 0..steps {
-            let h = charge(&v, &current.get(t), &decay, multiply);
-            let s = self.surrogate.spike(&(&h - self.v_threshold));
-            v = &h * (s.detach().neg() + 1.0);
-            spikes.push(s);
-            membrane.push(v.shallow_clone());
+        let wants_grad = current.requires_grad() || matches!(&decay, Decay::Learned(rate) if rate.requires_grad());
+        match self.backend {
+            NeuronBackend::Ops => self.forward_ops(current, &decay, multiply, wants_grad, readout),
+            NeuronBackend::Fused => self.forward_fused(current, decay, multiply, wants_grad, readout),
         }
-        NeuronOutput { spikes: Tensor::stack(&spikes, 0), membrane: Tensor::stack(&membrane, 0) }
+    }
+
+    /// The oracle: per step the charge, the detached threshold test and the reset.
+    fn forward_ops(&self, current: &Tensor, decay: &Decay, multiply: bool, wants_grad: bool, readout: Readout) -> NeuronOutput {
+        let inputs = current.unbind(0);
+        let mut v = inputs[0].zeros_like();
+        let mut charged = Vec::with_capacity(inputs.len());
+        let mut membrane = Vec::with_capacity(inputs.len());
+        for x in &inputs {
+            let h = charge(&v, x, decay, multiply);
+            let fired = h.ge(self.v_threshold).to_kind(h.kind());
+            v = &h * (fired.neg() + 1.0);
+            if readout.spikes {
+                charged.push(if wants_grad { h } else { fired });
+            }
+            if readout.membrane {
+                membrane.push(v.shallow_clone());
+            }
+        }
+        let spikes = readout.spikes.then(|| {
+            let stacked = Tensor::stack(&charged, 0);
+            if wants_grad {
+                self.surrogate.spike(&(stacked - self.v_threshold))
+            } else {
+                stacked
+            }
+        });
+        NeuronOutput { spikes, membrane: readout.membrane.then(|| Tensor::stack(&membrane, 0)), segment: None }
+    }
+
+    /// One fused kernel over all steps; with a gradient wanted, the outputs are leaves and the
+    /// returned [`Segment`] carries the backward.
+    fn forward_fused(&self, current: &Tensor, decay: Decay, multiply: bool, wants_grad: bool, readout: Readout) -> NeuronOutput {
+        let (charge, rate) = match decay {
+            Decay::Fixed(tau) if multiply => (Charge::Multiply((1.0 - 1.0 / tau) as f32), None),
+            Decay::Fixed(tau) => (Charge::Divide(tau as f32), None),
+            Decay::Learned(rate) => {
+                let value = rate.double_value(&[]) as f32;
+                let charge = if multiply { Charge::MultiplyOneMinus(1.0 - value) } else { Charge::SubtractProduct(value) };
+                (charge, Some(rate))
+            }
+        };
+        let dynamics = Dynamics32 {
+            charge,
+            threshold: self.v_threshold as f32,
+            z_scale: self.surrogate.z_scale() as f32,
+            half_alpha: (self.surrogate.alpha / 2.0) as f32,
+        };
+        let input = current.detach().to_kind(Kind::Float).contiguous();
+        let pass = fused_lif::forward(&input, &dynamics, readout, wants_grad);
+        if !wants_grad {
+            return NeuronOutput { spikes: pass.spikes, membrane: pass.membrane, segment: None };
+        }
+        let leaf = |t: Option<Tensor>| t.map(|t| t.set_requires_grad(true));
+        let (spikes, membrane) = (leaf(pass.spikes), leaf(pass.membrane));
+        let segment = Segment {
+            current: current.shallow_clone(),
+            rate: rate.filter(Tensor::requires_grad),
+            spikes: spikes.as_ref().map(Tensor::shallow_clone),
+            membrane: membrane.as_ref().map(Tensor::shallow_clone),
+            charged: pass.charged.expect("saved for the backward"),
+            dynamics,
+        };
+        NeuronOutput { spikes, membrane, segment: Some(segment) }
     }
 
     /// `1/τ` as an f64 (LIF) or as the tensor `sigmoid(w)` (PLIF), computed once per sequence.
@@ -127,27 +213,68 @@ fn charge(v: &Tensor, x: &Tensor, decay: &Decay, multiply: bool) -> Tensor {
     }
 }
 
+/// The backward of one fused layer, run after the gradient has reached its output leaves: it
+/// computes the gradient of the input current (and of PLIF's `sigmoid(w)`) with the fused kernel,
+/// then carries them into the graph below with `Σ current·g` (whose gradient is exactly `g`).
+#[derive(Debug)]
+pub struct Segment {
+    current: Tensor,
+    rate: Option<Tensor>,
+    spikes: Option<Tensor>,
+    membrane: Option<Tensor>,
+    charged: Tensor,
+    dynamics: Dynamics32,
+}
+
+impl Segment {
+    pub fn backward(&self) {
+        let grad_of = |leaf: &Option<Tensor>| leaf.as_ref().map(Tensor::grad).filter(Tensor::defined);
+        let (grad_spikes, grad_membrane) = (grad_of(&self.spikes), grad_of(&self.membrane));
+        if grad_spikes.is_none() && grad_membrane.is_none() {
+            return;
+        }
+        let grads = fused_lif::backward(&self.charged, &self.dynamics, grad_spikes.as_ref(), grad_membrane.as_ref());
+        let mut objective = Vec::new();
+        if self.current.requires_grad() {
+            objective.push((&self.current * grads.input).sum(Kind::Float));
+        }
+        if let (Some(rate), Some(grad_rate)) = (&self.rate, grads.rate) {
+            objective.push((rate * grad_rate).sum(Kind::Float));
+        }
+        if let Some(first) = objective.first() {
+            objective[1..].iter().fold(first.shallow_clone(), |sum, term| sum + term).backward();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tch::{Device, Kind};
+    use tch::Device;
 
-    fn lif(threshold: f64) -> MultiStepLif {
+    fn lif(threshold: f64, backend: NeuronBackend) -> MultiStepLif {
         let surrogate = ATan { alpha: 5.0 };
         MultiStepLif {
             leak: Leak::Fixed { tau: 2.0 },
             v_threshold: threshold,
             surrogate,
             charge_formula: ChargeFormula::Spikingjelly2,
+            backend,
         }
+    }
+
+    fn values(t: &Option<Tensor>) -> Vec<f32> {
+        Vec::<f32>::try_from(t.as_ref().unwrap().flatten(0, -1)).unwrap()
     }
 
     #[test]
     fn equality_fires_and_resets_to_zero() {
         let input = Tensor::from_slice(&[0.5f32, 0.75, 0.5]).reshape([3, 1, 1]);
-        let out = lif(1.0).forward(&input, true);
-        assert_eq!(Vec::<f32>::try_from(out.spikes.flatten(0, -1)).unwrap(), vec![0.0, 1.0, 0.0]);
-        assert_eq!(Vec::<f32>::try_from(out.membrane.flatten(0, -1)).unwrap(), vec![0.5, 0.0, 0.5]);
+        for backend in [NeuronBackend::Ops, NeuronBackend::Fused] {
+            let out = lif(1.0, backend).forward(&input, true, Readout::BOTH);
+            assert_eq!(values(&out.spikes), vec![0.0, 1.0, 0.0], "{backend:?}");
+            assert_eq!(values(&out.membrane), vec![0.5, 0.0, 0.5], "{backend:?}");
+        }
     }
 
     #[test]
@@ -164,8 +291,53 @@ mod tests {
     #[test]
     fn output_layer_never_spikes_and_integrates() {
         let input = Tensor::ones([4, 2, 3], (Kind::Float, Device::Cpu));
-        let out = lif(1e9).forward(&input, false);
-        assert_eq!(out.spikes.sum(Kind::Float).double_value(&[]), 0.0);
-        assert_eq!(out.membrane.double_value(&[3, 0, 0]), 1.875);
+        for backend in [NeuronBackend::Ops, NeuronBackend::Fused] {
+            let out = lif(1e9, backend).forward(&input, false, Readout::BOTH);
+            assert_eq!(out.spikes.unwrap().sum(Kind::Float).double_value(&[]), 0.0);
+            assert_eq!(out.membrane.unwrap().double_value(&[3, 0, 0]), 1.875);
+        }
+    }
+
+    /// Spikes, membrane and the gradients of the input and of PLIF `w` for one backend.
+    fn run_backend(leak_w: Option<f32>, formula: ChargeFormula, train: bool, backend: NeuronBackend) -> Vec<Tensor> {
+        tch::manual_seed(7);
+        let x = (Tensor::randn([30, 4, 33], (Kind::Float, Device::Cpu)) * 0.8 + 0.4).set_requires_grad(true);
+        let (g_s, g_m) = (Tensor::randn([30, 4, 33], (Kind::Float, Device::Cpu)), Tensor::randn([30, 4, 33], (Kind::Float, Device::Cpu)));
+        let w = leak_w.map(|w| Tensor::from(w).set_requires_grad(true));
+        let leak = w.as_ref().map_or(Leak::Fixed { tau: 1.5000000001 }, |w| Leak::Learned { w: w.shallow_clone() });
+        let layer = MultiStepLif { leak, v_threshold: 1.0, surrogate: ATan { alpha: 5.0 }, charge_formula: formula, backend };
+        let out = layer.forward(&x, train, Readout::BOTH);
+        let (spikes, membrane) = (out.spikes.unwrap(), out.membrane.unwrap());
+        ((&spikes * g_s).sum(Kind::Float) + (&membrane * g_m).sum(Kind::Float)).backward();
+        if let Some(segment) = &out.segment {
+            segment.backward();
+        }
+        let mut results = vec![spikes.detach(), membrane.detach(), x.grad()];
+        results.extend(w.map(|w| w.grad()));
+        results
+    }
+
+    #[test]
+    fn fused_equals_ops_bitwise_for_every_charge_formula() {
+        for formula in [ChargeFormula::Spikingjelly2, ChargeFormula::Paper2023] {
+            for train in [true, false] {
+                for w in [None, Some(-0.4f32)] {
+                    let ops = run_backend(w, formula, train, NeuronBackend::Ops);
+                    let fused = run_backend(w, formula, train, NeuronBackend::Fused);
+                    for (i, (a, b)) in ops.iter().zip(&fused).enumerate() {
+                        assert!(a.equal(b), "{formula:?} train={train} w={w:?}: output {i} differs");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn no_surrogate_and_no_segment_without_a_gradient() {
+        let input = Tensor::ones([4, 2, 3], (Kind::Float, Device::Cpu));
+        for backend in [NeuronBackend::Ops, NeuronBackend::Fused] {
+            let out = lif(1.0, backend).forward(&input, true, Readout::SPIKES);
+            assert!(!out.spikes.unwrap().requires_grad() && out.segment.is_none() && out.membrane.is_none());
+        }
     }
 }

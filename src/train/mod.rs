@@ -9,18 +9,19 @@ pub mod schedule;
 pub mod state;
 
 use crate::config::Config;
-use crate::model::loss::{accuracy, class_scores, cross_entropy};
+use crate::model::loss::{class_scores, cross_entropy, hit_rate};
 use crate::model::{DropoutMasks, Network};
 use anyhow::{bail, Result};
 use optim::Adam;
 use schedule::{sigma_decays, LrSchedule};
 use tch::{Device, Tensor};
 
-/// Loss and accuracy of one batch.
-#[derive(Clone, Copy, Debug)]
+/// Loss and accuracy of one batch. The loss is read (its finiteness is checked); the accuracy
+/// stays on the device, a 0-dim float64 tensor, until the caller reads many at once.
+#[derive(Debug)]
 pub struct BatchResult {
     pub loss: f64,
-    pub accuracy: f64,
+    pub accuracy: Tensor,
 }
 
 pub struct Trainer {
@@ -70,25 +71,26 @@ impl Trainer {
     }
 
     /// §4.4: zero gradients, forward, loss, backward, step both optimizers, clamp positions.
-    /// A non-finite loss stops before any parameter changes.
+    /// The loss is read once, after the backward is queued, and a non-finite loss stops before
+    /// any parameter changes.
     pub fn train_step(&mut self, x: &Tensor, targets: &Tensor, masks: DropoutMasks) -> Result<BatchResult> {
         self.weights.zero_grad();
         if let Some(adam) = &mut self.positions {
             adam.zero_grad();
         }
-        let output = self.network.forward(x, true, masks)?;
-        let scores = class_scores(&output, self.config.loss);
+        let pass = self.network.forward_train(x, masks)?;
+        let scores = class_scores(&pass.output, self.config.loss);
         let loss = cross_entropy(&scores, targets);
+        pass.backward(&loss);
         let value = loss.double_value(&[]);
         if !value.is_finite() {
             bail!("the training loss is {value}; stopping (the last saved checkpoint is kept)");
         }
-        loss.backward();
         self.weights.step();
         if let Some(adam) = &mut self.positions {
             adam.step();
         }
-        let accuracy = accuracy(&scores, targets);
+        let accuracy = tch::no_grad(|| hit_rate(&scores, targets));
         self.network.clamp_positions();
         Ok(BatchResult { loss: value, accuracy })
     }

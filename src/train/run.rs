@@ -6,7 +6,7 @@
 //! Determinism: the data order, augmentation and the torch generator (dropout masks) are
 //! reseeded from (seed, epoch) at every epoch, so a resumed run equals an uninterrupted one.
 
-use super::eval::{evaluate, mean, Scores};
+use super::eval::{evaluate, mean, read_all, Scores};
 use super::state::{load_last, save_last, EpochRecord, RunState};
 use super::Trainer;
 use crate::atomic;
@@ -14,11 +14,13 @@ use crate::checkpoint;
 use crate::config::Config;
 use crate::data::augment::Augment;
 use crate::data::batches::batches;
+use crate::data::prefetch::{prefetched, to_device};
 use crate::data::DataSplits;
 use crate::logging::{Board, MetricsFile};
 use crate::model::DropoutMasks;
 use anyhow::{bail, Context, Result};
 use std::io::Write;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -34,6 +36,8 @@ pub struct RunOptions {
     /// Stop (resumably) once this many epochs are done.
     pub stop_after: Option<usize>,
     pub device: Device,
+    /// The device was picked by `--device auto`.
+    pub device_auto: bool,
 }
 
 /// How a run ended.
@@ -165,7 +169,9 @@ fn check_run_dir(config: &Config, files: &RunFiles, options: &RunOptions) -> Res
     Ok(())
 }
 
-/// Trains one epoch; `None` when interrupted by Ctrl-C.
+/// Trains one epoch; `None` when interrupted by Ctrl-C. Batches are made one ahead on a helper
+/// thread; the loss is read once per step (for its finiteness check), while accuracies and the
+/// per-batch position changes stay on the device until the epoch ends.
 fn train_epoch(
     trainer: &mut Trainer,
     data: &DataSplits,
@@ -182,38 +188,44 @@ fn train_epoch(
     let classes = config.derived().n_outputs as i64;
     let at_start = positions_now(trainer);
     let mut previous: Vec<Tensor> = at_start.iter().map(Tensor::shallow_clone).collect();
+    let mut moves: Vec<Vec<Tensor>> = at_start.iter().map(|_| Vec::new()).collect();
     let (mut losses, mut accuracies) = (Vec::new(), Vec::new());
     let epoch_batches = batches(&data.train, config.batch_size, classes, Some((seed, epoch as u64)));
-    let total = epoch_batches.batch_count();
-    for (index, batch) in epoch_batches.enumerate() {
-        let mut batch = batch?;
+    let mut progress = (!options.quiet).then(|| Progress::new(epoch, config.epochs, epoch_batches.batch_count()));
+    let device = options.device;
+    let finished = prefetched(epoch_batches, device, |index, mut batch| {
         if let Some(augment) = &augment {
             augment.apply(&mut batch, seed, epoch as u64, index as u64);
         }
-        let device = options.device;
-        let step = trainer.train_step(&batch.x.to_device(device), &batch.targets.to_device(device), DropoutMasks::DRAW)?;
+        let step = trainer.train_step(&to_device(&batch.x, device), &to_device(&batch.targets, device), DropoutMasks::DRAW)?;
         losses.push(step.loss);
         accuracies.push(step.accuracy);
         let now = positions_now(trainer);
         for (layer, (before, after)) in previous.iter().zip(&now).enumerate() {
-            board.scalar(&format!("dpos{layer}"), mean_abs_change(before, after), state.batches_done);
+            moves[layer].push(mean_abs_change(before, after));
         }
         previous = now;
-        state.batches_done += 1;
-        if !options.quiet {
-            progress(epoch, config.epochs, index + 1, total, mean(&losses), mean(&accuracies));
+        if let Some(progress) = &mut progress {
+            progress.show(index + 1, &losses, &accuracies);
         }
-        if interrupted.load(Ordering::SeqCst) {
-            return Ok(None);
-        }
-    }
-    if !options.quiet {
+        Ok(if interrupted.load(Ordering::SeqCst) { ControlFlow::Break(()) } else { ControlFlow::Continue(()) })
+    })?;
+    if progress.is_some() {
         eprint!("\r\x1b[2K");
     }
-    for (layer, (before, after)) in at_start.iter().zip(&previous).enumerate() {
-        board.scalar(&format!("dpos{layer}_epoch"), mean_abs_change(before, after), epoch);
+    if !finished {
+        return Ok(None);
     }
-    Ok(Some(Scores { loss: mean(&losses), accuracy: mean(&accuracies) }))
+    for (layer, changes) in moves.iter().enumerate() {
+        for (offset, change) in read_all(changes).into_iter().enumerate() {
+            board.scalar(&format!("dpos{layer}"), change, state.batches_done + offset);
+        }
+    }
+    state.batches_done += losses.len();
+    for (layer, (before, after)) in at_start.iter().zip(&previous).enumerate() {
+        board.scalar(&format!("dpos{layer}_epoch"), mean_abs_change(before, after).double_value(&[]), epoch);
+    }
+    Ok(Some(Scores { loss: mean(&losses), accuracy: mean(&read_all(&accuracies)) }))
 }
 
 /// Keeps the best checkpoints (§4.7): strictly higher valid accuracy, strictly lower valid loss.
@@ -246,8 +258,9 @@ fn positions_now(trainer: &Trainer) -> Vec<Tensor> {
     trainer.network.dcls_layers().map(|layer| layer.positions.detach().copy()).collect()
 }
 
-fn mean_abs_change(before: &Tensor, after: &Tensor) -> f64 {
-    (after - before).abs().mean(Kind::Double).double_value(&[])
+/// The mean absolute change of positions, a 0-dim float64 tensor on their device.
+fn mean_abs_change(before: &Tensor, after: &Tensor) -> Tensor {
+    (after - before).abs().mean(Kind::Double)
 }
 
 /// The per-epoch scalars and histograms of §4.8.
@@ -281,7 +294,7 @@ fn log_epoch(board: &mut Board, trainer: &Trainer, record: &EpochRecord, marks: 
         board.integer_histogram(&format!("delays/layer{i}"), &layer.delays(), layer.shape.kernel_size - 1, step);
         if let Some(mark) = marks.get_mut(i) {
             if step.is_multiple_of(5) && step > 0 {
-                board.scalar(&format!("dpos{i}_5epochs"), mean_abs_change(mark, &now[i]), step);
+                board.scalar(&format!("dpos{i}_5epochs"), mean_abs_change(mark, &now[i]).double_value(&[]), step);
                 *mark = now[i].copy();
             }
         }
@@ -308,27 +321,57 @@ fn epoch_line(record: &EpochRecord, state: &RunState, epochs: usize) -> String {
     line + &format!(" | sigma {:.3} lr_w {:.2e} | {:.1} s", record.sigma, record.lr_w, record.seconds)
 }
 
-fn progress(epoch: usize, epochs: usize, done: usize, total: usize, loss: f64, accuracy: f64) {
-    let width = 24;
-    let filled = width * done / total.max(1);
-    eprint!(
-        "\repoch {}/{epochs} [{}{}] {done}/{total} loss {loss:.4} acc {:.2}%",
-        epoch + 1,
-        "#".repeat(filled),
-        " ".repeat(width - filled),
-        100.0 * accuracy
-    );
-    let _ = std::io::stderr().flush();
+/// The progress line on stderr, redrawn at most every half second (each redraw reads the
+/// accuracies so far from the device).
+struct Progress {
+    epoch: usize,
+    epochs: usize,
+    total: usize,
+    shown: Option<Instant>,
+}
+
+impl Progress {
+    const INTERVAL_SECONDS: f64 = 0.5;
+
+    fn new(epoch: usize, epochs: usize, total: usize) -> Progress {
+        Progress { epoch, epochs, total, shown: None }
+    }
+
+    fn show(&mut self, done: usize, losses: &[f64], accuracies: &[Tensor]) {
+        if self.shown.is_some_and(|at| at.elapsed().as_secs_f64() < Self::INTERVAL_SECONDS) && done < self.total {
+            return;
+        }
+        self.shown = Some(Instant::now());
+        let width = 24;
+        let filled = width * done / self.total.max(1);
+        eprint!(
+            "\repoch {}/{} [{}{}] {done}/{} loss {:.4} acc {:.2}%",
+            self.epoch + 1,
+            self.epochs,
+            "#".repeat(filled),
+            " ".repeat(width - filled),
+            self.total,
+            mean(losses),
+            100.0 * mean(&read_all(accuracies))
+        );
+        let _ = std::io::stderr().flush();
+    }
 }
 
 fn run_header(trainer: &Trainer, data: &DataSplits, options: &RunOptions) -> String {
+    let chosen = match (options.device_auto, options.device) {
+        (false, _) => "",
+        (true, Device::Cpu) => " (auto: no CUDA device)",
+        (true, _) => " (auto: CUDA present)",
+    };
     format!(
-        "{} {}: {} trainable parameters, {} train samples, device {:?}, run {}",
+        "{} {}: {} trainable parameters, {} train samples, device {}{chosen}, {} neurons, run {}",
         crate::config::name_of(&trainer.config.dataset),
         crate::config::name_of(&trainer.config.model_type),
         trainer.network.trainable_parameter_count(),
         data.train.len(),
-        options.device,
+        crate::device::name(options.device),
+        crate::config::name_of(&trainer.network.neuron_backend()),
         options.run_dir.display()
     )
 }
@@ -346,7 +389,8 @@ fn summary(trainer: &Trainer, state: &RunState, data: &DataSplits, options: &Run
         "protocol": data.protocol(),
         "valid_is_test": data.valid_is_test,
         "model_type": trainer.config.model_type,
-        "device": format!("{:?}", options.device),
+        "device": crate::device::name(options.device),
+        "neuron_backend": trainer.network.neuron_backend(),
     })
 }
 

@@ -11,8 +11,9 @@ configuration from --seed (a new seed each run unless given).
 
 Criterion: max |ours − reference| ≤ 1e-5·max(1, |reference|) everywhere. With --bitwise, every
 comparison on CPU must also be bitwise equal (semantics.md §2.1 reports bitwise parity).
+`--set KEY=VALUE` (repeatable) applies to every case, e.g. the exact computation settings.
 
-Usage: parity_network.py --bin target/release/snn-delays [--seed S] [--random N] [--bitwise]"""
+Usage: parity_network.py --bin target/release/snn-delays [--seed S] [--random N] [--bitwise] [--set K=V]"""
 
 import argparse
 import json
@@ -64,7 +65,7 @@ def randomise(net, cfg, gen):
 
 def check_case(args, name, preset, sets, workdir, gen, report):
     config_path = os.path.join(workdir, "config.json")
-    set_args = [a for s in sets for a in ("--set", s)]
+    set_args = [a for s in sets + args.set for a in ("--set", s)]
     cfg = json.loads(run([args.bin, "config", "--preset", preset, *set_args]))
     with open(config_path, "w") as f:
         json.dump(cfg, f)
@@ -100,7 +101,7 @@ def check_case(args, name, preset, sets, workdir, gen, report):
     loss.backward()
     ours_path = os.path.join(workdir, "ours.safetensors")
     run([args.bin, "forward", "--config", config_path, "--weights", weights_path, "--input", batch_path,
-         "--out", ours_path, "--grad"])
+         "--out", ours_path, "--grad", "--device", "cpu"])
     ours = load_file(ours_path)
     compare(f"{name} | train output", ours["output"], out, report)
     compare(f"{name} | train loss", ours["loss"], loss, report)
@@ -117,7 +118,7 @@ def check_case(args, name, preset, sets, workdir, gen, report):
         out = net(x)
         loss = reference_loss(out, y, cfg)
     run([args.bin, "forward", "--config", config_path, "--weights", weights_path, "--input", batch_path,
-         "--out", ours_path, "--eval"])
+         "--out", ours_path, "--eval", "--device", "cpu"])
     ours = load_file(ours_path)
     compare(f"{name} | eval output", ours["output"], out, report)
     compare(f"{name} | eval loss", ours["loss"], loss, report)
@@ -129,9 +130,10 @@ def main():
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--random", type=int, default=6, help="number of random configurations")
     parser.add_argument("--bitwise", action="store_true")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
     seed = args.seed if args.seed is not None else random.SystemRandom().randint(0, 2**31)
-    print(f"parity seed {seed}")
+    print(f"parity seed {seed}, settings {args.set}")
     rng, gen = random.Random(seed), torch.Generator().manual_seed(seed)
     cases = FIXED + [random_case(rng) for _ in range(args.random)]
     report = []

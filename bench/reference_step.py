@@ -1,0 +1,111 @@
+"""The reference's training step and evaluation pass, timed: the paper's network built from dcls
+0.1.1 and spikingjelly 2.0.0 (tests/oracle/reference.py), trained the paper's way (Adam on
+weights/BN with weight decay, a separate Adam on positions, clamp after each step, reset_net).
+
+Reads the batch (`x` (T, B, C), `y` (B,)) and the weights from files written by bench.py, so that
+ours and the reference time the same work. Prints one JSON line: per-repeat seconds and the peak
+resident memory of this process.
+
+Usage: reference_step.py --config C.json --weights W.safetensors --batch B.safetensors
+       [--sigma S] [--eval] [--repeats 3] [--warmup 1] [--threads 2] [--profile]"""
+
+import argparse
+import json
+import os
+import resource
+import sys
+import time
+
+import torch
+from safetensors.torch import load_file
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "oracle"))
+from reference import ReferenceSnn, reference_loss  # noqa: E402
+
+
+def optimizers(net, cfg):
+    d = cfg["derived"]
+    params = dict(net.named_parameters())
+    weights = [p for k, p in params.items() if k.endswith(".weight") and p.dim() > 1]
+    norm = [p for k, p in params.items() if (k.endswith(".weight") and p.dim() == 1) or k.endswith(".bias")]
+    positions = [p for k, p in params.items() if k.endswith(".P") and p.requires_grad]
+    opt_w = torch.optim.Adam([{"params": weights, "weight_decay": cfg["weight_decay"]},
+                              {"params": norm, "weight_decay": 0}], lr=cfg["lr_w"])
+    opt_pos = torch.optim.Adam(positions, lr=d["lr_pos"], weight_decay=0)
+    return opt_w, opt_pos
+
+
+def train_step(net, cfg, x, y, opt_w, opt_pos):
+    opt_w.zero_grad()
+    opt_pos.zero_grad()
+    loss = reference_loss(net(x), y, cfg)
+    loss.backward()
+    opt_w.step()
+    opt_pos.step()
+    net.reset_state()
+    for m in net.model:
+        if hasattr(m, "clamp_parameters"):
+            m.clamp_parameters()
+    return loss.item()
+
+
+EVAL_BATCHES = 4  # batches in one timed evaluation pass, as `snn-delays bench --eval`
+
+
+def eval_pass(net, cfg, x, y, batches=EVAL_BATCHES):
+    """The reference's eval_model on `batches` copies of the batch: eval transform, no_grad."""
+    net.to_eval_form()
+    net.eval()
+    losses = []
+    with torch.no_grad():
+        for _ in range(batches):
+            losses.append(reference_loss(net(x), y, cfg).item())
+            net.reset_state()
+    return sum(losses) / len(losses)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--weights", required=True)
+    parser.add_argument("--batch", required=True)
+    parser.add_argument("--sigma", type=float, default=None)
+    parser.add_argument("--eval", action="store_true")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--profile", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    with open(args.config) as f:
+        cfg = json.load(f)
+    net = ReferenceSnn(cfg)
+    net.load_state_dict(load_file(args.weights))
+    if args.sigma is not None:
+        with torch.no_grad():
+            for m in net.model:
+                if getattr(m, "SIG", None) is not None:
+                    m.SIG.fill_(args.sigma)
+    batch = load_file(args.batch)
+    x, y = batch["x"], batch["y"]
+    opt_w, opt_pos = optimizers(net, cfg)
+    run = (lambda: eval_pass(net, cfg, x, y)) if args.eval else (lambda: train_step(net, cfg, x, y, opt_w, opt_pos))
+    if not args.eval:
+        net.train()
+    for _ in range(args.warmup):
+        run()
+    seconds = []
+    for _ in range(args.repeats):
+        start = time.perf_counter()
+        run()
+        seconds.append(time.perf_counter() - start)
+    if args.profile:
+        with torch.profiler.profile() as prof:
+            run()
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25), file=sys.stderr)
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"seconds": seconds, "peak_rss_mib": peak_mib}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+//! `snn-delays bench`: times our training step, or an evaluation pass, on a given batch and
+//! weights: the same work that bench/reference_step.py times for the reference (`make bench`).
+//! Prints one JSON line: the seconds of each repeat and the peak resident memory.
+
+use super::{ConfigArgs, DeviceArgs};
+use crate::checkpoint;
+use crate::model::loss::{class_scores, cross_entropy, one_hot};
+use crate::model::DropoutMasks;
+use crate::train::Trainer;
+use anyhow::{ensure, Context, Result};
+use clap::Args;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Instant;
+use tch::{Kind, Tensor};
+
+/// Batches in one timed evaluation pass (the reference's script uses the same number).
+pub const EVAL_BATCHES: usize = 4;
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Weights: a reference state_dict (safetensors)
+    #[arg(long, value_name = "W.safetensors")]
+    weights: PathBuf,
+    /// The batch: `x` (T, B, n_inputs) and `y` (B,) (safetensors)
+    #[arg(long, value_name = "B.safetensors")]
+    batch: PathBuf,
+    /// Set every layer's sigma to this value first (e.g. 0.23, its final value)
+    #[arg(long)]
+    sigma: Option<f64>,
+    /// Time an evaluation pass (integer delays, 4 batches) instead of a training step
+    #[arg(long)]
+    eval: bool,
+    #[arg(long, default_value_t = 3)]
+    repeats: usize,
+    #[arg(long, default_value_t = 1)]
+    warmup: usize,
+    /// CPU threads for libtorch and the fused kernels [default: all cores]
+    #[arg(long)]
+    threads: Option<usize>,
+    #[command(flatten)]
+    device: DeviceArgs,
+}
+
+pub fn run(args: &BenchArgs) -> Result<()> {
+    ensure!(args.repeats > 0, "--repeats must be at least 1");
+    super::set_threads(args.threads);
+    let config = args.config.load()?;
+    let device = args.device.select()?;
+    let mut trainer = Trainer::new(&config, device);
+    checkpoint::load(&trainer.network.vs, &args.weights)?;
+    if let Some(sigma) = args.sigma {
+        tch::no_grad(|| trainer.network.dcls_layers_mut().for_each(|layer| drop(layer.sigma.fill_(sigma))));
+    }
+    let mut tensors: BTreeMap<String, Tensor> = checkpoint::read_tensors(&args.batch)?.into_iter().collect();
+    let mut take = |key: &str| tensors.remove(key).with_context(|| format!("{} has no key `{key}`", args.batch.display()));
+    let x = take("x")?.to_kind(Kind::Float).to_device(device);
+    let targets = one_hot(&take("y")?.to_kind(Kind::Int64).to_device(device), config.derived().n_outputs as i64);
+    let mut once = || -> Result<()> {
+        if args.eval {
+            eval_pass(&mut trainer, &x, &targets);
+        } else {
+            trainer.train_step(&x, &targets, DropoutMasks::DRAW)?;
+        }
+        if let tch::Device::Cuda(index) = device {
+            tch::Cuda::synchronize(index as i64);
+        }
+        Ok(())
+    };
+    for _ in 0..args.warmup {
+        once()?;
+    }
+    let mut seconds = Vec::with_capacity(args.repeats);
+    for _ in 0..args.repeats {
+        let started = Instant::now();
+        once()?;
+        seconds.push(started.elapsed().as_secs_f64());
+    }
+    println!("{}", serde_json::json!({ "seconds": seconds, "peak_rss_mib": peak_rss_mib() }));
+    Ok(())
+}
+
+/// One evaluation pass as `eval` runs it: the eval form, [`EVAL_BATCHES`] batches, the losses read.
+fn eval_pass(trainer: &mut Trainer, x: &Tensor, targets: &Tensor) {
+    let network = &mut trainer.network;
+    let form = network.to_eval_form();
+    let losses: Vec<Tensor> = (0..EVAL_BATCHES)
+        .map(|_| cross_entropy(&class_scores(&network.forward_eval(x), network.loss), targets))
+        .collect();
+    let _ = crate::train::eval::read_all(&losses);
+    network.restore(form);
+}
+
+/// The process's peak resident set (`VmHWM`) in MiB; 0 where /proc does not say.
+fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kib = status.lines().find_map(|line| line.strip_prefix("VmHWM:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok());
+    kib.unwrap_or(0.0) / 1024.0
+}
