@@ -7,7 +7,10 @@ ours and the reference time the same work. Prints one JSON line: per-repeat seco
 resident memory of this process.
 
 Usage: reference_step.py --config C.json --weights W.safetensors --batch B.safetensors
-       [--sigma S] [--eval] [--repeats 3] [--warmup 1] [--threads 2] [--profile]"""
+       [--sigma S] [--eval] [--repeats 3] [--warmup 1] [--threads 2] [--device cpu|cuda] [--profile]
+
+On CUDA, cuDNN is off (as in the reference's main.py), every repeat ends with a synchronisation,
+and the JSON also holds the peak CUDA memory allocated."""
 
 import argparse
 import json
@@ -75,36 +78,46 @@ def main():
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    torch.backends.cudnn.enabled = False
     with open(args.config) as f:
         cfg = json.load(f)
     net = ReferenceSnn(cfg)
     net.load_state_dict(load_file(args.weights))
+    net.to(device)
     if args.sigma is not None:
         with torch.no_grad():
             for m in net.model:
                 if getattr(m, "SIG", None) is not None:
                     m.SIG.fill_(args.sigma)
     batch = load_file(args.batch)
-    x, y = batch["x"], batch["y"]
+    x, y = batch["x"].to(device), batch["y"].to(device)
     opt_w, opt_pos = optimizers(net, cfg)
     run = (lambda: eval_pass(net, cfg, x, y)) if args.eval else (lambda: train_step(net, cfg, x, y, opt_w, opt_pos))
     if not args.eval:
         net.train()
     for _ in range(args.warmup):
         run()
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync()
     seconds = []
     for _ in range(args.repeats):
         start = time.perf_counter()
         run()
+        sync()
         seconds.append(time.perf_counter() - start)
     if args.profile:
         with torch.profiler.profile() as prof:
             run()
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25), file=sys.stderr)
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"seconds": seconds, "peak_rss_mib": peak_mib}))
+    result = {"seconds": seconds, "peak_rss_mib": peak_mib}
+    if device.type == "cuda":
+        result["peak_cuda_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":

@@ -96,6 +96,7 @@ def epoch_times(args, work, threads, side):
     config = os.path.join(work, "epoch.json")
     with open(config, "w") as f:
         f.write(run([args.bin, "config", "--preset", "shd"]))
+    # the file's `derived` matches its 150 epochs; `--epochs 1` then overrides both
     walls, peaks = [], []
     for repeat in range(args.repeats):
         if side == "reference":

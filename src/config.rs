@@ -383,7 +383,7 @@ pub struct ConfigSource<'a> {
 
 impl ConfigSource<'_> {
     /// Builds and validates the configuration. A `derived` section in the file must agree with
-    /// the values derived from the final fields.
+    /// the values derived from the file's own fields (overrides then change both).
     pub fn load(&self) -> Result<Config> {
         let file = self.file.map(read_json_object).transpose()?;
         let dataset = match (self.preset, &file) {
@@ -408,6 +408,10 @@ impl ConfigSource<'_> {
                 }
             }
         }
+        if let Some(stated) = stated_derived {
+            let from_file: Config = parse_field("config", Value::Object(fields.clone()))?;
+            check_derived(&from_file, stated, self.file.expect("derived only comes from a file"))?;
+        }
         for assignment in self.overrides {
             let (key, raw) =
                 assignment.split_once('=').with_context(|| format!("--set expects key=value, got `{assignment}`"))?;
@@ -416,9 +420,6 @@ impl ConfigSource<'_> {
         }
         let config: Config = parse_field("config", Value::Object(fields))?;
         config.validate()?;
-        if let Some(stated) = stated_derived {
-            check_derived(&config, stated, self.file.expect("derived only comes from a file"))?;
-        }
         Ok(config)
     }
 }
@@ -549,6 +550,9 @@ mod tests {
         std::fs::write(&path, config.to_json().to_string()).unwrap();
         let source = ConfigSource { preset: None, file: Some(&path), overrides: &[] };
         assert_eq!(source.load().unwrap(), config);
+        let overrides = ["epochs=1".to_string()];
+        let overridden = ConfigSource { preset: None, file: Some(&path), overrides: &overrides }.load().unwrap();
+        assert_eq!((overridden.epochs, overridden.derived().final_sigma_epoch), (1, 0));
         let mut edited = config.to_json();
         edited["derived"]["kernel_size"] = Value::from(7);
         std::fs::write(&path, edited.to_string()).unwrap();

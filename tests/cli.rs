@@ -67,17 +67,6 @@ fn cuda_support_is_linked_even_without_a_gpu() {
     assert!(String::from_utf8_lossy(&readelf.stdout).contains("libtorch_cuda.so"));
 }
 
-#[test]
-fn missing_cuda_device_is_a_clear_error() {
-    if tch::Cuda::is_available() {
-        return;
-    }
-    let message = stderr_of_failure(&["demo", "--device", "cuda", "--batch", "2", "--steps", "3"]);
-    assert!(message.contains("CUDA is not available"), "{message}");
-    let message = stderr_of_failure(&["demo", "--device", "tpu"]);
-    assert!(message.contains("tpu"), "{message}");
-}
-
 fn write(path: &Path, tensors: &[(&str, Tensor)]) {
     Tensor::write_safetensors(tensors, path).unwrap();
 }
@@ -147,4 +136,47 @@ fn demo_runs_a_forward_and_backward_pass_of_the_shd_preset() {
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     assert!(text.contains("trainable parameters: 214016"), "{text}");
     assert!(text.contains("output [56, 4, 20]"), "{text}");
+}
+
+/// Every command that takes a device takes `--device auto|cpu|cuda|cuda:N` and `--cudnn`; without
+/// a GPU, `--device cuda` is a clear error (exit 1, no panic) and `auto` runs on the CPU.
+#[test]
+fn device_flags_are_uniform_and_missing_cuda_is_a_clear_error() {
+    let small = ["--preset", "shd", "--set", "n_hidden_neurons=8"];
+    for command in ["train", "eval", "forward", "demo", "replay", "bench"] {
+        let help = String::from_utf8_lossy(&snn(&[command, "--help"]).stdout).into_owned();
+        assert!(help.contains("--device") && help.contains("--cudnn") && help.contains("[default: auto]"), "{command}: {help}");
+    }
+    let demo = snn(&[&["demo", "--steps", "5", "--batch", "2", "--cudnn"][..], &small].concat());
+    assert!(demo.status.success(), "{}", String::from_utf8_lossy(&demo.stderr));
+    let message = stderr_of_failure(&["demo", "--device", "tpu"]);
+    assert!(message.contains("`tpu`"), "{message}");
+    if tch::Cuda::device_count() == 0 {
+        assert!(String::from_utf8_lossy(&demo.stdout).contains("on cpu"));
+        let output = snn(&[&["demo", "--steps", "5", "--batch", "2", "--device", "cuda"][..], &small].concat());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains("CUDA is not available") && !stderr.contains("panicked"), "{stderr}");
+    }
+}
+
+/// The GPU check script starts here and stops cleanly: no GPU, so it checks only that
+/// `--device cuda` fails with a clear message, and exits 2.
+#[test]
+fn gpu_check_fails_cleanly_without_a_gpu() {
+    if tch::Cuda::device_count() > 0 {
+        return;
+    }
+    let out = scratch("gpu-check");
+    let output = Command::new("bash")
+        .arg(common::repo().join("scripts/gpu_check.sh"))
+        .args(["--bin", BIN, "--out", out.to_str().unwrap()])
+        .env("PYTHON", python())
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert_eq!(output.status.code(), Some(2), "{text}");
+    assert!(text.contains("ok   no CUDA device here") && !text.contains("Traceback"), "{text}");
+    let results: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    assert_eq!(results["no_gpu_clean_error"], true);
 }

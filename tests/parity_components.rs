@@ -105,14 +105,14 @@ fn check_neuron_case(index: usize, case: &BTreeMap<String, Tensor>, backend: Neu
         backend,
     };
     let x = case["x"].copy().set_requires_grad(true);
-    let out = layer.forward(&x, train, Readout::BOTH);
+    let out = layer.forward(&x, train, Readout::BOTH).unwrap();
     let (spikes, membrane) = (out.spikes.unwrap(), out.membrane.unwrap());
     assert_bitwise(&format!("{what} spikes"), &spikes, &case["spikes"]);
     assert_bitwise(&format!("{what} v_seq"), &membrane, &case["v_seq"]);
     let objective = (&spikes * &case["g_spikes"]).sum(Kind::Float) + (&membrane * &case["g_v"]).sum(Kind::Float);
     objective.backward();
     if let Some(segment) = &out.segment {
-        segment.backward();
+        segment.backward().unwrap();
     }
     assert_bitwise(&format!("{what} input gradient"), &x.grad(), &case["grad_x"]);
     if plif {

@@ -41,6 +41,25 @@ fn metrics_without_time(run: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// The fused neuron kernel and the op-by-op oracle train to the same metrics, bit for bit, with
+/// the default FFT convolution and subnormal flushing.
+#[test]
+fn fused_and_op_by_op_neurons_train_identically() {
+    let dir = scratch("backends");
+    let data = dataset(&dir);
+    let runs: Vec<Vec<serde_json::Value>> = ["fused", "ops"]
+        .iter()
+        .map(|backend| {
+            let run = dir.join(backend);
+            let output = train(&data, &run, &["--set", &format!("neuron_backend={backend}")]);
+            assert!(output.status.success(), "{}", text(&output));
+            metrics_without_time(&run)
+        })
+        .collect();
+    assert_eq!(runs[0].len(), 3);
+    assert_eq!(runs[0], runs[1]);
+}
+
 #[test]
 fn schedules_equal_pytorch_for_every_epoch_of_every_preset() {
     println!("{}", run_oracle("schedule_parity.py", &["--bin", BIN]));

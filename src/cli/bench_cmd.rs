@@ -60,7 +60,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let targets = one_hot(&take("y")?.to_kind(Kind::Int64).to_device(device), config.derived().n_outputs as i64);
     let mut once = || -> Result<()> {
         if args.eval {
-            eval_pass(&mut trainer, &x, &targets);
+            eval_pass(&mut trainer, &x, &targets)?;
         } else {
             trainer.train_step(&x, &targets, DropoutMasks::DRAW)?;
         }
@@ -83,14 +83,15 @@ pub fn run(args: &BenchArgs) -> Result<()> {
 }
 
 /// One evaluation pass as `eval` runs it: the eval form, [`EVAL_BATCHES`] batches, the losses read.
-fn eval_pass(trainer: &mut Trainer, x: &Tensor, targets: &Tensor) {
+fn eval_pass(trainer: &mut Trainer, x: &Tensor, targets: &Tensor) -> Result<()> {
     let network = &mut trainer.network;
     let form = network.to_eval_form();
-    let losses: Vec<Tensor> = (0..EVAL_BATCHES)
-        .map(|_| cross_entropy(&class_scores(&network.forward_eval(x), network.loss), targets))
+    let losses: Result<Vec<Tensor>> = (0..EVAL_BATCHES)
+        .map(|_| Ok(cross_entropy(&class_scores(&network.forward_eval(x)?, network.loss), targets)))
         .collect();
-    let _ = crate::train::eval::read_all(&losses);
     network.restore(form);
+    crate::train::eval::read_all(&losses?);
+    Ok(())
 }
 
 /// The process's peak resident set (`VmHWM`) in MiB; 0 where /proc does not say.

@@ -47,7 +47,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     let loss = cross_entropy(&scores, &targets);
     let forward_seconds = started.elapsed().as_secs_f64();
     let started = Instant::now();
-    pass.backward(&loss);
+    pass.backward(&loss)?;
     let backward_seconds = started.elapsed().as_secs_f64();
 
     println!(

@@ -58,13 +58,16 @@ pub fn run(args: &ForwardArgs) -> Result<()> {
     }
     let x = batch.x.to_device(device);
     let pass = if args.eval { None } else { Some(network.forward_train(&x, DropoutMasks(&batch.masks))?) };
-    let output = pass.as_ref().map_or_else(|| network.forward_eval(&x), |pass| pass.output.shallow_clone());
+    let output = match &pass {
+        Some(pass) => pass.output.shallow_clone(),
+        None => network.forward_eval(&x)?,
+    };
     let mut results = vec![("output".to_string(), output.shallow_clone())];
     if let Some(labels) = &batch.labels {
         let targets = one_hot(&labels.to_device(device), config.derived().n_outputs as i64);
         let loss = cross_entropy(&class_scores(&output, config.loss), &targets);
         if let (true, Some(pass)) = (args.grad, &pass) {
-            pass.backward(&loss);
+            pass.backward(&loss)?;
             for (key, parameter) in network.named_trainable() {
                 results.push((format!("grad.{key}"), parameter.grad()));
             }

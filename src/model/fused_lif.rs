@@ -11,8 +11,11 @@
 //!   `sigmoid(w)`, summed per step by libtorch and over steps from the last, as autograd sums it.
 //!
 //! The result equals the op-by-op oracle ([`super::neuron`]) bitwise on the CPU (tested).
+//! [`forward`] and [`backward`] run CUDA tensors through [`super::fused_lif_cuda`], which
+//! computes the same float32 values.
 
 use super::neuron::Readout;
+use anyhow::Result;
 use rayon::prelude::*;
 use tch::{Device, Kind, Tensor};
 
@@ -104,8 +107,23 @@ pub struct FusedGrads {
     pub rate: Option<Tensor>,
 }
 
-/// Runs the layer over a contiguous float32 CPU `(T, B, C)` input.
-pub fn forward(input: &Tensor, dynamics: &Dynamics32, readout: Readout, save: bool) -> FusedForward {
+/// Runs the layer over a contiguous float32 `(T, B, C)` input on the CPU or on CUDA.
+pub fn forward(input: &Tensor, dynamics: &Dynamics32, readout: Readout, save: bool) -> Result<FusedForward> {
+    if input.device().is_cuda() {
+        return super::fused_lif_cuda::forward(input, dynamics, readout, save);
+    }
+    Ok(forward_cpu(input, dynamics, readout, save))
+}
+
+/// The backward from the saved `charged` and the gradients reaching the outputs.
+pub fn backward(charged: &Tensor, dynamics: &Dynamics32, grad_spikes: Option<&Tensor>, grad_membrane: Option<&Tensor>) -> Result<FusedGrads> {
+    if charged.device().is_cuda() {
+        return super::fused_lif_cuda::backward(charged, dynamics, grad_spikes, grad_membrane);
+    }
+    Ok(backward_cpu(charged, dynamics, grad_spikes, grad_membrane))
+}
+
+fn forward_cpu(input: &Tensor, dynamics: &Dynamics32, readout: Readout, save: bool) -> FusedForward {
     let shape = input.size();
     let x = Rows::of(input);
     let new = |wanted: bool| wanted.then(|| Tensor::empty(shape.as_slice(), (Kind::Float, Device::Cpu)));
@@ -136,8 +154,7 @@ pub fn forward(input: &Tensor, dynamics: &Dynamics32, readout: Readout, save: bo
     FusedForward { spikes, membrane, charged }
 }
 
-/// The backward from the saved `charged` and the gradients reaching the outputs.
-pub fn backward(charged: &Tensor, dynamics: &Dynamics32, grad_spikes: Option<&Tensor>, grad_membrane: Option<&Tensor>) -> FusedGrads {
+fn backward_cpu(charged: &Tensor, dynamics: &Dynamics32, grad_spikes: Option<&Tensor>, grad_membrane: Option<&Tensor>) -> FusedGrads {
     let shape = charged.size();
     let contiguous = |g: Option<&Tensor>| g.map(|g| g.to_kind(Kind::Float).contiguous());
     let (grad_spikes, grad_membrane) = (contiguous(grad_spikes), contiguous(grad_membrane));

@@ -2,6 +2,7 @@
 
 pub mod dcls;
 pub mod fused_lif;
+pub mod fused_lif_cuda;
 pub mod layers;
 pub mod loss;
 pub mod network;

@@ -85,6 +85,8 @@ pub struct Network {
     pub hidden: Vec<HiddenBlock>,
     pub output: OutputBlock,
     pub loss: Loss,
+    /// Why the neurons do not run on the configured backend, if they do not.
+    pub backend_note: Option<String>,
 }
 
 /// The output of a training forward pass, with what its backward needs.
@@ -97,20 +99,26 @@ pub struct TrainPass {
 impl TrainPass {
     /// Backpropagates `loss` (computed from `output`) to every parameter: autograd down to the
     /// last fused layer, then each fused layer's segment from the last to the first.
-    pub fn backward(&self, loss: &Tensor) {
+    pub fn backward(&self, loss: &Tensor) -> Result<()> {
         loss.backward();
         for segment in self.segments.iter().rev() {
-            segment.backward();
+            segment.backward()?;
         }
+        Ok(())
     }
 }
 
-/// The neuron backend for `device`: the fused kernel runs on the CPU; CUDA runs the ops path.
-pub fn neuron_backend_on(configured: NeuronBackend, device: Device) -> NeuronBackend {
-    if device == Device::Cpu {
-        configured
-    } else {
-        NeuronBackend::Ops
+/// The neuron backend that runs on `device`, chosen once: the configured one, except that the
+/// fused kernel runs on CUDA only once it has been checked there against the CPU kernel; the
+/// note says why it does not.
+pub fn neuron_backend_on(configured: NeuronBackend, device: Device) -> (NeuronBackend, Option<String>) {
+    match (configured, device) {
+        (NeuronBackend::Fused, Device::Cuda(index)) => match super::fused_lif_cuda::verified(index) {
+            Ok(()) => (NeuronBackend::Fused, None),
+            Err(why) => (NeuronBackend::Ops, Some(format!("the fused CUDA kernel is not used: {why}"))),
+        },
+        (NeuronBackend::Fused, Device::Cpu) | (NeuronBackend::Ops, _) => (configured, None),
+        (NeuronBackend::Fused, other) => (NeuronBackend::Ops, Some(format!("no fused kernel for {other:?}"))),
     }
 }
 
@@ -140,7 +148,7 @@ impl Network {
                 Synapse::Linear(Linear::new(&path, in_channels, out_channels))
             }
         };
-        let backend = neuron_backend_on(config.neuron_backend, device);
+        let (backend, backend_note) = neuron_backend_on(config.neuron_backend, device);
         let neuron = |index: i64, threshold: f64| {
             MultiStepLif::new(&(&root / index), config.neuron, derived.tau_steps, threshold, surrogate, config.charge_formula)
                 .with_backend(backend)
@@ -164,7 +172,7 @@ impl Network {
             synapse: synapse(base, last_width, derived.n_outputs as i64),
             neuron: neuron(base + 1, derived.output_v_threshold),
         };
-        let mut network = Network { vs, hidden, output, loss: config.loss };
+        let mut network = Network { vs, hidden, output, loss: config.loss, backend_note };
         network.initialise(config);
         network.vs.set_device(device);
         network
@@ -242,26 +250,26 @@ impl Network {
         let mut h = x.shallow_clone();
         for (layer, block) in self.hidden.iter().enumerate() {
             let current = block.norm.forward(&block.synapse.forward(&h), true);
-            let out = block.neuron.forward(&current, true, Readout::SPIKES);
+            let out = block.neuron.forward(&current, true, Readout::SPIKES)?;
             segments.extend(out.segment);
             let spikes = out.spikes.expect("spikes were asked for");
             h = block.dropout.apply(&spikes, &self.mask(layer, &spikes, masks)?);
         }
-        let mut out = self.output.neuron.forward(&self.output.synapse.forward(&h), true, self.readout());
+        let mut out = self.output.neuron.forward(&self.output.synapse.forward(&h), true, self.readout())?;
         segments.extend(out.segment.take());
         Ok(TrainPass { output: self.read(out), segments })
     }
 
     /// Runs `(T, B, n_inputs)` to `(T_out, B, n_outputs)` in eval mode (running BatchNorm
     /// statistics, no dropout), without gradients: no graph is kept and no surrogate computed.
-    pub fn forward_eval(&self, x: &Tensor) -> Tensor {
+    pub fn forward_eval(&self, x: &Tensor) -> Result<Tensor> {
         tch::no_grad(|| {
             let mut h = x.shallow_clone();
             for block in &self.hidden {
                 let current = block.norm.forward(&block.synapse.forward(&h), false);
-                h = block.neuron.forward(&current, false, Readout::SPIKES).spikes.expect("spikes were asked for");
+                h = block.neuron.forward(&current, false, Readout::SPIKES)?.spikes.expect("spikes were asked for");
             }
-            self.read(self.output.neuron.forward(&self.output.synapse.forward(&h), false, self.readout()))
+            Ok(self.read(self.output.neuron.forward(&self.output.synapse.forward(&h), false, self.readout())?))
         })
     }
 

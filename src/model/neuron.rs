@@ -18,6 +18,7 @@
 
 use super::fused_lif::{self, Charge, Dynamics32};
 use crate::config::{ChargeFormula, NeuronBackend, NeuronType};
+use anyhow::Result;
 use std::f64::consts::PI;
 use tch::{nn, Kind, Tensor};
 
@@ -115,12 +116,12 @@ impl MultiStepLif {
     /// Runs the layer over a `(T, B, C)` input current. `train` selects the training charge
     /// formula (they differ only for `paper2023`). A gradient flows when the current or PLIF `w`
     /// requires one and grad mode is on; otherwise no surrogate is computed.
-    pub fn forward(&self, current: &Tensor, train: bool, readout: Readout) -> NeuronOutput {
+    pub fn forward(&self, current: &Tensor, train: bool, readout: Readout) -> Result<NeuronOutput> {
         let multiply = train && self.charge_formula == ChargeFormula::Paper2023;
         let decay = self.decay();
         let wants_grad = current.requires_grad() || matches!(&decay, Decay::Learned(rate) if rate.requires_grad());
         match self.backend {
-            NeuronBackend::Ops => self.forward_ops(current, &decay, multiply, wants_grad, readout),
+            NeuronBackend::Ops => Ok(self.forward_ops(current, &decay, multiply, wants_grad, readout)),
             NeuronBackend::Fused => self.forward_fused(current, decay, multiply, wants_grad, readout),
         }
     }
@@ -155,7 +156,7 @@ impl MultiStepLif {
 
     /// One fused kernel over all steps; with a gradient wanted, the outputs are leaves and the
     /// returned [`Segment`] carries the backward.
-    fn forward_fused(&self, current: &Tensor, decay: Decay, multiply: bool, wants_grad: bool, readout: Readout) -> NeuronOutput {
+    fn forward_fused(&self, current: &Tensor, decay: Decay, multiply: bool, wants_grad: bool, readout: Readout) -> Result<NeuronOutput> {
         let (charge, rate) = match decay {
             Decay::Fixed(tau) if multiply => (Charge::Multiply((1.0 - 1.0 / tau) as f32), None),
             Decay::Fixed(tau) => (Charge::Divide(tau as f32), None),
@@ -172,9 +173,9 @@ impl MultiStepLif {
             half_alpha: (self.surrogate.alpha / 2.0) as f32,
         };
         let input = current.detach().to_kind(Kind::Float).contiguous();
-        let pass = fused_lif::forward(&input, &dynamics, readout, wants_grad);
+        let pass = fused_lif::forward(&input, &dynamics, readout, wants_grad)?;
         if !wants_grad {
-            return NeuronOutput { spikes: pass.spikes, membrane: pass.membrane, segment: None };
+            return Ok(NeuronOutput { spikes: pass.spikes, membrane: pass.membrane, segment: None });
         }
         let leaf = |t: Option<Tensor>| t.map(|t| t.set_requires_grad(true));
         let (spikes, membrane) = (leaf(pass.spikes), leaf(pass.membrane));
@@ -186,7 +187,7 @@ impl MultiStepLif {
             charged: pass.charged.expect("saved for the backward"),
             dynamics,
         };
-        NeuronOutput { spikes, membrane, segment: Some(segment) }
+        Ok(NeuronOutput { spikes, membrane, segment: Some(segment) })
     }
 
     /// `1/τ` as an f64 (LIF) or as the tensor `sigmoid(w)` (PLIF), computed once per sequence.
@@ -227,13 +228,13 @@ pub struct Segment {
 }
 
 impl Segment {
-    pub fn backward(&self) {
+    pub fn backward(&self) -> Result<()> {
         let grad_of = |leaf: &Option<Tensor>| leaf.as_ref().map(Tensor::grad).filter(Tensor::defined);
         let (grad_spikes, grad_membrane) = (grad_of(&self.spikes), grad_of(&self.membrane));
         if grad_spikes.is_none() && grad_membrane.is_none() {
-            return;
+            return Ok(());
         }
-        let grads = fused_lif::backward(&self.charged, &self.dynamics, grad_spikes.as_ref(), grad_membrane.as_ref());
+        let grads = fused_lif::backward(&self.charged, &self.dynamics, grad_spikes.as_ref(), grad_membrane.as_ref())?;
         let mut objective = Vec::new();
         if self.current.requires_grad() {
             objective.push((&self.current * grads.input).sum(Kind::Float));
@@ -244,6 +245,7 @@ impl Segment {
         if let Some(first) = objective.first() {
             objective[1..].iter().fold(first.shallow_clone(), |sum, term| sum + term).backward();
         }
+        Ok(())
     }
 }
 
@@ -271,7 +273,7 @@ mod tests {
     fn equality_fires_and_resets_to_zero() {
         let input = Tensor::from_slice(&[0.5f32, 0.75, 0.5]).reshape([3, 1, 1]);
         for backend in [NeuronBackend::Ops, NeuronBackend::Fused] {
-            let out = lif(1.0, backend).forward(&input, true, Readout::BOTH);
+            let out = lif(1.0, backend).forward(&input, true, Readout::BOTH).unwrap();
             assert_eq!(values(&out.spikes), vec![0.0, 1.0, 0.0], "{backend:?}");
             assert_eq!(values(&out.membrane), vec![0.5, 0.0, 0.5], "{backend:?}");
         }
@@ -292,7 +294,7 @@ mod tests {
     fn output_layer_never_spikes_and_integrates() {
         let input = Tensor::ones([4, 2, 3], (Kind::Float, Device::Cpu));
         for backend in [NeuronBackend::Ops, NeuronBackend::Fused] {
-            let out = lif(1e9, backend).forward(&input, false, Readout::BOTH);
+            let out = lif(1e9, backend).forward(&input, false, Readout::BOTH).unwrap();
             assert_eq!(out.spikes.unwrap().sum(Kind::Float).double_value(&[]), 0.0);
             assert_eq!(out.membrane.unwrap().double_value(&[3, 0, 0]), 1.875);
         }
@@ -306,11 +308,11 @@ mod tests {
         let w = leak_w.map(|w| Tensor::from(w).set_requires_grad(true));
         let leak = w.as_ref().map_or(Leak::Fixed { tau: 1.5000000001 }, |w| Leak::Learned { w: w.shallow_clone() });
         let layer = MultiStepLif { leak, v_threshold: 1.0, surrogate: ATan { alpha: 5.0 }, charge_formula: formula, backend };
-        let out = layer.forward(&x, train, Readout::BOTH);
+        let out = layer.forward(&x, train, Readout::BOTH).unwrap();
         let (spikes, membrane) = (out.spikes.unwrap(), out.membrane.unwrap());
         ((&spikes * g_s).sum(Kind::Float) + (&membrane * g_m).sum(Kind::Float)).backward();
         if let Some(segment) = &out.segment {
-            segment.backward();
+            segment.backward().unwrap();
         }
         let mut results = vec![spikes.detach(), membrane.detach(), x.grad()];
         results.extend(w.map(|w| w.grad()));
@@ -336,7 +338,7 @@ mod tests {
     fn no_surrogate_and_no_segment_without_a_gradient() {
         let input = Tensor::ones([4, 2, 3], (Kind::Float, Device::Cpu));
         for backend in [NeuronBackend::Ops, NeuronBackend::Fused] {
-            let out = lif(1.0, backend).forward(&input, true, Readout::SPIKES);
+            let out = lif(1.0, backend).forward(&input, true, Readout::SPIKES).unwrap();
             assert!(!out.spikes.unwrap().requires_grad() && out.segment.is_none() && out.membrane.is_none());
         }
     }

@@ -29,7 +29,7 @@ fn mean_scores(network: &Network, subset: &Subset, batch_size: usize, classes: i
     for batch in batches(subset, batch_size, classes, None) {
         let batch = batch?;
         let targets = batch.targets.to_device(device);
-        let output = network.forward_eval(&batch.x.to_device(device));
+        let output = network.forward_eval(&batch.x.to_device(device))?;
         let scores = class_scores(&output, network.loss);
         losses.push(cross_entropy(&scores, &targets));
         accuracies.push(hit_rate(&scores, &targets));

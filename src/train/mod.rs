@@ -81,7 +81,7 @@ impl Trainer {
         let pass = self.network.forward_train(x, masks)?;
         let scores = class_scores(&pass.output, self.config.loss);
         let loss = cross_entropy(&scores, targets);
-        pass.backward(&loss);
+        pass.backward(&loss)?;
         let value = loss.double_value(&[]);
         if !value.is_finite() {
             bail!("the training loss is {value}; stopping (the last saved checkpoint is kept)");
