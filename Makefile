@@ -16,7 +16,7 @@ ifndef LIBTORCH
 export LIBTORCH_USE_PYTORCH := 1
 endif
 
-.PHONY: all venv build test run parity bench gsc-mini clean
+.PHONY: all venv build test run parity bench bench-delays gpu-kit gpu-check gsc-mini clean
 
 all: build
 
@@ -40,12 +40,28 @@ run: build
 	$(BIN) train --preset shd --data $(RUN_DATA) --epochs 12 --set n_hidden_neurons=64 --set batch_size=64
 
 parity: build
-	$(PYTHON) tests/oracle/parity_network.py --bin $(BIN)
+	$(PYTHON) tests/oracle/parity_network.py --bin $(BIN) --set convolution=direct
 
-# Speed: ours against the reference in the same run, printed as ratios.
+# Speed: ours against the reference in the same run, printed as ratios (about 20 minutes on 2
+# cores): training steps, evaluation, a whole epoch and peak memory, then the data loader.
 bench: build
+	$(PYTHON) bench/speed_bench.py --bin $(BIN)
 	$(PYTHON) bench/data_bench.py --bin $(BIN)
+
+# Learned delays against fixed and no delays on the generated task (the README's accuracy table).
+bench-delays: build
 	$(PYTHON) bench/delays_bench.py --bin $(BIN)
+
+# What a GPU machine with only python3 + torch 2.11 needs besides this tree and the binary: the
+# reference's pure-Python packages, for scripts/gpu_check.sh.
+SITE = $(shell $(PYTHON) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])' 2>/dev/null)
+gpu-kit: build
+	rm -rf .gpu-kit && mkdir -p .gpu-kit/site
+	cp -r $(SITE)/DCLS $(SITE)/spikingjelly .gpu-kit/site/
+
+# The GPU check (scripts/gpu_check.py); without a GPU it stops cleanly after one check (exit 2).
+gpu-check: gpu-kit
+	PYTHON=$(PYTHON) bash scripts/gpu_check.sh
 
 # A mini Speech Commands v0.02 spoken by espeak-ng (installed with sox if missing).
 gsc-mini:

@@ -25,8 +25,8 @@ from spikingjelly.datasets.shd import _integrate_events_by_fixed_duration  # noq
 from spikingjelly.datasets.utils import pad_sequence_collate  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(__file__))
-from reference_step import eval_pass, optimizers, train_step  # noqa: E402
-from reference import ReferenceSnn  # noqa: E402
+from reference_step import eval_pass, train_step  # noqa: E402
+from reference import ReferenceSnn, paper_optimizers  # noqa: E402
 
 
 class SpikeFileDataset(torch.utils.data.Dataset):
@@ -62,7 +62,7 @@ def main():
     test = loader(os.path.join(args.data, "shd_test.h5"), cfg["batch_size"], False)
     net = ReferenceSnn(cfg)
     net.init_as_reference()
-    opt_w, opt_pos = optimizers(net, cfg)
+    opt_w, opt_pos = paper_optimizers(net, cfg)
     net.train()
     for x, y, _ in train:
         train_step(net, cfg, x.permute(1, 0, 2).float(), y, opt_w, opt_pos)

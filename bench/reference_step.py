@@ -23,33 +23,13 @@ import torch
 from safetensors.torch import load_file
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "oracle"))
-from reference import ReferenceSnn, reference_loss  # noqa: E402
-
-
-def optimizers(net, cfg):
-    d = cfg["derived"]
-    params = dict(net.named_parameters())
-    weights = [p for k, p in params.items() if k.endswith(".weight") and p.dim() > 1]
-    norm = [p for k, p in params.items() if (k.endswith(".weight") and p.dim() == 1) or k.endswith(".bias")]
-    positions = [p for k, p in params.items() if k.endswith(".P") and p.requires_grad]
-    opt_w = torch.optim.Adam([{"params": weights, "weight_decay": cfg["weight_decay"]},
-                              {"params": norm, "weight_decay": 0}], lr=cfg["lr_w"])
-    opt_pos = torch.optim.Adam(positions, lr=d["lr_pos"], weight_decay=0)
-    return opt_w, opt_pos
+from reference import ReferenceSnn, paper_optimizers, paper_step, reference_loss  # noqa: E402
 
 
 def train_step(net, cfg, x, y, opt_w, opt_pos):
-    opt_w.zero_grad()
-    opt_pos.zero_grad()
-    loss = reference_loss(net(x), y, cfg)
-    loss.backward()
-    opt_w.step()
-    opt_pos.step()
+    loss = paper_step(net, cfg, x, y, opt_w, opt_pos).item()
     net.reset_state()
-    for m in net.model:
-        if hasattr(m, "clamp_parameters"):
-            m.clamp_parameters()
-    return loss.item()
+    return loss
 
 
 EVAL_BATCHES = 4  # batches in one timed evaluation pass, as `snn-delays bench --eval`
@@ -95,7 +75,7 @@ def main():
                     m.SIG.fill_(args.sigma)
     batch = load_file(args.batch)
     x, y = batch["x"].to(device), batch["y"].to(device)
-    opt_w, opt_pos = optimizers(net, cfg)
+    opt_w, opt_pos = paper_optimizers(net, cfg)
     run = (lambda: eval_pass(net, cfg, x, y)) if args.eval else (lambda: train_step(net, cfg, x, y, opt_w, opt_pos))
     if not args.eval:
         net.train()

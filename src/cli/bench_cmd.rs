@@ -86,9 +86,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
 fn eval_pass(trainer: &mut Trainer, x: &Tensor, targets: &Tensor) -> Result<()> {
     let network = &mut trainer.network;
     let form = network.to_eval_form();
-    let losses: Result<Vec<Tensor>> = (0..EVAL_BATCHES)
-        .map(|_| Ok(cross_entropy(&class_scores(&network.forward_eval(x)?, network.loss), targets)))
-        .collect();
+    let losses: Result<Vec<Tensor>> =
+        (0..EVAL_BATCHES).map(|_| Ok(cross_entropy(&class_scores(&network.forward_eval(x)?, network.loss), targets))).collect();
     network.restore(form);
     crate::train::eval::read_all(&losses?);
     Ok(())
@@ -97,6 +96,9 @@ fn eval_pass(trainer: &mut Trainer, x: &Tensor, targets: &Tensor) -> Result<()> 
 /// The process's peak resident set (`VmHWM`) in MiB; 0 where /proc does not say.
 fn peak_rss_mib() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let kib = status.lines().find_map(|line| line.strip_prefix("VmHWM:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok());
+    let kib = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok());
     kib.unwrap_or(0.0) / 1024.0
 }

@@ -116,7 +116,12 @@ pub fn forward(input: &Tensor, dynamics: &Dynamics32, readout: Readout, save: bo
 }
 
 /// The backward from the saved `charged` and the gradients reaching the outputs.
-pub fn backward(charged: &Tensor, dynamics: &Dynamics32, grad_spikes: Option<&Tensor>, grad_membrane: Option<&Tensor>) -> Result<FusedGrads> {
+pub fn backward(
+    charged: &Tensor,
+    dynamics: &Dynamics32,
+    grad_spikes: Option<&Tensor>,
+    grad_membrane: Option<&Tensor>,
+) -> Result<FusedGrads> {
     if charged.device().is_cuda() {
         return super::fused_lif_cuda::backward(charged, dynamics, grad_spikes, grad_membrane);
     }
@@ -133,8 +138,11 @@ fn forward_cpu(input: &Tensor, dynamics: &Dynamics32, readout: Readout, save: bo
         let mut v = vec![0.0f32; range.len()];
         for t in 0..x.steps {
             let inputs = x.row(t, &range);
-            let (mut spike_row, mut membrane_row, mut charged_row) =
-                (s.as_ref().map(|r| r.row_mut(t, &range)), m.as_ref().map(|r| r.row_mut(t, &range)), h.as_ref().map(|r| r.row_mut(t, &range)));
+            let (mut spike_row, mut membrane_row, mut charged_row) = (
+                s.as_ref().map(|r| r.row_mut(t, &range)),
+                m.as_ref().map(|r| r.row_mut(t, &range)),
+                h.as_ref().map(|r| r.row_mut(t, &range)),
+            );
             for j in 0..range.len() {
                 let charged = dynamics.charge.apply(v[j], inputs[j]);
                 let fired = dynamics.fired(charged);
@@ -154,7 +162,12 @@ fn forward_cpu(input: &Tensor, dynamics: &Dynamics32, readout: Readout, save: bo
     FusedForward { spikes, membrane, charged }
 }
 
-fn backward_cpu(charged: &Tensor, dynamics: &Dynamics32, grad_spikes: Option<&Tensor>, grad_membrane: Option<&Tensor>) -> FusedGrads {
+fn backward_cpu(
+    charged: &Tensor,
+    dynamics: &Dynamics32,
+    grad_spikes: Option<&Tensor>,
+    grad_membrane: Option<&Tensor>,
+) -> FusedGrads {
     let shape = charged.size();
     let contiguous = |g: Option<&Tensor>| g.map(|g| g.to_kind(Kind::Float).contiguous());
     let (grad_spikes, grad_membrane) = (contiguous(grad_spikes), contiguous(grad_membrane));
@@ -176,7 +189,7 @@ fn backward_cpu(charged: &Tensor, dynamics: &Dynamics32, grad_spikes: Option<&Te
                 let grad_v = if t + 1 == h.steps { grad_m } else { dynamics.charge.carry(grad_m, grad_next[j]) };
                 let mut grad_h = grad_v * (1.0 - dynamics.fired(charged));
                 if let Some(g) = spike_grads {
-                    grad_h = grad_h + g[j] * dynamics.slope(charged);
+                    grad_h += g[j] * dynamics.slope(charged);
                 }
                 input_row[j] = grad_h;
                 if let Some(row) = term_row.as_deref_mut() {
@@ -222,7 +235,7 @@ impl Rows {
             "the fused neuron kernel takes contiguous float32 CPU tensors"
         );
         let steps = tensor.size().first().copied().unwrap_or(0) as usize;
-        let neurons = if steps == 0 { 0 } else { tensor.numel() / steps };
+        let neurons = tensor.numel().checked_div(steps).unwrap_or(0);
         Rows { data: tensor.data_ptr() as *mut f32, steps, neurons }
     }
 

@@ -112,7 +112,9 @@ fn checked_on(index: usize) -> Result<(), String> {
     }
     match std::panic::catch_unwind(|| self_check(index)) {
         Ok(result) => result.map_err(|e| format!("{e:#}")),
-        Err(panic) => Err(panic.downcast_ref::<String>().cloned().unwrap_or_else(|| "the CUDA driver library failed to load".into())),
+        Err(panic) => {
+            Err(panic.downcast_ref::<String>().cloned().unwrap_or_else(|| "the CUDA driver library failed to load".into()))
+        }
     }
 }
 
@@ -120,7 +122,8 @@ fn checked_on(index: usize) -> Result<(), String> {
 pub fn compile() -> Result<cudarc::nvrtc::Ptx> {
     load_nvrtc()?;
     let options = cudarc::nvrtc::CompileOptions { fmad: Some(false), prec_div: Some(true), ..Default::default() };
-    cudarc::nvrtc::compile_ptx_with_opts(SOURCE, options).map_err(|e| anyhow!("NVRTC could not compile the fused neuron kernel: {e:?}"))
+    cudarc::nvrtc::compile_ptx_with_opts(SOURCE, options)
+        .map_err(|e| anyhow!("NVRTC could not compile the fused neuron kernel: {e:?}"))
 }
 
 fn kernels(index: usize) -> Result<&'static Kernels> {
@@ -155,7 +158,8 @@ fn load_nvrtc() -> Result<()> {
             let dir = wheel_nvrtc_dir().ok_or("libnvrtc.so.13 is neither on the library path nor beside libtorch")?;
             for name in ["libnvrtc-builtins.so.13.0", "libnvrtc.so.13"] {
                 // SAFETY: as above; kept loaded for the life of the process.
-                let library = unsafe { libloading::Library::new(dir.join(name)) }.map_err(|e| format!("{}: {e}", dir.join(name).display()))?;
+                let library = unsafe { libloading::Library::new(dir.join(name)) }
+                    .map_err(|e| format!("{}: {e}", dir.join(name).display()))?;
                 std::mem::forget(library);
             }
             Ok(())
@@ -167,7 +171,8 @@ fn load_nvrtc() -> Result<()> {
 /// `<site-packages>/nvidia/cu13/lib`, found from where libtorch was loaded.
 fn wheel_nvrtc_dir() -> Option<std::path::PathBuf> {
     let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
-    let libtorch = maps.lines().filter_map(|line| line.split_whitespace().nth(5)).find(|path| path.ends_with("/libtorch_cpu.so"))?;
+    let libtorch =
+        maps.lines().filter_map(|line| line.split_whitespace().nth(5)).find(|path| path.ends_with("/libtorch_cpu.so"))?;
     let site = std::path::Path::new(libtorch).parent()?.parent()?.parent()?;
     Some(site.join("nvidia").join("cu13").join("lib")).filter(|dir| dir.join("libnvrtc.so.13").exists())
 }
@@ -219,7 +224,12 @@ pub fn forward(input: &Tensor, dynamics: &Dynamics32, readout: Readout, save: bo
 }
 
 /// The backward from the saved `charged` and the output gradients, on CUDA.
-pub fn backward(charged: &Tensor, dynamics: &Dynamics32, grad_spikes: Option<&Tensor>, grad_membrane: Option<&Tensor>) -> Result<FusedGrads> {
+pub fn backward(
+    charged: &Tensor,
+    dynamics: &Dynamics32,
+    grad_spikes: Option<&Tensor>,
+    grad_membrane: Option<&Tensor>,
+) -> Result<FusedGrads> {
     let kernels = kernels(device_index(charged)?)?;
     let shape = charged.size();
     let (steps, neurons) = (shape[0], charged.numel() as i64 / shape[0].max(1));
@@ -257,7 +267,8 @@ fn self_check(index: usize) -> Result<()> {
         let dynamics = Dynamics32 { charge, threshold: 1.0, z_scale: 7.853_982, half_alpha: 2.5 };
         let on_cpu = super::fused_lif::forward(&input, &dynamics, Readout::BOTH, true)?;
         let on_gpu = forward(&input.to_device(device), &dynamics, Readout::BOTH, true)?;
-        let cpu_back = super::fused_lif::backward(on_cpu.charged.as_ref().expect("saved"), &dynamics, Some(&grads[0]), Some(&grads[1]))?;
+        let cpu_back =
+            super::fused_lif::backward(on_cpu.charged.as_ref().expect("saved"), &dynamics, Some(&grads[0]), Some(&grads[1]))?;
         let gpu_grads = [grads[0].to_device(device), grads[1].to_device(device)];
         let gpu_back = backward(on_gpu.charged.as_ref().expect("saved"), &dynamics, Some(&gpu_grads[0]), Some(&gpu_grads[1]))?;
         let pairs = [

@@ -156,7 +156,14 @@ impl MultiStepLif {
 
     /// One fused kernel over all steps; with a gradient wanted, the outputs are leaves and the
     /// returned [`Segment`] carries the backward.
-    fn forward_fused(&self, current: &Tensor, decay: Decay, multiply: bool, wants_grad: bool, readout: Readout) -> Result<NeuronOutput> {
+    fn forward_fused(
+        &self,
+        current: &Tensor,
+        decay: Decay,
+        multiply: bool,
+        wants_grad: bool,
+        readout: Readout,
+    ) -> Result<NeuronOutput> {
         let (charge, rate) = match decay {
             Decay::Fixed(tau) if multiply => (Charge::Multiply((1.0 - 1.0 / tau) as f32), None),
             Decay::Fixed(tau) => (Charge::Divide(tau as f32), None),
@@ -304,7 +311,8 @@ mod tests {
     fn run_backend(leak_w: Option<f32>, formula: ChargeFormula, train: bool, backend: NeuronBackend) -> Vec<Tensor> {
         tch::manual_seed(7);
         let x = (Tensor::randn([30, 4, 33], (Kind::Float, Device::Cpu)) * 0.8 + 0.4).set_requires_grad(true);
-        let (g_s, g_m) = (Tensor::randn([30, 4, 33], (Kind::Float, Device::Cpu)), Tensor::randn([30, 4, 33], (Kind::Float, Device::Cpu)));
+        let (g_s, g_m) =
+            (Tensor::randn([30, 4, 33], (Kind::Float, Device::Cpu)), Tensor::randn([30, 4, 33], (Kind::Float, Device::Cpu)));
         let w = leak_w.map(|w| Tensor::from(w).set_requires_grad(true));
         let leak = w.as_ref().map_or(Leak::Fixed { tau: 1.5000000001 }, |w| Leak::Learned { w: w.shallow_clone() });
         let layer = MultiStepLif { leak, v_threshold: 1.0, surrogate: ATan { alpha: 5.0 }, charge_formula: formula, backend };

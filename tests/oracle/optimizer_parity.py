@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from harness import finish, run
-from reference import ReferenceSnn, reference_loss
+from reference import ReferenceSnn, paper_optimizers, paper_step
 
 warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)`")
 TOLERANCE = 1e-4
@@ -38,16 +38,8 @@ def python_loop(cfg, batches):
     net = ReferenceSnn(cfg)
     net.init_as_reference()
     initial = {k: v.detach().clone().contiguous() for k, v in net.state_dict().items()}
-    params = dict(net.named_parameters())
-    weights = [p for k, p in params.items() if k.endswith(".weight") and p.dim() > 1]
-    plif = [p for k, p in params.items() if k.endswith(".w")]
-    norm = [p for k, p in params.items() if (k.endswith(".weight") and p.dim() == 1) or k.endswith(".bias")]
-    positions = [p for k, p in params.items() if k.endswith(".P") and p.requires_grad]
-    opt_w = torch.optim.Adam([{"params": weights, "weight_decay": cfg["weight_decay"]},
-                              {"params": plif, "weight_decay": cfg["weight_decay"]},
-                              {"params": norm, "weight_decay": 0}], lr=cfg["lr_w"])
+    opt_w, opt_pos = paper_optimizers(net, cfg)
     sched_w = torch.optim.lr_scheduler.OneCycleLR(opt_w, max_lr=d["max_lr_w"], total_steps=cfg["epochs"])
-    opt_pos = torch.optim.Adam(positions, lr=d["lr_pos"], weight_decay=0)
     sched_pos = torch.optim.lr_scheduler.CosineAnnealingLR(opt_pos, T_max=d["t_max_pos"])
     losses = []
     for epoch, epoch_batches in enumerate(batches):
@@ -55,16 +47,7 @@ def python_loop(cfg, batches):
         for x, y, masks in epoch_batches:
             net.reset_state()
             net.set_dropout_masks(masks)
-            opt_w.zero_grad()
-            opt_pos.zero_grad()
-            loss = reference_loss(net(x), y, cfg)
-            loss.backward()
-            opt_w.step()
-            opt_pos.step()
-            losses.append(loss.item())
-            for m in net.model:
-                if hasattr(m, "clamp_parameters"):
-                    m.clamp_parameters()
+            losses.append(paper_step(net, cfg, x, y, opt_w, opt_pos).item())
         sched_w.step()
         sched_pos.step()
         sigmas = [m.SIG for m in net.model if hasattr(m, "SIG") and m.SIG is not None]

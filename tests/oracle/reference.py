@@ -111,6 +111,36 @@ def reference_loss(out, labels, cfg):
     return torch.nn.CrossEntropyLoss()(class_scores(out, cfg["loss"]), y)
 
 
+def paper_optimizers(net, cfg):
+    """§4.2: one Adam on the weights and PLIF w (with weight decay) and BatchNorm (without), and a
+    separate Adam on the positions."""
+    d = cfg["derived"]
+    params = dict(net.named_parameters())
+    weights = [p for k, p in params.items() if k.endswith(".weight") and p.dim() > 1]
+    plif = [p for k, p in params.items() if k.endswith(".w")]
+    norm = [p for k, p in params.items() if (k.endswith(".weight") and p.dim() == 1) or k.endswith(".bias")]
+    positions = [p for k, p in params.items() if k.endswith(".P") and p.requires_grad]
+    opt_w = torch.optim.Adam([{"params": weights, "weight_decay": cfg["weight_decay"]},
+                              {"params": plif, "weight_decay": cfg["weight_decay"]},
+                              {"params": norm, "weight_decay": 0}], lr=cfg["lr_w"])
+    opt_pos = torch.optim.Adam(positions, lr=d["lr_pos"], weight_decay=0)
+    return opt_w, opt_pos
+
+
+def paper_step(net, cfg, x, y, opt_w, opt_pos):
+    """§4.4: zero both optimizers, forward, loss, backward, step both, clamp positions; the loss."""
+    opt_w.zero_grad()
+    opt_pos.zero_grad()
+    loss = reference_loss(net(x), y, cfg)
+    loss.backward()
+    opt_w.step()
+    opt_pos.step()
+    for m in net.model:
+        if hasattr(m, "clamp_parameters"):
+            m.clamp_parameters()
+    return loss
+
+
 def compare(name, ours, ref, report):
     """Records max |ours − ref| and whether it is within 1e-5·max(1, |ref|) and bitwise."""
     ours, ref = ours.detach().double(), ref.detach().double()
