@@ -33,8 +33,10 @@ pub struct BenchArgs {
     /// Time an evaluation pass (integer delays, 4 batches) instead of a training step
     #[arg(long)]
     eval: bool,
+    /// Timed runs, each reported (`make bench` takes their median)
     #[arg(long, default_value_t = 3)]
     repeats: usize,
+    /// Untimed runs first
     #[arg(long, default_value_t = 1)]
     warmup: usize,
     /// CPU threads for libtorch and the fused kernels [default: all cores]
