@@ -11,5 +11,6 @@ pub mod config;
 pub mod data;
 pub mod device;
 pub mod logging;
+pub mod memory;
 pub mod model;
 pub mod train;

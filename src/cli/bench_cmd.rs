@@ -48,8 +48,8 @@ pub struct BenchArgs {
 
 pub fn run(args: &BenchArgs) -> Result<()> {
     ensure!(args.repeats > 0, "--repeats must be at least 1");
-    super::set_threads(args.threads);
-    let config = args.config.load()?;
+    super::set_threads(args.threads)?;
+    let config = args.config.load_for_network(1, 1)?;
     let device = args.device.select()?;
     let mut trainer = Trainer::new(&config, device);
     checkpoint::load(&trainer.network.vs, &args.weights)?;

@@ -25,11 +25,11 @@ pub struct DemoArgs {
 }
 
 pub fn run(args: &DemoArgs) -> Result<()> {
-    let config = args.config.load()?;
+    let batch = args.batch.unwrap_or(args.config.load()?.batch_size as i64);
+    ensure!(args.steps > 0 && batch > 0, "--steps and --batch must be positive");
+    let config = args.config.load_for_network(args.steps as usize, batch as usize)?;
     let derived = config.derived();
     let device = args.device.select()?;
-    let batch = args.batch.unwrap_or(config.batch_size as i64);
-    ensure!(args.steps > 0 && batch > 0, "--steps and --batch must be positive");
     let network = Network::new(&config, device);
     let inputs = derived.n_inputs as i64;
     let x = Tensor::rand([args.steps, batch, inputs, config.n_bins as i64], (Kind::Float, device)).lt(0.05).sum_dim_intlist(

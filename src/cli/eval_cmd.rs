@@ -36,7 +36,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     if config_args.config.is_none() && config_args.preset.is_none() && beside.is_file() {
         config_args.config = Some(beside);
     }
-    let config = config_args.load()?;
+    let config = config_args.load_for_network(1, 1)?;
     let mut network = Network::new(&config, args.device.select()?);
     let tensors = checkpoint::read_tensors(&args.checkpoint)?.into_iter().collect();
     checkpoint::load_model_part(&network.vs, &args.checkpoint, &tensors)?;

@@ -18,7 +18,7 @@ pub struct InitArgs {
 }
 
 pub fn run(args: &InitArgs) -> Result<()> {
-    let config = args.config.load()?;
+    let config = args.config.load_for_network(1, 1)?;
     let network = Network::new(&config, tch::Device::Cpu);
     checkpoint::save(&network.vs, &args.out)?;
     println!("wrote {} ({} trainable parameters, seed {})", args.out.display(), network.trainable_parameter_count(), config.seed);

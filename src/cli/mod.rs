@@ -75,6 +75,15 @@ impl ConfigArgs {
     pub fn load(&self) -> Result<Config> {
         ConfigSource { preset: self.preset, file: self.config.as_deref(), overrides: &self.set }.load()
     }
+
+    /// The configuration of a network about to be built at `steps` × `batch`: its memory is
+    /// checked against the machine's first.
+    pub fn load_for_network(&self, steps: usize, batch: usize) -> Result<Config> {
+        let config = self.load()?;
+        crate::memory::Budget::machine()
+            .check("this network", &crate::memory::training_step(&config, steps as u64, batch as u64))?;
+        Ok(config)
+    }
 }
 
 /// Where to compute; the same flags on every subcommand that takes a device.
@@ -101,11 +110,13 @@ impl DeviceArgs {
 }
 
 /// Sets the CPU threads of libtorch and of our own parallel loops (rayon); all cores when `None`.
-pub fn set_threads(threads: Option<usize>) {
+pub fn set_threads(threads: Option<usize>) -> Result<()> {
     if let Some(threads) = threads {
+        anyhow::ensure!((1..=4096).contains(&threads), "--threads must be between 1 and 4096, got {threads}");
         tch::set_num_threads(threads as i32);
         let _ = rayon::ThreadPoolBuilder::new().num_threads(threads).build_global();
     }
+    Ok(())
 }
 
 /// Parses the command line and runs the subcommand. cuDNN is disabled, as in the reference.

@@ -33,7 +33,7 @@ pub struct ReplayArgs {
 }
 
 pub fn run(args: &ReplayArgs) -> Result<()> {
-    let config = args.config.load()?;
+    let config = args.config.load_for_network(1, 1)?;
     let device = args.device.select()?;
     let mut trainer = Trainer::new(&config, device);
     checkpoint::load(&trainer.network.vs, &args.weights)?;

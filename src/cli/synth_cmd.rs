@@ -23,9 +23,16 @@ pub struct SynthArgs {
     /// Background spikes per second over all 700 channels
     #[arg(long, default_value_t = SynthSpec::default().noise_rate_hz)]
     noise_rate: f64,
+    /// Replace the dataset files if --out already holds them
+    #[arg(long)]
+    force: bool,
 }
 
 pub fn run(args: &SynthArgs) -> Result<()> {
+    for name in ["shd_train.h5", "shd_test.h5"] {
+        let path = args.out.join(name);
+        anyhow::ensure!(args.force || !path.exists(), "{} already exists; pass --force to replace it", path.display());
+    }
     let spec = SynthSpec {
         classes: args.classes,
         train: args.train,

@@ -6,7 +6,7 @@ use crate::train::run::{train, Outcome, RunOptions};
 use anyhow::{bail, Result};
 use clap::Args;
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(Args, Debug)]
 pub struct TrainArgs {
@@ -38,6 +38,9 @@ pub struct TrainArgs {
     /// No progress bars (the default when stderr is not a terminal)
     #[arg(long)]
     quiet: bool,
+    /// Memory a training step may use, in GiB [default: this machine's memory]
+    #[arg(long, value_name = "GB")]
+    memory_limit_gb: Option<f64>,
 }
 
 pub fn run(args: &TrainArgs) -> Result<()> {
@@ -45,7 +48,8 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     config_args.set.extend(args.epochs.map(|n| format!("epochs={n}")));
     config_args.set.extend(args.seed.map(|s| format!("seed={s}")));
     let config = config_args.load()?;
-    super::set_threads(args.threads);
+    super::set_threads(args.threads)?;
+    anyhow::ensure!(args.stop_after != Some(0), "--stop-after must be at least 1 (epochs to run before pausing)");
     let run_dir = match (&args.run_dir, args.resume) {
         (Some(dir), _) => dir.clone(),
         (None, true) => bail!("--resume needs --run-dir"),
@@ -60,6 +64,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         stop_after: args.stop_after,
         device: args.device.select()?,
         device_auto: args.device.is_auto(),
+        memory: crate::memory::Budget::new(args.memory_limit_gb)?,
     };
     let data = args.data.clone().unwrap_or_else(|| PathBuf::from(&config.data_dir));
     match train(&config, &data, &options)? {
@@ -71,8 +76,10 @@ pub fn run(args: &TrainArgs) -> Result<()> {
                 summary["test_acc_at_best_valid"].as_f64().map_or("n/a".to_string(), |a| format!("{:.2}%", 100.0 * a)),
                 run_dir.join("summary.json").display()
             );
-            println!("TensorBoard: tensorboard --logdir {}", run_dir.parent().unwrap_or(&run_dir).display());
+            let parent = run_dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            println!("TensorBoard: tensorboard --logdir {}", parent.display());
         }
+        Outcome::Interrupted { .. } => return Err(crate::train::run::Interrupted.into()),
         Outcome::Paused { epochs_done } => {
             println!("paused after {epochs_done} epochs; continue with --resume --run-dir {}", run_dir.display())
         }

@@ -16,6 +16,8 @@ const RESAMPLED_RATE: i64 = 8_000;
 const N_FFT: i64 = 256;
 const HOP: i64 = 80;
 pub const N_MELS: i64 = 140;
+/// Frames per one-second clip (hop 80 at 8 kHz, centred).
+pub const FRAMES: usize = 101;
 const F_MIN: f64 = 50.0;
 const F_MAX: f64 = 14_000.0;
 const LOWPASS_WIDTH: f64 = 6.0;

@@ -31,6 +31,9 @@ pub enum Split {
     Test,
 }
 
+/// The most frames a sample may have (SHD at the preset's 10 ms has about 140).
+pub const MAX_STEPS: usize = 100_000;
+
 /// Where a split's samples come from.
 #[derive(Debug)]
 pub enum Source {
@@ -49,13 +52,44 @@ impl Source {
             channels: crate::config::RAW_CHANNELS,
         };
         let name = |split_name: &str| format!("{}_{split_name}", if config.dataset == Dataset::Shd { "shd" } else { "ssc" });
-        Ok(match (config.dataset, split) {
+        let source = match (config.dataset, split) {
             (Dataset::Gsc, split) => Source::Speech(SpeechCommands::open(dir, split)?),
             (Dataset::Shd, Split::Valid) => anyhow::bail!("SHD has no validation file"),
             (_, Split::Train) => Source::Spikes { file: SpikeFile::open_split(dir, &name("train"), classes)?, framing },
             (_, Split::Valid) => Source::Spikes { file: SpikeFile::open_split(dir, &name("valid"), classes)?, framing },
             (_, Split::Test) => Source::Spikes { file: SpikeFile::open_split(dir, &name("test"), classes)?, framing },
-        })
+        };
+        ensure!(!source.is_empty(), "{}: the {} split has no samples", source.describe(dir), format!("{split:?}").to_lowercase());
+        source.max_steps()?;
+        Ok(source)
+    }
+
+    /// The file or folder the samples come from, for messages.
+    fn describe(&self, dir: &Path) -> String {
+        match self {
+            Source::Spikes { file, .. } => file.path.display().to_string(),
+            Source::Speech(_) => dir.display().to_string(),
+        }
+    }
+
+    /// The most frames a sample can have; an error when the longest sample at `time_step_ms`
+    /// would exceed [`MAX_STEPS`].
+    pub fn max_steps(&self) -> Result<usize> {
+        match self {
+            Source::Spikes { file, framing } => {
+                let (sample, seconds) = file.latest;
+                let steps = (1000.0 * f64::from(seconds) / f64::from(framing.duration_ms)).ceil() + 1.0;
+                ensure!(
+                    steps <= MAX_STEPS as f64,
+                    "{} sample {sample}: its last spike at {seconds} s makes {steps:.0} frames of time_step_ms = {} \
+                     (at most {MAX_STEPS}); use a larger time_step_ms",
+                    file.path.display(),
+                    framing.duration_ms
+                );
+                Ok(steps as usize)
+            }
+            Source::Speech(_) => Ok(mel::FRAMES),
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -146,6 +180,12 @@ impl DataSplits {
                 DataSplits { train, valid, test: Some(test), valid_is_test: false }
             }
         })
+    }
+
+    /// The most frames a sample of any split can have.
+    pub fn max_steps(&self) -> Result<usize> {
+        let test = self.test.as_ref().map(|t| t.source.max_steps()).transpose()?.unwrap_or(0);
+        Ok(self.train.source.max_steps()?.max(self.valid.source.max_steps()?).max(test))
     }
 
     /// A one-line description of the protocol, for logs.

@@ -20,6 +20,10 @@ use std::path::{Path, PathBuf};
 /// Samples read per HDF5 call, to bound the transient memory of variable-length reads.
 const READ_CHUNK: usize = 2048;
 
+/// The latest spike time accepted, in seconds. SHD and SSC samples last about 1 s; a time far
+/// beyond this is almost always a file written in milliseconds, and would make millions of frames.
+pub const MAX_SPIKE_SECONDS: f32 = 60.0;
+
 #[derive(Debug)]
 enum Times {
     Half(Vec<u16>),
@@ -35,6 +39,8 @@ pub struct SpikeFile {
     offsets: Vec<usize>,
     pub labels: Vec<i64>,
     pub keys: Vec<String>,
+    /// The sample with the latest spike, and that time in seconds.
+    pub latest: (usize, f32),
 }
 
 impl SpikeFile {
@@ -49,8 +55,15 @@ impl SpikeFile {
         let dataset = |name: &str| file.dataset(name).with_context(|| format!("{}: missing dataset `{name}`", path.display()));
         let times_set = dataset("spikes/times")?;
         let units_set = dataset("spikes/units")?;
+        let labels_set = dataset("labels")?;
+        let label_type = labels_set.dtype()?.to_descriptor()?;
+        ensure!(
+            matches!(label_type, TypeDescriptor::Integer(_) | TypeDescriptor::Unsigned(_)),
+            "{}: `labels` must be integers, got {label_type:?}",
+            path.display()
+        );
         let labels: Vec<i64> =
-            dataset("labels")?.read_raw().with_context(|| format!("{}: cannot read `labels` as integers", path.display()))?;
+            labels_set.read_raw().with_context(|| format!("{}: cannot read `labels` as integers", path.display()))?;
         let count = times_set.size();
         ensure!(
             units_set.size() == count && labels.len() == count,
@@ -68,7 +81,7 @@ impl SpikeFile {
             TimePrecision::Half => Times::Half(Vec::new()),
             TimePrecision::Single => Times::Single(Vec::new()),
         };
-        let mut reader = Reader { path, times, units: Vec::new(), offsets: vec![0] };
+        let mut reader = Reader { path, times, units: Vec::new(), offsets: vec![0], latest: (0, 0.0) };
         for start in (0..count).step_by(READ_CHUNK) {
             let range = start..(start + READ_CHUNK).min(count);
             match (precision, native_units) {
@@ -87,6 +100,7 @@ impl SpikeFile {
             offsets: reader.offsets,
             labels,
             keys,
+            latest: reader.latest,
         })
     }
 
@@ -135,6 +149,7 @@ struct Reader<'a> {
     times: Times,
     units: Vec<u16>,
     offsets: Vec<usize>,
+    latest: (usize, f32),
 }
 
 impl Reader<'_> {
@@ -150,7 +165,11 @@ impl Reader<'_> {
         T::reserve(&mut self.times, events);
         for (sample, (times, units)) in range.zip(all_times.iter().zip(&all_units)) {
             let (times, units) = (times.as_slice(), units.as_slice());
-            if check_sample(self.path, sample, times, units)? {
+            let (sorted, last) = check_sample(self.path, sample, times, units)?;
+            if last > self.latest.1 {
+                self.latest = (sample, last);
+            }
+            if sorted {
                 T::extend(&mut self.times, times.iter().copied());
                 self.units.extend(units.iter().map(|&u| u.into() as u16));
             } else {
@@ -227,13 +246,14 @@ fn half_ms_table() -> &'static [f32] {
     TABLE.get_or_init(|| (0..=u16::MAX).map(|b| TimePrecision::Half.round(f16::from_bits(b).to_f32() * 1000.0)).collect())
 }
 
-/// Validates one sample in a single pass; returns whether its times are sorted.
-fn check_sample<T: SpikeTime, U: Copy + Into<i64>>(path: &Path, sample: usize, times: &[T], units: &[U]) -> Result<bool> {
+/// Validates one sample in a single pass; returns whether its times are sorted, and the latest.
+fn check_sample<T: SpikeTime, U: Copy + Into<i64>>(path: &Path, sample: usize, times: &[T], units: &[U]) -> Result<(bool, f32)> {
     let at = || format!("{} sample {sample}", path.display());
     ensure!(!times.is_empty(), "{}: the sample has no events", at());
     ensure!(times.len() == units.len(), "{}: {} times but {} units", at(), times.len(), units.len());
     let mut sorted = true;
     let mut previous = 0u32;
+    let mut latest = (0u32, 0usize);
     for (i, (&time, &unit)) in times.iter().zip(units).enumerate() {
         if !time.valid() {
             bail!("{}: event {i} has time {}, expected a finite non-negative number of seconds", at(), time.seconds());
@@ -245,8 +265,20 @@ fn check_sample<T: SpikeTime, U: Copy + Into<i64>>(path: &Path, sample: usize, t
         let key = time.order_key();
         sorted &= key >= previous;
         previous = key;
+        if key > latest.0 {
+            latest = (key, i);
+        }
     }
-    Ok(sorted)
+    let latest_seconds = times[latest.1].seconds();
+    ensure!(
+        latest_seconds <= MAX_SPIKE_SECONDS,
+        "{}: event {} is at {latest_seconds} s, beyond {MAX_SPIKE_SECONDS} s; spike times must be in seconds \
+         (a file written in milliseconds looks like this)",
+        at(),
+        latest.1
+    );
+    let latest = latest_seconds;
+    Ok((sorted, latest))
 }
 
 fn check_labels(path: &Path, labels: &[i64], classes: usize) -> Result<()> {

@@ -69,7 +69,17 @@ impl SynthSpec {
         ensure!(self.groups >= 2 && RAW_CHANNELS.is_multiple_of(self.groups), "groups must divide {RAW_CHANNELS}");
         let grid = (self.max_offset_ms / 20.0) as usize + 1;
         ensure!(grid.pow(self.groups as u32 - 1) >= self.classes, "too many classes for the onset grid");
-        Ok(())
+        ensure!(
+            self.noise_rate_hz.is_finite() && self.noise_rate_hz >= 0.0,
+            "--noise-rate must be a finite number of spikes per second, at least 0, got {}",
+            self.noise_rate_hz
+        );
+        let events = (self.noise_rate_hz * self.duration_ms / 1000.0) as u64 + (self.groups * self.burst_spikes) as u64;
+        let samples = (self.train + self.test) as u64;
+        crate::memory::Budget::machine().check(
+            &format!("generating {samples} samples of {events} spikes"),
+            &[("spikes", samples.saturating_mul(events).saturating_mul(4)), ("one sample's sort", events.saturating_mul(24))],
+        )
     }
 
     /// Distinct onset patterns, one per class, each with its earliest band at 0 ms.

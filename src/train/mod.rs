@@ -84,7 +84,7 @@ impl Trainer {
         pass.backward(&loss)?;
         let value = loss.double_value(&[]);
         if !value.is_finite() {
-            bail!("the training loss is {value}; stopping (the last saved checkpoint is kept)");
+            bail!("the training loss is {value}; stopping before this step changes any parameter");
         }
         self.weights.step();
         if let Some(adam) = &mut self.positions {

@@ -38,13 +38,34 @@ pub struct RunOptions {
     pub device: Device,
     /// The device was picked by `--device auto`.
     pub device_auto: bool,
+    /// What a training step may allocate.
+    pub memory: crate::memory::Budget,
 }
 
 /// How a run ended.
 pub enum Outcome {
     Finished(serde_json::Value),
-    Paused { epochs_done: usize },
+    /// Stopped on purpose by `--stop-after`.
+    Paused {
+        epochs_done: usize,
+    },
+    /// Stopped by Ctrl-C after the current batch.
+    Interrupted {
+        epochs_done: usize,
+    },
 }
+
+/// The error of an interrupted run, so that the process exits with 130 as shells expect.
+#[derive(Debug)]
+pub struct Interrupted;
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("interrupted")
+    }
+}
+
+impl std::error::Error for Interrupted {}
 
 struct RunFiles {
     config: PathBuf,
@@ -70,17 +91,21 @@ impl RunFiles {
 
 pub fn train(config: &Config, data_dir: &Path, options: &RunOptions) -> Result<Outcome> {
     let files = RunFiles::new(&options.run_dir);
-    check_run_dir(config, &files, options)?;
+    let _lock = lock_run_dir(&options.run_dir)?;
+    let resume = check_run_dir(config, &files, options)?;
     let data = DataSplits::open(config, data_dir)?;
+    let steps = data.max_steps()?;
+    let what = format!("a training step at batch {} and up to {steps} steps", config.batch_size);
+    options.memory.check(&what, &crate::memory::training_step(config, steps as u64, config.batch_size as u64))?;
     let mut trainer = Trainer::new(config, options.device);
-    let (mut state, mut marks) = if options.resume {
+    let (mut state, mut marks) = if resume {
         load_last(&files.last, &mut trainer)?
     } else {
         atomic::write_bytes(&files.config, serde_json::to_string_pretty(&config.to_json())?.as_bytes())?;
         (RunState::new(&trainer), positions_now(&trainer))
     };
     let mut board = Board::open(&options.run_dir)?;
-    if !options.resume {
+    if !resume {
         board.text("config", &format!("```\n{}\n```", serde_json::to_string_pretty(&config.to_json())?), 0);
     }
     let mut metrics =
@@ -90,14 +115,11 @@ pub fn train(config: &Config, data_dir: &Path, options: &RunOptions) -> Result<O
     while state.epochs_done < config.epochs {
         let epoch = state.epochs_done;
         let started = Instant::now();
-        let Some(train) = train_epoch(&mut trainer, &data, epoch, &mut state, &mut board, options, &interrupted)? else {
-            println!(
-                "interrupted during epoch {}: {} holds the state after epoch {}; continue with --resume",
-                epoch + 1,
-                files.last.display(),
-                epoch
-            );
-            return Ok(Outcome::Paused { epochs_done: epoch });
+        let trained = train_epoch(&mut trainer, &data, epoch, &mut state, &mut board, options, &interrupted)
+            .map_err(|e| e.context(format!("stopped in epoch {} ({})", epoch + 1, saved_so_far(&files, epoch))))?;
+        let Some(train) = trained else {
+            println!("interrupted during epoch {}: {}", epoch + 1, saved_so_far(&files, epoch));
+            return Ok(Outcome::Interrupted { epochs_done: epoch });
         };
         trainer.end_epoch(epoch);
         let classes = config.derived().n_outputs as i64;
@@ -134,23 +156,98 @@ pub fn train(config: &Config, data_dir: &Path, options: &RunOptions) -> Result<O
     Ok(Outcome::Finished(summary))
 }
 
-/// Refuses to overwrite a run, and to resume one with another configuration.
-fn check_run_dir(config: &Config, files: &RunFiles, options: &RunOptions) -> Result<()> {
+/// What a stopped run leaves to continue from, for messages: never a file that does not exist.
+fn saved_so_far(files: &RunFiles, epochs_done: usize) -> String {
+    if epochs_done > 0 && files.last.exists() {
+        format!("{} holds the state after epoch {epochs_done}; continue with --resume", files.last.display())
+    } else {
+        "no epoch was completed, so nothing was saved; the same command starts the run over".into()
+    }
+}
+
+/// Takes an exclusive lock on the run directory (created if needed) for this process's life;
+/// the operating system releases it if the process dies.
+fn lock_run_dir(dir: &Path) -> Result<std::fs::File> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create run directory {}", dir.display()))?;
+    let path = dir.join(".lock");
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    if let Err(error) = file.try_lock() {
+        let holder = std::fs::read_to_string(&path).unwrap_or_default();
+        let holder = holder.trim();
+        bail!(
+            "run directory {} is in use by another snn-delays process{} ({error}); wait for it to end or choose another --run-dir",
+            dir.display(),
+            if holder.is_empty() { String::new() } else { format!(" (pid {holder})") }
+        );
+    }
+    file.set_len(0)?;
+    write!(file, "{}", std::process::id())?;
+    remove_stale_temporaries(dir)?;
+    Ok(file)
+}
+
+/// Removes temporary files (`.NAME.tmp-PID`, see [`atomic`]) left by writers that were killed:
+/// under the lock, no other process writes here.
+fn remove_stale_temporaries(dir: &Path) -> Result<()> {
+    for entry in std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
+        let path = entry?.path();
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        if name.starts_with('.') && name.contains(".tmp-") {
+            std::fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Refuses to overwrite a run, and to resume one with another configuration. A folder whose run
+/// completed no epoch (no `last.safetensors`) starts over, with or without `--resume`. Returns
+/// whether to resume from `last.safetensors`.
+fn check_run_dir(config: &Config, files: &RunFiles, options: &RunOptions) -> Result<bool> {
     let dir = options.run_dir.display();
-    if !options.resume {
-        if files.summary.exists() {
-            bail!("run directory {dir} already holds a finished run; choose another --run-dir");
-        }
-        if files.last.exists() || files.config.exists() {
-            bail!("run directory {dir} already holds a run; continue it with --resume or choose another --run-dir");
-        }
-        return Ok(());
+    if files.summary.exists() && !options.resume {
+        bail!("run directory {dir} already holds a finished run; choose another --run-dir");
     }
     if !files.last.exists() {
-        bail!("--resume: {} does not exist", files.last.display());
+        if options.resume && !files.config.exists() {
+            bail!("--resume: run directory {dir} holds no run ({} does not exist)", files.config.display());
+        }
+        if files.config.exists() {
+            if options.resume {
+                check_same_config(config, files)?;
+            }
+            println!("run directory {dir} holds a run that completed no epoch: starting it over");
+            start_over(&options.run_dir)?;
+        }
+        return Ok(false);
     }
-    let text =
-        std::fs::read_to_string(&files.config).with_context(|| format!("--resume: cannot read {}", files.config.display()))?;
+    if !options.resume {
+        bail!("run directory {dir} already holds a run; continue it with --resume or choose another --run-dir");
+    }
+    check_same_config(config, files)?;
+    Ok(true)
+}
+
+/// Removes what an attempt that completed no epoch left: its config, events and metrics.
+fn start_over(dir: &Path) -> Result<()> {
+    for entry in std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
+        let path = entry?.path();
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        if name.starts_with("events.out.tfevents") || name == "metrics.jsonl" || name == "config.json" {
+            std::fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// The configuration must equal the run's `config.json` (the data folder may move).
+fn check_same_config(config: &Config, files: &RunFiles) -> Result<()> {
+    let text = std::fs::read_to_string(&files.config).with_context(|| format!("cannot read {}", files.config.display()))?;
     let saved: serde_json::Value =
         serde_json::from_str(&text).with_context(|| format!("{} is not JSON", files.config.display()))?;
     let current = config.to_json();
@@ -164,7 +261,7 @@ fn check_run_dir(config: &Config, files: &RunFiles, options: &RunOptions) -> Res
         })
         .collect();
     if !differing.is_empty() {
-        bail!("--resume: the configuration differs from the run's {}: {}", files.config.display(), differing.join("; "));
+        bail!("the configuration differs from the run's {}: {}", files.config.display(), differing.join("; "));
     }
     Ok(())
 }

@@ -1,0 +1,130 @@
+//! Memory budgets: what a run will allocate, estimated and checked before it allocates, so that
+//! a configuration too large for the machine is an error naming its sizes, not an allocation
+//! failure, an abort or the kernel's out-of-memory killer.
+//!
+//! A training step at `T` steps, batch `B` holds, in float32:
+//! - parameters with their gradients and two Adam moments: `4·P` values;
+//! - per DCLS layer, the dense kernel's construction kept for its backward: about
+//!   `KERNEL_TENSORS·K·C_out·C_in·kc` values;
+//! - per layer, the activations kept for the backward: about `ACTIVATION_TENSORS·T·B·C_out`;
+//! - the input batch, three times (prefetched, current, on the device).
+//!
+//! The estimates err on the high side; the limit is the machine's memory unless a flag raises it.
+
+use crate::config::Config;
+use anyhow::{ensure, Result};
+
+/// Tensors of the kernel's size kept by its construction (offsets, scaled, norm, exp, normalised, product).
+const KERNEL_TENSORS: u64 = 6;
+/// Tensors of an activation's size per layer (synapse output and its spectra, BatchNorm, the
+/// neuron's saved membrane, spikes and their gradient, dropout).
+const ACTIVATION_TENSORS: u64 = 12;
+const GIB: f64 = (1u64 << 30) as f64;
+
+/// The most memory a run may use, and where that number comes from (for the message).
+#[derive(Clone, Copy, Debug)]
+pub struct Budget {
+    pub bytes: u64,
+    source: &'static str,
+}
+
+impl Budget {
+    /// `--memory-limit-gb` if given, else the machine's total memory (for commands with the flag).
+    pub fn new(limit_gb: Option<f64>) -> Result<Budget> {
+        match limit_gb {
+            Some(gb) => {
+                ensure!(gb.is_finite() && gb > 0.0, "--memory-limit-gb must be a positive number, got {gb}");
+                Ok(Budget { bytes: (gb * GIB) as u64, source: "--memory-limit-gb" })
+            }
+            None => Ok(Budget { bytes: machine_bytes(), source: "this machine's memory; raise it with --memory-limit-gb" }),
+        }
+    }
+
+    /// The machine's total memory (for commands without the flag).
+    pub fn machine() -> Budget {
+        Budget { bytes: machine_bytes(), source: "this machine's memory" }
+    }
+
+    /// Fails, naming the parts, when their sum exceeds the budget.
+    pub fn check(&self, what: &str, parts: &[(&str, u64)]) -> Result<()> {
+        let total: u64 = parts.iter().map(|(_, bytes)| bytes).fold(0, |a, &b| a.saturating_add(b));
+        let described: Vec<String> = parts.iter().map(|(name, bytes)| format!("{name} {:.1} GiB", *bytes as f64 / GIB)).collect();
+        ensure!(
+            total <= self.bytes,
+            "{what} needs about {:.1} GiB ({}), more than the limit of {:.1} GiB ({})",
+            total as f64 / GIB,
+            described.join(", "),
+            self.bytes as f64 / GIB,
+            self.source
+        );
+        Ok(())
+    }
+}
+
+/// Total memory from /proc/meminfo (unlimited where it cannot be read).
+pub fn machine_bytes() -> u64 {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    meminfo
+        .lines()
+        .find_map(|line| line.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(u64::MAX, |kib| kib.saturating_mul(1024))
+}
+
+/// The parts of a training step's memory at `steps` input steps and batch `batch`.
+pub fn training_step(config: &Config, steps: u64, batch: u64) -> Vec<(&'static str, u64)> {
+    let derived = config.derived();
+    let (kernel, count) = (derived.kernel_size as u64, config.kernel_count as u64);
+    let delays = config.has_delays();
+    let widths: Vec<u64> = std::iter::once(derived.n_inputs as u64)
+        .chain(std::iter::repeat_n(config.n_hidden_neurons as u64, config.n_hidden_layers))
+        .chain(std::iter::once(derived.n_outputs as u64))
+        .collect();
+    let (mut parameters, mut kernels, mut activations) = (0u64, 0u64, 0u64);
+    let mut length = steps;
+    for pair in widths.windows(2) {
+        let synapses = pair[0].saturating_mul(pair[1]);
+        parameters = parameters.saturating_add(synapses.saturating_mul(if delays { 3 * count } else { 1 }));
+        if delays {
+            kernels =
+                kernels.saturating_add(KERNEL_TENSORS.saturating_mul(kernel).saturating_mul(synapses).saturating_mul(count));
+            length = length.saturating_add((kernel - 1) / 2);
+        }
+        activations =
+            activations.saturating_add(ACTIVATION_TENSORS.saturating_mul(length).saturating_mul(batch).saturating_mul(pair[1]));
+    }
+    let input = 3u64.saturating_mul(steps).saturating_mul(batch).saturating_mul(widths[0]);
+    [
+        ("parameters and Adam state", 4u64.saturating_mul(parameters)),
+        ("kernels", kernels),
+        ("activations", activations),
+        ("input", input),
+    ]
+    .into_iter()
+    .map(|(name, values)| (name, values.saturating_mul(4)))
+    .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{ConfigSource, Dataset};
+
+    fn shd(overrides: &[&str]) -> Config {
+        let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
+        ConfigSource { preset: Some(Dataset::Shd), file: None, overrides: &overrides }.load().unwrap()
+    }
+
+    #[test]
+    fn the_preset_fits_and_a_huge_network_does_not() {
+        let budget = Budget::new(Some(8.0)).unwrap();
+        let preset = training_step(&shd(&[]), 150, 256);
+        let total: u64 = preset.iter().map(|p| p.1).sum();
+        assert!((1 << 28..4 << 30).contains(&total), "{preset:?}");
+        budget.check("a step", &preset).unwrap();
+        let message =
+            format!("{:#}", budget.check("a step", &training_step(&shd(&["n_hidden_neurons=100000"]), 150, 256)).unwrap_err());
+        assert!(message.contains("kernels") && message.contains("--memory-limit-gb"), "{message}");
+        assert!(Budget::new(Some(0.0)).is_err() && machine_bytes() > 1 << 30);
+    }
+}

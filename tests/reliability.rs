@@ -1,0 +1,223 @@
+//! Reliability as a hostile or careless user meets it: inputs that used to panic, abort or
+//! exhaust memory get an error that names the file, key, sample or value; a run directory never
+//! dead-ends; one process writes a run; Ctrl-C exits with 130. Memory cases run under a 6 GB
+//! address-space limit, so that a regression fails the test instead of exhausting the machine.
+
+mod common;
+
+use common::{python, scratch, snn, text, BIN};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const SMALL: [&str; 6] = ["--set", "n_hidden_neurons=16", "--set", "batch_size=8", "--set", "max_delay_ms=100"];
+
+/// Runs the binary under `ulimit -v 6000000` (6 GB of address space).
+fn limited(args: &[&str]) -> Output {
+    Command::new("bash").arg("-c").arg("ulimit -v 6000000; exec \"$0\" \"$@\"").arg(BIN).args(args).output().unwrap()
+}
+
+/// Asserts a clean failure (exit 1, no panic) whose message contains every needle.
+fn fails_with(output: &Output, needles: &[&str]) {
+    let message = text(output);
+    assert_eq!(output.status.code(), Some(1), "{message}");
+    assert!(!message.contains("panicked"), "{message}");
+    for needle in needles {
+        assert!(message.contains(needle), "missing `{needle}` in: {message}");
+    }
+}
+
+fn small_dataset(dir: &Path) -> PathBuf {
+    let data = dir.join("data");
+    let output = snn(&["synth", "--out", data.to_str().unwrap(), "--train", "40", "--test", "20", "--classes", "4"]);
+    assert!(output.status.success(), "{}", text(&output));
+    data
+}
+
+/// Writes an SHD-layout split with h5py: float32 times in seconds, uint16 units, given labels.
+fn spike_file(path: &Path, times: &str, labels: &str, label_type: &str) {
+    let script = "import h5py, numpy as np, sys\n\
+        times, labels = eval(sys.argv[2]), eval(sys.argv[3])\n\
+        with h5py.File(sys.argv[1], 'w') as f:\n\
+        \x20   f.create_dataset('spikes/times', data=np.array([np.array(t, np.float32) for t in times] + [None], object)[:-1], dtype=h5py.vlen_dtype(np.float32))\n\
+        \x20   f.create_dataset('spikes/units', data=np.array([np.arange(len(t), dtype=np.uint16) for t in times] + [None], object)[:-1], dtype=h5py.vlen_dtype(np.uint16))\n\
+        \x20   f.create_dataset('labels', data=np.array(labels, sys.argv[4]))\n";
+    let output = Command::new(python()).args(["-c", script]).arg(path).args([times, labels, label_type]).output().unwrap();
+    assert!(output.status.success(), "{}", text(&output));
+}
+
+fn train(data: &Path, run: &Path, extra: &[&str]) -> Output {
+    let args = [
+        &["train", "--preset", "shd", "--data", data.to_str().unwrap(), "--run-dir", run.to_str().unwrap(), "--quiet"][..],
+        &SMALL,
+        extra,
+    ]
+    .concat();
+    snn(&args)
+}
+
+#[test]
+fn bad_numbers_are_errors_not_crashes() {
+    let dir = scratch("rel-numbers");
+    let data = small_dataset(&dir);
+    let run = dir.join("run");
+    fails_with(&train(&data, &run, &["--threads", "0"]), &["--threads", "got 0"]);
+    fails_with(&train(&data, &run, &["--stop-after", "0"]), &["--stop-after"]);
+    let tiny_step = [
+        &["train", "--preset", "shd", "--data", data.to_str().unwrap(), "--run-dir"][..],
+        &[run.to_str().unwrap()],
+        &["--set", "time_step_ms=1e-9", "--set", "max_delay_ms=1e-8"],
+    ]
+    .concat();
+    fails_with(&limited(&tiny_step), &["shd_train.h5 sample", "time_step_ms", "frames"]);
+    for (rate, needles) in [("inf", ["--noise-rate", "got inf"]), ("1e12", ["needs about", "spikes"])] {
+        let out = dir.join(format!("synth-{rate}"));
+        fails_with(&limited(&["synth", "--out", out.to_str().unwrap(), "--noise-rate", rate]), &needles);
+        assert!(!out.join("shd_train.h5").exists());
+    }
+}
+
+#[test]
+fn oversized_networks_and_samples_fail_before_allocating() {
+    let dir = scratch("rel-memory");
+    let data = small_dataset(&dir);
+    let run = dir.join("run");
+    let huge = ["--set", "n_hidden_neurons=100000"];
+    let args =
+        [&["train", "--preset", "shd", "--data", data.to_str().unwrap(), "--run-dir", run.to_str().unwrap()][..], &huge].concat();
+    fails_with(&limited(&args), &["needs about", "kernels", "--memory-limit-gb"]);
+    let weights = dir.join("w.safetensors");
+    fails_with(
+        &limited(&[&["init", "--preset", "shd", "--out", weights.to_str().unwrap()][..], &huge].concat()),
+        &["needs about"],
+    );
+    assert!(!weights.exists());
+    fails_with(&train(&data, &run, &["--memory-limit-gb", "0.001"]), &["--memory-limit-gb", "activations"]);
+    for (name, times) in [("far", "[[0.1, 1e9], [0.2]]"), ("milliseconds", "[[12.0, 480.0], [3.0, 900.5]]")] {
+        let folder = dir.join(name);
+        std::fs::create_dir_all(&folder).unwrap();
+        spike_file(&folder.join("shd_train.h5"), times, "[0, 1]", "u1");
+        spike_file(&folder.join("shd_test.h5"), "[[0.1]]", "[0]", "u1");
+        let info = limited(&["data", "info", "--dataset", "shd", "--data", folder.to_str().unwrap()]);
+        fails_with(&info, &["shd_train.h5 sample 0", "spike times must be in seconds"]);
+        fails_with(
+            &limited(
+                &[&["train", "--preset", "shd", "--data", folder.to_str().unwrap(), "--run-dir", run.to_str().unwrap()][..]]
+                    .concat(),
+            ),
+            &["sample 0", "seconds"],
+        );
+    }
+}
+
+#[test]
+fn empty_splits_and_float_labels_are_refused() {
+    let dir = scratch("rel-files");
+    let run = dir.join("run");
+    let cases = [
+        ("empty-train", ("[]", "[]", "u1"), ("[[0.1]]", "[0]", "u1"), "the train split has no samples"),
+        ("empty-test", ("[[0.1]]", "[0]", "u1"), ("[]", "[]", "u1"), "the test split has no samples"),
+        ("float-labels", ("[[0.1], [0.2]]", "[0.0, 3.5]", "f4"), ("[[0.1]]", "[0]", "u1"), "`labels` must be integers"),
+    ];
+    for (name, train_split, test_split, needle) in cases {
+        let folder = dir.join(name);
+        std::fs::create_dir_all(&folder).unwrap();
+        spike_file(&folder.join("shd_train.h5"), train_split.0, train_split.1, train_split.2);
+        spike_file(&folder.join("shd_test.h5"), test_split.0, test_split.1, test_split.2);
+        fails_with(&train(&folder, &run, &[]), &[needle]);
+        fails_with(&snn(&["data", "info", "--dataset", "shd", "--data", folder.to_str().unwrap()]), &[needle]);
+    }
+}
+
+#[test]
+fn outputs_never_overwrite_their_inputs() {
+    let dir = scratch("rel-overwrite");
+    let weights = dir.join("w.safetensors");
+    assert!(snn(&["init", "--preset", "shd", "--set", "n_hidden_neurons=8", "--out", weights.to_str().unwrap()])
+        .status
+        .success());
+    let before = std::fs::read(&weights).unwrap();
+    let out = weights.to_str().unwrap();
+    fails_with(
+        &snn(&["forward", "--preset", "shd", "--set", "n_hidden_neurons=8", "--weights", out, "--input", out, "--out", out]),
+        &["--out", "--weights"],
+    );
+    assert_eq!(std::fs::read(&weights).unwrap(), before);
+    let data = small_dataset(&dir);
+    let stamp = std::fs::read(data.join("shd_train.h5")).unwrap();
+    fails_with(&snn(&["synth", "--out", data.to_str().unwrap(), "--seed", "9"]), &["shd_train.h5 already exists", "--force"]);
+    assert_eq!(std::fs::read(data.join("shd_train.h5")).unwrap(), stamp);
+    assert!(snn(&["synth", "--out", data.to_str().unwrap(), "--seed", "9", "--train", "40", "--test", "20", "--force"])
+        .status
+        .success());
+}
+
+/// NaN in the first epoch leaves no checkpoint; the message promises none, and the same folder
+/// starts over, with or without `--resume`; with a new configuration (not with `--resume`, which
+/// keeps the run's) it trains, and the failed attempts' events are gone.
+#[test]
+fn a_run_that_completed_no_epoch_starts_over() {
+    let dir = scratch("rel-dead-end");
+    let data = small_dataset(&dir);
+    for resume in [&[][..], &["--resume"]] {
+        let run = dir.join(format!("run{}", resume.len()));
+        let failed = train(&data, &run, &["--epochs", "2", "--set", "lr_w=1e30"]);
+        fails_with(&failed, &["stopped in epoch 1", "no epoch was completed, so nothing was saved", "NaN"]);
+        assert!(!text(&failed).contains("last.safetensors") && !run.join("last.safetensors").exists());
+        let again = train(&data, &run, &[&["--epochs", "2", "--set", "lr_w=1e30"][..], resume].concat());
+        fails_with(&again, &["stopped in epoch 1"]);
+        assert!(text(&again).contains("completed no epoch: starting it over"), "{}", text(&again));
+        if resume.is_empty() {
+            let fixed = train(&data, &run, &["--epochs", "1"]);
+            assert!(fixed.status.success(), "{}", text(&fixed));
+            let events = std::fs::read_dir(&run)
+                .unwrap()
+                .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("events"))
+                .count();
+            assert_eq!(events, 1, "the failed attempts' events remain");
+        }
+    }
+}
+
+/// A second writer is refused while the first runs, naming its pid; Ctrl-C then stops the
+/// first after the current batch with exit status 130, and `--resume` continues it.
+#[test]
+fn one_writer_per_run_and_ctrl_c_exits_130() {
+    let dir = scratch("rel-lock");
+    let data = small_dataset(&dir);
+    let run = dir.join("run");
+    let args = [
+        &[
+            "train",
+            "--preset",
+            "shd",
+            "--data",
+            data.to_str().unwrap(),
+            "--run-dir",
+            run.to_str().unwrap(),
+            "--quiet",
+            "--epochs",
+            "500",
+        ][..],
+        &SMALL,
+    ]
+    .concat();
+    let mut first = Command::new(BIN).args(&args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let started = Instant::now();
+    while !run.join("last.safetensors").exists() && started.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let second = train(&data, &run, &["--resume", "--epochs", "500"]);
+    fails_with(&second, &["is in use by another snn-delays process", &format!("pid {}", first.id())]);
+    assert!(Command::new("kill").args(["-INT", &first.id().to_string()]).status().unwrap().success());
+    let output = first.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(130), "{}", text(&output));
+    assert!(text(&output).contains("holds the state after epoch") && text(&output).contains("--resume"), "{}", text(&output));
+    let done = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap().lines().count();
+    let resumed = train(&data, &run, &["--resume", "--epochs", "500", "--stop-after", &(done + 1).to_string()]);
+    assert!(
+        resumed.status.success() && text(&resumed).contains(&format!("paused after {} epochs", done + 1)),
+        "{}",
+        text(&resumed)
+    );
+}
