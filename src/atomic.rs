@@ -1,5 +1,6 @@
-//! Atomic file output: write beside the target under a temporary name, then rename, so that a
-//! reader never sees a partly written file and a failed write leaves the old file in place.
+//! Atomic file output: write beside the target under a temporary name, flush it to disk, rename,
+//! then flush the directory, so that a reader never sees a partly written file, a failed write
+//! leaves the old file in place, and a power cut leaves the old file or the new one.
 
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
@@ -11,7 +12,13 @@ pub fn write_with(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Resul
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create directory {}", dir.display()))?;
     }
     let result = write(&temporary).and_then(|()| {
-        std::fs::rename(&temporary, path).with_context(|| format!("cannot move {} to {}", temporary.display(), path.display()))
+        std::fs::File::open(&temporary)
+            .and_then(|f| f.sync_all())
+            .with_context(|| format!("cannot flush {}", temporary.display()))?;
+        std::fs::rename(&temporary, path)
+            .with_context(|| format!("cannot move {} to {}", temporary.display(), path.display()))?;
+        sync_directory(path);
+        Ok(())
     });
     if result.is_err() {
         let _ = std::fs::remove_file(&temporary);
@@ -22,6 +29,14 @@ pub fn write_with(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Resul
 /// Writes bytes atomically.
 pub fn write_bytes(path: &Path, bytes: &[u8]) -> Result<()> {
     write_with(path, |temporary| Ok(std::fs::write(temporary, bytes)?))
+}
+
+/// Flushes the directory entry of a renamed file (best effort: some file systems refuse).
+fn sync_directory(path: &Path) {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    if let Ok(handle) = std::fs::File::open(dir) {
+        let _ = handle.sync_all();
+    }
 }
 
 fn temporary_path(path: &Path) -> PathBuf {

@@ -373,6 +373,9 @@ pub fn name_of<T: Serialize>(value: &T) -> String {
     serde_json::to_value(value).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
 }
 
+/// The key a run's `config.json` adds for the run's identity; not a configuration value.
+pub const RUN_ID_KEY: &str = "run_id";
+
 /// How a configuration is assembled: a preset, then a JSON file, then `key=value` overrides.
 #[derive(Clone, Debug, Default)]
 pub struct ConfigSource<'a> {
@@ -403,6 +406,8 @@ impl ConfigSource<'_> {
             for (key, value) in object {
                 if key == "derived" {
                     stated_derived = Some(value);
+                } else if key == RUN_ID_KEY {
+                    continue;
                 } else {
                     set_field(&mut fields, &key, value).with_context(|| format!("in config file {}", path.display()))?;
                 }

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{python, scratch, snn, text, BIN};
+use common::{metrics_without_time, python, scratch, small_dataset, snn, text, train_in, BIN};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -27,13 +27,6 @@ fn fails_with(output: &Output, needles: &[&str]) {
     }
 }
 
-fn small_dataset(dir: &Path) -> PathBuf {
-    let data = dir.join("data");
-    let output = snn(&["synth", "--out", data.to_str().unwrap(), "--train", "40", "--test", "20", "--classes", "4"]);
-    assert!(output.status.success(), "{}", text(&output));
-    data
-}
-
 /// Writes an SHD-layout split with h5py: float32 times in seconds, uint16 units, given labels.
 fn spike_file(path: &Path, times: &str, labels: &str, label_type: &str) {
     let script = "import h5py, numpy as np, sys\n\
@@ -47,19 +40,17 @@ fn spike_file(path: &Path, times: &str, labels: &str, label_type: &str) {
 }
 
 fn train(data: &Path, run: &Path, extra: &[&str]) -> Output {
-    let args = [
-        &["train", "--preset", "shd", "--data", data.to_str().unwrap(), "--run-dir", run.to_str().unwrap(), "--quiet"][..],
-        &SMALL,
-        extra,
-    ]
-    .concat();
-    snn(&args)
+    train_in(data, run, &SMALL, extra)
+}
+
+fn data_in(dir: &Path) -> PathBuf {
+    small_dataset(dir, &["--train", "40", "--test", "20"])
 }
 
 #[test]
 fn bad_numbers_are_errors_not_crashes() {
     let dir = scratch("rel-numbers");
-    let data = small_dataset(&dir);
+    let data = data_in(&dir);
     let run = dir.join("run");
     fails_with(&train(&data, &run, &["--threads", "0"]), &["--threads", "got 0"]);
     fails_with(&train(&data, &run, &["--stop-after", "0"]), &["--stop-after"]);
@@ -80,7 +71,7 @@ fn bad_numbers_are_errors_not_crashes() {
 #[test]
 fn oversized_networks_and_samples_fail_before_allocating() {
     let dir = scratch("rel-memory");
-    let data = small_dataset(&dir);
+    let data = data_in(&dir);
     let run = dir.join("run");
     let huge = ["--set", "n_hidden_neurons=100000"];
     let args =
@@ -143,7 +134,7 @@ fn outputs_never_overwrite_their_inputs() {
         &["--out", "--weights"],
     );
     assert_eq!(std::fs::read(&weights).unwrap(), before);
-    let data = small_dataset(&dir);
+    let data = data_in(&dir);
     let stamp = std::fs::read(data.join("shd_train.h5")).unwrap();
     fails_with(&snn(&["synth", "--out", data.to_str().unwrap(), "--seed", "9"]), &["shd_train.h5 already exists", "--force"]);
     assert_eq!(std::fs::read(data.join("shd_train.h5")).unwrap(), stamp);
@@ -158,7 +149,7 @@ fn outputs_never_overwrite_their_inputs() {
 #[test]
 fn a_run_that_completed_no_epoch_starts_over() {
     let dir = scratch("rel-dead-end");
-    let data = small_dataset(&dir);
+    let data = data_in(&dir);
     for resume in [&[][..], &["--resume"]] {
         let run = dir.join(format!("run{}", resume.len()));
         let failed = train(&data, &run, &["--epochs", "2", "--set", "lr_w=1e30"]);
@@ -184,7 +175,7 @@ fn a_run_that_completed_no_epoch_starts_over() {
 #[test]
 fn one_writer_per_run_and_ctrl_c_exits_130() {
     let dir = scratch("rel-lock");
-    let data = small_dataset(&dir);
+    let data = data_in(&dir);
     let run = dir.join("run");
     let args = [
         &[
@@ -202,7 +193,7 @@ fn one_writer_per_run_and_ctrl_c_exits_130() {
         &SMALL,
     ]
     .concat();
-    let mut first = Command::new(BIN).args(&args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let first = Command::new(BIN).args(&args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let started = Instant::now();
     while !run.join("last.safetensors").exists() && started.elapsed() < Duration::from_secs(60) {
         std::thread::sleep(Duration::from_millis(50));
@@ -220,4 +211,105 @@ fn one_writer_per_run_and_ctrl_c_exits_130() {
         "{}",
         text(&resumed)
     );
+}
+
+/// Rewrites a safetensors file with Python: `edit` is a statement on `t` (the tensors, by key)
+/// and `m` (the header metadata).
+fn edit_safetensors(from: &Path, to: &Path, edit: &str) {
+    let script = format!(
+        "import json, sys, torch\nfrom safetensors import safe_open\nfrom safetensors.torch import save_file\n\
+         f = safe_open(sys.argv[1], 'pt'); t = {{k: f.get_tensor(k) for k in f.keys()}}; m = f.metadata() or {{}}\n{edit}\n\
+         save_file(t, sys.argv[2], metadata=m)\n"
+    );
+    let output = Command::new(python()).args(["-c", &script]).arg(from).arg(to).output().unwrap();
+    assert!(output.status.success(), "{}", text(&output));
+}
+
+/// Checkpoints are checked when loaded: another run's `last`, a damaged file, a training state
+/// that does not fit, NaN weights, a negative BatchNorm variance and integer weights are refused
+/// by name; float64 weights load with a warning.
+#[test]
+fn damaged_or_foreign_checkpoints_are_refused_by_name() {
+    let dir = scratch("rel-checkpoints");
+    let data = data_in(&dir);
+    let (a, b) = (dir.join("a"), dir.join("b"));
+    for run in [&a, &b] {
+        let output = train(&data, run, &["--epochs", "3", "--stop-after", "1"]);
+        assert!(output.status.success(), "{}", text(&output));
+    }
+    let resume = || train(&data, &a, &["--epochs", "3", "--resume"]);
+    let own = std::fs::read(a.join("last.safetensors")).unwrap();
+    std::fs::copy(b.join("last.safetensors"), a.join("last.safetensors")).unwrap();
+    fails_with(&resume(), &["last.safetensors belongs to another run"]);
+    let mut damaged = own.clone();
+    let at = damaged.len() - 9;
+    damaged[at] ^= 0x55;
+    std::fs::write(a.join("last.safetensors"), &damaged).unwrap();
+    fails_with(&resume(), &["last.safetensors is damaged"]);
+    std::fs::write(a.join("last.safetensors"), &own).unwrap();
+    let tampered = dir.join("tampered.safetensors");
+    edit_safetensors(
+        &a.join("last.safetensors"),
+        &tampered,
+        "s = json.loads(m['snn_delays.state']); s['epochs_done'] = 99; m['snn_delays.state'] = json.dumps(s)",
+    );
+    std::fs::copy(&tampered, a.join("last.safetensors")).unwrap();
+    fails_with(&resume(), &["99 epochs done", "does not fit"]);
+    std::fs::write(a.join("last.safetensors"), &own).unwrap();
+    assert!(resume().status.success());
+    let eval = |file: &Path| {
+        let config = a.join("config.json");
+        snn(&[
+            "eval",
+            "--checkpoint",
+            file.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+        ])
+    };
+    let best = a.join("best_loss.safetensors");
+    let edited = dir.join("edited.safetensors");
+    for (edit, needles) in [
+        ("t['model.0.weight'][0, 0, 0] = float('nan')", &["`model.0.weight`", "NaN"][..]),
+        ("t['model.1.running_var'][3] = -1.0", &["`model.1.running_var`", "negative"]),
+        ("t['model.0.weight'] = t['model.0.weight'].long()", &["`model.0.weight`", "Int64"]),
+    ] {
+        edit_safetensors(&best, &edited, &format!("m.pop('snn_delays.checksum'); {edit}"));
+        fails_with(&eval(&edited), needles);
+    }
+    edit_safetensors(
+        &best,
+        &edited,
+        "m.pop('snn_delays.checksum'); t = {k: v.double() if v.is_floating_point() else v for k, v in t.items()}",
+    );
+    let converted = eval(&edited);
+    assert!(
+        converted.status.success() && text(&converted).contains("converting `model.0.weight` from Double"),
+        "{}",
+        text(&converted)
+    );
+}
+
+/// A resumed run keeps the thread count it was started with, and so equals an uninterrupted one
+/// bit for bit; resuming with another `--threads` says that it will not.
+#[test]
+fn resume_keeps_the_runs_thread_count() {
+    let dir = scratch("rel-threads");
+    let data = data_in(&dir);
+    let (whole, parts) = (dir.join("whole"), dir.join("parts"));
+    assert!(train(&data, &whole, &["--epochs", "3", "--threads", "1"]).status.success());
+    assert!(train(&data, &parts, &["--epochs", "3", "--threads", "1", "--stop-after", "1"]).status.success());
+    let other = dir.join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    for entry in std::fs::read_dir(&parts).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, other.join(path.file_name().unwrap())).unwrap();
+    }
+    let warned = train(&data, &other, &["--epochs", "3", "--resume", "--threads", "2", "--stop-after", "2"]);
+    assert!(text(&warned).contains("resumes with 2: it will not repeat an uninterrupted run"), "{}", text(&warned));
+    let resumed = train(&data, &parts, &["--epochs", "3", "--resume"]);
+    assert!(resumed.status.success() && !text(&resumed).contains("warning"), "{}", text(&resumed));
+    assert_eq!(metrics_without_time(&whole), metrics_without_time(&parts));
 }

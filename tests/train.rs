@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{python, run_oracle, scratch, snn, text, BIN};
+use common::{metrics_without_time, python, run_oracle, scratch, small_dataset, snn, text, train_in, BIN};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -12,33 +12,11 @@ const SMALL: [&str; 8] = ["--set", "n_hidden_neurons=16", "--set", "batch_size=3
 
 /// A small generated dataset, made once per test.
 fn dataset(dir: &Path) -> PathBuf {
-    let data = dir.join("data");
-    let output =
-        snn(&["synth", "--out", data.to_str().unwrap(), "--train", "96", "--test", "32", "--classes", "4", "--seed", "2"]);
-    assert!(output.status.success(), "{}", text(&output));
-    data
+    small_dataset(dir, &["--train", "96", "--test", "32", "--seed", "2"])
 }
 
 fn train(data: &Path, run: &Path, extra: &[&str]) -> Output {
-    let args = [
-        &["train", "--preset", "shd", "--data", data.to_str().unwrap(), "--run-dir", run.to_str().unwrap(), "--quiet"][..],
-        &SMALL,
-        extra,
-    ]
-    .concat();
-    snn(&args)
-}
-
-fn metrics_without_time(run: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(run.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|line| {
-            let mut record: serde_json::Value = serde_json::from_str(line).unwrap();
-            record.as_object_mut().unwrap().remove("seconds");
-            record
-        })
-        .collect()
+    train_in(data, run, &SMALL, extra)
 }
 
 /// The fused neuron kernel and the op-by-op oracle train to the same metrics, bit for bit, with

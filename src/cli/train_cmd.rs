@@ -65,6 +65,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         device: args.device.select()?,
         device_auto: args.device.is_auto(),
         memory: crate::memory::Budget::new(args.memory_limit_gb)?,
+        threads: args.threads,
     };
     let data = args.data.clone().unwrap_or_else(|| PathBuf::from(&config.data_dir));
     match train(&config, &data, &options)? {

@@ -16,7 +16,7 @@ pub mod spikes;
 pub mod synth;
 
 use crate::config::{Config, Dataset, Validation};
-use anyhow::{ensure, Result};
+use anyhow::{ensure, Context, Result};
 use frames::{Frames, Framing};
 use speech::SpeechCommands;
 use spikes::SpikeFile;
@@ -44,6 +44,7 @@ pub enum Source {
 impl Source {
     /// Opens one split of the configured dataset under `dir`.
     pub fn open(config: &Config, dir: &Path, split: Split) -> Result<Source> {
+        check_folder(dir)?;
         let classes = config.derived().n_outputs;
         let framing = Framing {
             integration: config.integration,
@@ -166,7 +167,6 @@ pub struct DataSplits {
 
 impl DataSplits {
     pub fn open(config: &Config, dir: &Path) -> Result<DataSplits> {
-        ensure!(dir.is_dir(), "dataset folder {} does not exist", dir.display());
         let open = |split| Source::open(config, dir, split).map(Arc::new);
         let train = Subset::whole(open(Split::Train)?);
         let test = Subset::whole(open(Split::Test)?);
@@ -199,6 +199,14 @@ impl DataSplits {
             format!("validation: {} samples, test: {} samples", self.valid.len(), self.test.as_ref().map_or(0, Subset::len))
         }
     }
+}
+
+/// A dataset folder that exists, is a folder and can be listed; the error gives the real reason.
+fn check_folder(dir: &Path) -> Result<()> {
+    let metadata = std::fs::metadata(dir).with_context(|| format!("dataset folder {}", dir.display()))?;
+    ensure!(metadata.is_dir(), "{} is a file, not a dataset folder", dir.display());
+    std::fs::read_dir(dir).with_context(|| format!("cannot list dataset folder {}", dir.display()))?;
+    Ok(())
 }
 
 /// Splits off `fraction` of `subset`, chosen by `seed`, as validation.

@@ -40,6 +40,8 @@ pub struct RunOptions {
     pub device_auto: bool,
     /// What a training step may allocate.
     pub memory: crate::memory::Budget,
+    /// `--threads`, when given.
+    pub threads: Option<usize>,
 }
 
 /// How a run ended.
@@ -99,10 +101,15 @@ pub fn train(config: &Config, data_dir: &Path, options: &RunOptions) -> Result<O
     options.memory.check(&what, &crate::memory::training_step(config, steps as u64, config.batch_size as u64))?;
     let mut trainer = Trainer::new(config, options.device);
     let (mut state, mut marks) = if resume {
-        load_last(&files.last, &mut trainer)?
+        let (state, marks) = load_last(&files.last, &mut trainer)?;
+        check_resumed_state(&state, &files, options)?;
+        (state, marks)
     } else {
-        atomic::write_bytes(&files.config, serde_json::to_string_pretty(&config.to_json())?.as_bytes())?;
-        (RunState::new(&trainer), positions_now(&trainer))
+        let state = RunState::new(&trainer);
+        let mut written = config.to_json();
+        written[crate::config::RUN_ID_KEY] = serde_json::Value::from(state.run_id.clone());
+        atomic::write_bytes(&files.config, serde_json::to_string_pretty(&written)?.as_bytes())?;
+        (state, positions_now(&trainer))
     };
     let mut board = Board::open(&options.run_dir)?;
     if !resume {
@@ -231,6 +238,31 @@ fn check_run_dir(config: &Config, files: &RunFiles, options: &RunOptions) -> Res
     }
     check_same_config(config, files)?;
     Ok(true)
+}
+
+/// `last.safetensors` must belong to this run (the id in `config.json`); libtorch runs on the
+/// run's thread count unless `--threads` says otherwise, which the log then flags.
+fn check_resumed_state(state: &RunState, files: &RunFiles, options: &RunOptions) -> Result<()> {
+    let text = std::fs::read_to_string(&files.config).with_context(|| format!("cannot read {}", files.config.display()))?;
+    let saved: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", files.config.display()))?;
+    if let Some(id) = saved.get(crate::config::RUN_ID_KEY).and_then(serde_json::Value::as_str) {
+        anyhow::ensure!(
+            id == state.run_id,
+            "{} belongs to another run (id {}) than {} (id {id}); copy back this run's own checkpoint",
+            files.last.display(),
+            state.run_id,
+            files.config.display()
+        );
+    }
+    match (state.threads, options.threads) {
+        (Some(recorded), None) => tch::set_num_threads(recorded),
+        (Some(recorded), Some(asked)) if recorded as usize != asked => println!(
+            "warning: the run used {recorded} CPU threads and resumes with {asked}: it will not repeat an uninterrupted run bit for bit"
+        ),
+        _ => {}
+    }
+    Ok(())
 }
 
 /// Removes what an attempt that completed no epoch left: its config, events and metrics.

@@ -49,6 +49,12 @@ pub struct RunState {
     pub weight_steps: BTreeMap<String, u64>,
     pub position_steps: BTreeMap<String, u64>,
     pub seconds: f64,
+    /// Identifies the run; `config.json` holds the same id, so a `last` from another run is refused.
+    #[serde(default)]
+    pub run_id: String,
+    /// libtorch's CPU threads: a resumed run repeats an uninterrupted one bitwise only with these.
+    #[serde(default)]
+    pub threads: Option<i32>,
 }
 
 impl RunState {
@@ -56,6 +62,8 @@ impl RunState {
         RunState {
             epochs_done: 0,
             batches_done: 0,
+            run_id: new_run_id(),
+            threads: Some(tch::get_num_threads()),
             best_valid_acc: 0.0,
             best_valid_loss: 1e6,
             best_valid_epoch: None,
@@ -89,12 +97,26 @@ pub fn save_last(path: &Path, trainer: &Trainer, state: &RunState, marks: &[Tens
 }
 
 /// Restores a trainer from `last.safetensors`; returns the run state and the dpos marks.
+/// A new run's id: the clock's nanoseconds and the process id, in hex.
+fn new_run_id() -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    format!("{nanos:x}-{:x}", std::process::id())
+}
+
 pub fn load_last(path: &Path, trainer: &mut Trainer) -> Result<(RunState, Vec<Tensor>)> {
     let metadata = checkpoint::read_metadata(path)?;
     let Some(json) = metadata.get(STATE_KEY) else {
         bail!("{} holds no training state (`{STATE_KEY}`): it is not a `last` checkpoint", path.display());
     };
     let state: RunState = serde_json::from_str(json).with_context(|| format!("{}: unreadable training state", path.display()))?;
+    let epochs = trainer.config.epochs;
+    anyhow::ensure!(
+        state.epochs_done <= epochs && state.history.len() == state.epochs_done,
+        "{}: its training state ({} epochs done, {} recorded) does not fit this run of {epochs} epochs",
+        path.display(),
+        state.epochs_done,
+        state.history.len()
+    );
     let tensors: BTreeMap<String, Tensor> = checkpoint::read_tensors(path)?.into_iter().collect();
     checkpoint::load_model_part(&trainer.network.vs, path, &tensors)?;
     let context = || format!("{}: optimizer state", path.display());

@@ -89,3 +89,30 @@ pub fn agreement(ours: &Tensor, reference: &Tensor, tolerance: f64) -> Agreement
         within: diff.le_tensor(&bound).all().int64_value(&[]) == 1,
     }
 }
+
+/// A run's `metrics.jsonl` records, without their wall-clock `seconds`.
+pub fn metrics_without_time(run: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let mut record: serde_json::Value = serde_json::from_str(line).unwrap();
+            record.as_object_mut().unwrap().remove("seconds");
+            record
+        })
+        .collect()
+}
+
+/// A generated SHD-layout dataset of 4 classes in `dir/data`; `args` sets sizes and seed.
+pub fn small_dataset(dir: &Path, args: &[&str]) -> PathBuf {
+    let data = dir.join("data");
+    let output = snn(&[&["synth", "--out", data.to_str().unwrap(), "--classes", "4"][..], args].concat());
+    assert!(output.status.success(), "{}", text(&output));
+    data
+}
+
+/// `snn-delays train --preset shd` on `data` into `run`, quiet, with `settings` then `extra`.
+pub fn train_in(data: &Path, run: &Path, settings: &[&str], extra: &[&str]) -> Output {
+    let base = ["train", "--preset", "shd", "--data", data.to_str().unwrap(), "--run-dir", run.to_str().unwrap(), "--quiet"];
+    snn(&[&base[..], settings, extra].concat())
+}

@@ -9,7 +9,7 @@ seeded initialisation of `snn-delays init` is compared key by key with the refer
 The fixed cases are the SHD preset and its 3-layer variant; the random ones draw a fresh
 configuration from --seed (a new seed each run unless given).
 
-Criterion: max |ours − reference| ≤ 1e-5·max(1, |reference|) everywhere. With --bitwise, every
+Criterion: |ours − reference| ≤ 1e-5·max|reference| + 1e-12 for each tensor, everywhere. With --bitwise, every
 comparison on CPU must also be bitwise equal (semantics.md §2.1 reports bitwise parity).
 `--set KEY=VALUE` (repeatable) applies to every case, e.g. the exact computation settings.
 
@@ -141,6 +141,10 @@ def main():
         for name, preset, sets in cases:
             check_case(args, name, preset, sets, workdir, gen, report)
     failed = [r for r in report if not r[1] or (args.bitwise and not r[2])]
+    if failed:
+        sets = " ".join(f"--set {s}" for s in args.set)
+        print(f"reproduce: {sys.executable} {' '.join(sys.argv[:1])} --bin {args.bin} --seed {seed} --random {args.random}"
+              f"{' --bitwise' if args.bitwise else ''} {sets}")
     bitwise = sum(r[2] for r in report)
     for name, ok, exact, diff, note in report:
         if not ok or not exact:
