@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod data;
 pub mod device;
+pub mod event_file;
 pub mod logging;
 pub mod memory;
 pub mod model;

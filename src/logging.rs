@@ -1,10 +1,12 @@
-//! Run logging behind one small interface: TensorBoard event files (through tensorboard-rs),
-//! and the per-epoch `metrics.jsonl`, rewritten atomically each epoch.
+//! Run logging behind one small interface: TensorBoard event files (summaries built with
+//! tensorboard-rs, written by [`crate::event_file`]), and the per-epoch `metrics.jsonl`, rewritten
+//! atomically each epoch. A failed write is kept and returned by [`Board::flush`], once per epoch.
 //!
 //! Histograms use explicit buckets: one per integer for delays, 30 equal-width for weights.
 //! Text (the config) is a `text`-plugin string tensor, which tensorboard-rs cannot write itself.
 
 use crate::atomic;
+use crate::event_file::EventFile;
 use anyhow::{Context, Result};
 use protobuf::RepeatedField;
 use std::path::{Path, PathBuf};
@@ -14,24 +16,31 @@ use tensorboard_proto::tensor::TensorProto;
 use tensorboard_proto::tensor_shape::{TensorShapeProto, TensorShapeProto_Dim};
 use tensorboard_proto::types::DataType;
 use tensorboard_rs::summary::{histogram_raw, scalar};
-use tensorboard_rs::summary_writer::FileWriter;
 
 const WEIGHT_BUCKETS: usize = 30;
 
 /// TensorBoard events of one run.
 pub struct Board {
-    writer: FileWriter,
+    events: EventFile,
+    /// The first failed write; later writes are skipped until [`Board::flush`] reports it.
+    failure: Option<anyhow::Error>,
 }
 
 impl Board {
     /// Opens a new event file in `dir` (created if missing).
     pub fn open(dir: &Path) -> Result<Board> {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        Ok(Board { writer: FileWriter::new(dir) })
+        Ok(Board { events: EventFile::create_in(dir)?, failure: None })
+    }
+
+    fn add(&mut self, summary: Summary, step: usize) {
+        if self.failure.is_none() {
+            self.failure = self.events.add(summary, step).err();
+        }
     }
 
     pub fn scalar(&mut self, tag: &str, value: f64, step: usize) {
-        self.writer.add_summary(scalar(tag, value as f32), step);
+        self.add(scalar(tag, value as f32), step);
     }
 
     /// A histogram of integer values (delays in steps) with one bucket per integer in `0..=max`.
@@ -64,7 +73,7 @@ impl Board {
             limits,
             &counts,
         );
-        self.writer.add_summary(summary, step);
+        self.add(summary, step);
     }
 
     /// A text entry, shown in TensorBoard's Text tab.
@@ -87,11 +96,15 @@ impl Board {
         value.set_tensor(tensor);
         let mut summary = Summary::new();
         summary.set_value(RepeatedField::from(vec![value]));
-        self.writer.add_summary(summary, step);
+        self.add(summary, step);
     }
 
-    pub fn flush(&mut self) {
-        self.writer.flush();
+    /// Writes what is buffered; the error of any failed write since the last flush.
+    pub fn flush(&mut self) -> Result<()> {
+        match self.failure.take() {
+            Some(failure) => Err(failure),
+            None => self.events.flush(),
+        }
     }
 }
 

@@ -313,3 +313,29 @@ fn resume_keeps_the_runs_thread_count() {
     assert!(resumed.status.success() && !text(&resumed).contains("warning"), "{}", text(&resumed));
     assert_eq!(metrics_without_time(&whole), metrics_without_time(&parts));
 }
+
+/// `data export --split valid` follows the configured validation, as `eval` does: with a
+/// hold-out, 20% of the train file (8 of 40 samples) and none of the test file.
+#[test]
+fn export_follows_the_configured_validation() {
+    let dir = scratch("rel-export");
+    let data = data_in(&dir);
+    let out = dir.join("valid.safetensors");
+    let (data, out_path) = (data.to_str().unwrap(), out.to_str().unwrap());
+    let output = snn(&[
+        "data",
+        "export",
+        "--dataset",
+        "shd",
+        "--data",
+        data,
+        "--split",
+        "valid",
+        "--set",
+        "validation=holdout",
+        "--out",
+        out_path,
+    ]);
+    assert!(output.status.success(), "{}", text(&output));
+    assert_eq!(common::read(&out)["labels"].size(), [8]);
+}

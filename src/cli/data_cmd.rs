@@ -4,7 +4,7 @@
 use crate::checkpoint;
 use crate::config::{Config, ConfigSource, Dataset, Integration, Validation};
 use crate::data::batches::batches;
-use crate::data::{Source, Split, Subset};
+use crate::data::{DataSplits, Source, Split, Subset};
 use anyhow::{ensure, Result};
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
@@ -136,17 +136,17 @@ fn export(args: &ExportArgs) -> Result<()> {
         .into_iter()
         .collect();
     let config = args.data.load(&extra)?;
-    let source = Source::open(&config, &args.data.data, args.split)?;
-    let count = args.limit.unwrap_or(source.len()).min(source.len());
-    let indices: Vec<usize> = (0..count).collect();
+    let subset = DataSplits::subset(&config, &args.data.data, args.split)?;
+    let count = args.limit.unwrap_or(subset.len()).min(subset.len());
+    let indices = &subset.indices[..count];
     let mut named = Vec::with_capacity(count + 1);
     for (chunk_start, chunk) in indices.chunks(512).enumerate().map(|(c, chunk)| (c * 512, chunk)) {
-        for (offset, frames) in source.frames(chunk)?.into_iter().enumerate() {
+        for (offset, frames) in subset.source.frames(chunk)?.into_iter().enumerate() {
             let x = Tensor::from_slice(&frames.values).reshape([frames.steps as i64, frames.channels as i64]);
             named.push((format!("x.{}", chunk_start + offset), x));
         }
     }
-    named.push(("labels".to_string(), Tensor::from_slice(&source.labels()[..count])));
+    named.push(("labels".to_string(), Tensor::from_slice(&subset.labels()[..count])));
     checkpoint::write_tensors(&args.out, &named)?;
     println!("wrote {count} samples of the {:?} split to {}", args.split, args.out.display());
     Ok(())

@@ -3,13 +3,12 @@
 
 use super::{ConfigArgs, DeviceArgs};
 use crate::checkpoint;
-use crate::data::{DataSplits, Source, Split, Subset};
+use crate::data::{DataSplits, Split};
 use crate::model::Network;
 use crate::train::eval::evaluate;
 use anyhow::{Context, Result};
 use clap::Args;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 #[derive(Args, Debug)]
 pub struct EvalArgs {
@@ -41,11 +40,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     let tensors = checkpoint::read_tensors(&args.checkpoint)?.into_iter().collect();
     checkpoint::load_model_part(&network.vs, &args.checkpoint, &tensors)?;
     let data = args.data.clone().unwrap_or_else(|| PathBuf::from(&config.data_dir));
-    let subset = match args.split {
-        Split::Test => Subset::whole(Arc::new(Source::open(&config, &data, Split::Test)?)),
-        Split::Train => DataSplits::open(&config, &data)?.train,
-        Split::Valid => DataSplits::open(&config, &data)?.valid,
-    };
+    let subset = DataSplits::subset(&config, &data, args.split)?;
     let classes = config.derived().n_outputs as i64;
     let scores = evaluate(&mut network, &subset, config.batch_size, classes)
         .with_context(|| format!("evaluating {}", args.checkpoint.display()))?;

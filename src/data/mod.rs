@@ -182,6 +182,20 @@ impl DataSplits {
         })
     }
 
+    /// One split as training sees it, opening only the files it needs: `valid` and `train`
+    /// follow the configured validation (a hold-out is taken from the train file).
+    pub fn subset(config: &Config, dir: &Path, split: Split) -> Result<Subset> {
+        let whole = |split| Source::open(config, dir, split).map(|source| Subset::whole(Arc::new(source)));
+        let held_out = || whole(Split::Train).map(|train| hold_out(train, config.valid_fraction, config.seed));
+        match (split, config.validation) {
+            (Split::Test, _) | (Split::Valid, Validation::Test) => whole(Split::Test),
+            (Split::Valid, Validation::File) => whole(Split::Valid),
+            (Split::Train, Validation::Holdout) => Ok(held_out()?.0),
+            (Split::Valid, Validation::Holdout) => Ok(held_out()?.1),
+            (Split::Train, _) => whole(Split::Train),
+        }
+    }
+
     /// The most frames a sample of any split can have.
     pub fn max_steps(&self) -> Result<usize> {
         let test = self.test.as_ref().map(|t| t.source.max_steps()).transpose()?.unwrap_or(0);

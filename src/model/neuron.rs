@@ -307,12 +307,17 @@ mod tests {
         }
     }
 
-    /// Spikes, membrane and the gradients of the input and of PLIF `w` for one backend.
-    fn run_backend(leak_w: Option<f32>, formula: ChargeFormula, train: bool, backend: NeuronBackend) -> Vec<Tensor> {
-        tch::manual_seed(7);
-        let x = (Tensor::randn([30, 4, 33], (Kind::Float, Device::Cpu)) * 0.8 + 0.4).set_requires_grad(true);
-        let (g_s, g_m) =
-            (Tensor::randn([30, 4, 33], (Kind::Float, Device::Cpu)), Tensor::randn([30, 4, 33], (Kind::Float, Device::Cpu)));
+    /// Spikes, membrane and the gradients of the input and of PLIF `w` for one backend, on the
+    /// given input and output gradients.
+    fn run_backend(
+        inputs: &[Tensor; 3],
+        leak_w: Option<f32>,
+        formula: ChargeFormula,
+        train: bool,
+        backend: NeuronBackend,
+    ) -> Vec<Tensor> {
+        let [x, g_s, g_m] = inputs;
+        let x = x.copy().set_requires_grad(true);
         let w = leak_w.map(|w| Tensor::from(w).set_requires_grad(true));
         let leak = w.as_ref().map_or(Leak::Fixed { tau: 1.5000000001 }, |w| Leak::Learned { w: w.shallow_clone() });
         let layer = MultiStepLif { leak, v_threshold: 1.0, surrogate: ATan { alpha: 5.0 }, charge_formula: formula, backend };
@@ -329,11 +334,17 @@ mod tests {
 
     #[test]
     fn fused_equals_ops_bitwise_for_every_charge_formula() {
+        let shape = [30, 4, 33];
+        let inputs = [
+            Tensor::randn(shape, (Kind::Float, Device::Cpu)) * 0.8 + 0.4,
+            Tensor::randn(shape, (Kind::Float, Device::Cpu)),
+            Tensor::randn(shape, (Kind::Float, Device::Cpu)),
+        ];
         for formula in [ChargeFormula::Spikingjelly2, ChargeFormula::Paper2023] {
             for train in [true, false] {
                 for w in [None, Some(-0.4f32)] {
-                    let ops = run_backend(w, formula, train, NeuronBackend::Ops);
-                    let fused = run_backend(w, formula, train, NeuronBackend::Fused);
+                    let ops = run_backend(&inputs, w, formula, train, NeuronBackend::Ops);
+                    let fused = run_backend(&inputs, w, formula, train, NeuronBackend::Fused);
                     for (i, (a, b)) in ops.iter().zip(&fused).enumerate() {
                         assert!(a.equal(b), "{formula:?} train={train} w={w:?}: output {i} differs");
                     }

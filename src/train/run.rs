@@ -153,7 +153,7 @@ pub fn train(config: &Config, data_dir: &Path, options: &RunOptions) -> Result<O
         println!("{}", epoch_line(&record, &state, config.epochs));
         metrics.append(&serde_json::to_value(&record)?)?;
         save_last(&files.last, &trainer, &state, &marks)?;
-        board.flush();
+        board.flush()?;
         if options.stop_after.is_some_and(|n| state.epochs_done >= n) && state.epochs_done < config.epochs {
             return Ok(Outcome::Paused { epochs_done: state.epochs_done });
         }
