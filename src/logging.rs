@@ -51,10 +51,14 @@ impl Board {
         self.histogram(tag, &flat, &limits, &counts, step);
     }
 
-    /// A histogram of real values with equal-width buckets between their minimum and maximum.
+    /// A histogram of real values with equal-width buckets between their minimum and maximum
+    /// (none when a value is not finite).
     pub fn value_histogram(&mut self, tag: &str, values: &Tensor, step: usize) {
         let flat = host_values(values);
         let (low, high) = (flat.min().double_value(&[]), flat.max().double_value(&[]));
+        if !(low.is_finite() && high.is_finite()) {
+            return;
+        }
         let width = ((high - low) / WEIGHT_BUCKETS as f64).max(f64::MIN_POSITIVE);
         let limits: Vec<f64> = (1..=WEIGHT_BUCKETS).map(|i| low + width * i as f64).collect();
         self.histogram(tag, &flat, &limits, &flat.histc(WEIGHT_BUCKETS as i64), step);

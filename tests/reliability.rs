@@ -44,7 +44,7 @@ fn train(data: &Path, run: &Path, extra: &[&str]) -> Output {
 }
 
 fn data_in(dir: &Path) -> PathBuf {
-    small_dataset(dir, &["--train", "40", "--test", "20"])
+    small_dataset(dir, &["--classes", "4", "--train", "40", "--test", "20"])
 }
 
 #[test]
@@ -314,8 +314,8 @@ fn resume_keeps_the_runs_thread_count() {
     assert_eq!(metrics_without_time(&whole), metrics_without_time(&parts));
 }
 
-/// `data export --split valid` follows the configured validation, as `eval` does: with a
-/// hold-out, 20% of the train file (8 of 40 samples) and none of the test file.
+/// `data export --split valid` and `eval --split` follow the configured validation: with a
+/// hold-out, valid is 20% of the train file (8 of 40 samples), train the other 32.
 #[test]
 fn export_follows_the_configured_validation() {
     let dir = scratch("rel-export");
@@ -338,4 +338,30 @@ fn export_follows_the_configured_validation() {
     ]);
     assert!(output.status.success(), "{}", text(&output));
     assert_eq!(common::read(&out)["labels"].size(), [8]);
+    let run = dir.join("run");
+    assert!(train(Path::new(data), &run, &["--epochs", "1", "--set", "validation=holdout"]).status.success());
+    for (split, samples) in [("train", 32), ("valid", 8), ("test", 20)] {
+        let checkpoint = run.join("best_loss.safetensors");
+        let eval = snn(&["eval", "--checkpoint", checkpoint.to_str().unwrap(), "--data", data, "--split", split, "--json"]);
+        assert!(eval.status.success(), "{}", text(&eval));
+        let scores: serde_json::Value = serde_json::from_slice(&eval.stdout).unwrap();
+        assert_eq!(scores["samples"], samples, "{split}: {scores}");
+    }
+}
+
+/// Parameters blown up to NaN in the second epoch stop the run before anything is logged or
+/// saved: the message names the checkpoint of epoch 1, which is left as it was. (One batch per
+/// epoch, and a learning rate of 1e30.)
+#[test]
+fn a_nan_keeps_the_last_good_checkpoint() {
+    let dir = scratch("rel-nan");
+    let data = data_in(&dir);
+    let run = dir.join("run");
+    let settings = ["--set", "n_hidden_neurons=16", "--set", "batch_size=64", "--set", "max_delay_ms=100", "--set", "lr_w=1e30"];
+    let first = train_in(&data, &run, &settings, &["--epochs", "3", "--stop-after", "1"]);
+    assert!(first.status.success(), "{}", text(&first));
+    let saved = std::fs::read(run.join("last.safetensors")).unwrap();
+    let failed = train_in(&data, &run, &settings, &["--epochs", "3", "--resume"]);
+    fails_with(&failed, &["stopped in epoch 2", "holds the state after epoch 1"]);
+    assert_eq!(std::fs::read(run.join("last.safetensors")).unwrap(), saved);
 }

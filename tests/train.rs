@@ -12,7 +12,7 @@ const SMALL: [&str; 8] = ["--set", "n_hidden_neurons=16", "--set", "batch_size=3
 
 /// A small generated dataset, made once per test.
 fn dataset(dir: &Path) -> PathBuf {
-    small_dataset(dir, &["--train", "96", "--test", "32", "--seed", "2"])
+    small_dataset(dir, &["--classes", "4", "--train", "96", "--test", "32", "--seed", "2"])
 }
 
 fn train(data: &Path, run: &Path, extra: &[&str]) -> Output {
@@ -174,4 +174,26 @@ fn bad_training_inputs_fail_clearly_without_partial_files() {
     let exploding = train(&data, &dir.join("nan"), &["--set", "lr_w=1e30"]);
     let message = text(&exploding);
     assert!(!exploding.status.success() && message.contains("training loss is"), "{message}");
+}
+
+/// The README's accuracy table, asserted: on the generated delay task (`make run`'s data and
+/// settings), learned delays solve it and a network without delays cannot. The summary names
+/// the protocol (validation on the test split, as the paper did for SHD).
+#[test]
+fn learned_delays_solve_the_generated_task_and_no_delays_cannot() {
+    let dir = scratch("beats-chance");
+    let data = small_dataset(&dir, &["--classes", "10"]);
+    let best = |model: &str| {
+        let run = dir.join(model);
+        let settings = ["--set", "n_hidden_neurons=64", "--set", "batch_size=64", "--set", &format!("model_type={model}")];
+        let output = train_in(&data, &run, &settings, &["--epochs", "12"]);
+        assert!(output.status.success(), "{}", text(&output));
+        let summary: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+        assert!(summary["protocol"].as_str().unwrap().contains("TEST split"), "{summary}");
+        summary["best_valid_acc"].as_f64().unwrap()
+    };
+    let (delays, none) = (best("snn_delays"), best("snn"));
+    assert!(delays >= 0.9, "learned delays reach only {delays}");
+    assert!(none <= 0.5, "no delays reach {none}: the task no longer needs delays");
 }

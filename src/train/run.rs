@@ -129,6 +129,13 @@ pub fn train(config: &Config, data_dir: &Path, options: &RunOptions) -> Result<O
             return Ok(Outcome::Interrupted { epochs_done: epoch });
         };
         trainer.end_epoch(epoch);
+        if let Some(key) = non_finite_parameter(&trainer) {
+            bail!(
+                "stopped in epoch {}: parameter `{key}` is no longer finite (is the learning rate too high?); {}",
+                epoch + 1,
+                saved_so_far(&files, epoch)
+            );
+        }
         let classes = config.derived().n_outputs as i64;
         let valid = evaluate(&mut trainer.network, &data.valid, config.batch_size, classes)?;
         let test = data.test.as_ref().map(|t| evaluate(&mut trainer.network, t, config.batch_size, classes)).transpose()?;
@@ -380,6 +387,17 @@ fn update_best(
         checkpoint::save(&trainer.network.vs, &files.best_loss)?;
     }
     Ok(())
+}
+
+/// The first trainable parameter holding a NaN or an infinity, checked once per epoch before
+/// anything is logged or saved.
+fn non_finite_parameter(trainer: &Trainer) -> Option<String> {
+    trainer
+        .network
+        .named_trainable()
+        .into_iter()
+        .find(|(_, tensor)| tensor.isfinite().all().int64_value(&[]) == 0)
+        .map(|(key, _)| key)
 }
 
 /// Every layer's positions, detached copies.

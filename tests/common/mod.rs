@@ -103,10 +103,10 @@ pub fn metrics_without_time(run: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
-/// A generated SHD-layout dataset of 4 classes in `dir/data`; `args` sets sizes and seed.
+/// A generated SHD-layout dataset in `dir/data`; `args` sets classes, sizes and seed.
 pub fn small_dataset(dir: &Path, args: &[&str]) -> PathBuf {
     let data = dir.join("data");
-    let output = snn(&[&["synth", "--out", data.to_str().unwrap(), "--classes", "4"][..], args].concat());
+    let output = snn(&[&["synth", "--out", data.to_str().unwrap()][..], args].concat());
     assert!(output.status.success(), "{}", text(&output));
     data
 }
