@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from harness import finish, run
-from reference import ReferenceSnn, paper_optimizers, paper_step
+from reference import ReferenceSnn, paper_optimizers, paper_step, reference_config
 
 warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)`")
 ULPS = 16
@@ -67,7 +67,7 @@ def main():
     parser.add_argument("--neuron", default="lif")
     args = parser.parse_args()
     sets = ["epochs=8", f"neuron={args.neuron}", f"batch_size={BATCH}", "convolution=direct"]
-    cfg = json.loads(run([args.bin, "config", "--preset", "shd", *[a for s in sets for a in ("--set", s)]]))
+    cfg = reference_config(json.loads(run([args.bin, "config", "--preset", "shd", *[a for s in sets for a in ("--set", s)]])))
     d = cfg["derived"]
     gen = torch.Generator().manual_seed(1)
     batches, tensors = [], {}

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from harness import run
-from reference import ReferenceSnn, compare, reference_loss
+from reference import ReferenceSnn, compare, reference_config, reference_loss
 
 FIXED = [("shd preset", "shd", []), ("shd, 3 hidden layers", "shd", ["n_hidden_layers=3"])]
 
@@ -66,7 +66,7 @@ def randomise(net, cfg, gen):
 def check_case(args, name, preset, sets, workdir, gen, report):
     config_path = os.path.join(workdir, "config.json")
     set_args = [a for s in sets + args.set for a in ("--set", s)]
-    cfg = json.loads(run([args.bin, "config", "--preset", preset, *set_args]))
+    cfg = reference_config(json.loads(run([args.bin, "config", "--preset", preset, *set_args])))
     with open(config_path, "w") as f:
         json.dump(cfg, f)
     d = cfg["derived"]

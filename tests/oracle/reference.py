@@ -9,6 +9,41 @@ from DCLS.construct.modules import Dcls1d
 from spikingjelly.activation_based import functional, layer, neuron, surrogate
 
 
+def derive(cfg):
+    """The reference's derived constants, from its own formulas (semantics §6, §1.6, §2.4, §4.6),
+    computed here rather than read from `snn-delays config`."""
+    step = cfg["time_step_ms"]
+    k = int(math.floor(cfg["max_delay_ms"] / step))
+    k = k + 1 if k % 2 == 0 else k
+    learns = cfg["model_type"] == "snn_delays"
+    n_inputs = 140 if cfg["dataset"] == "gsc" else 700 // cfg["n_bins"]
+    sigma_init = k // 2 if learns else 0
+    final = cfg["epochs"] // 4 if learns else 0
+    return {
+        "n_inputs": n_inputs, "n_outputs": 20 if cfg["dataset"] == "shd" else 35,
+        "kernel_size": k, "max_delay_steps": k - 1, "tau_steps": (cfg["init_tau_ms"] + 1e-9) / step,
+        "left_padding": k - 1, "right_padding": (k - 1) // 2, "position_limit": k // 2,
+        "init_pos_low": -k // 2, "init_pos_high": k // 2,
+        "kernel_version": cfg["dcls_version"] if learns else "max", "sigma_init": sigma_init,
+        "final_sigma_epoch": final, "sigma_decay": (0.23 / sigma_init) ** (1 / final) if final > 0 else 1.0,
+        "lr_pos": 100 * cfg["lr_w"] if learns else 0.0, "max_lr_w": 5 * cfg["lr_w"],
+        "scheduler_pos": cfg["scheduler_pos"] if learns else "none", "t_max_pos": cfg["epochs"],
+        "output_v_threshold": 2.0 if cfg["loss"] == "spike_count" else 1e9,
+        "time_mask_size": k // 3, "neuron_mask_size": n_inputs // 5, "learns_positions": learns,
+    }
+
+
+def reference_config(cfg):
+    """`cfg` (as `snn-delays config` prints it) with its `derived` section recomputed by
+    [`derive`]; exits naming every value where ours differs."""
+    derived = derive(cfg)
+    ours = cfg.get("derived", {})
+    wrong = [f"{k}: ours {ours.get(k)!r}, reference {v!r}" for k, v in derived.items() if ours.get(k) != v]
+    if wrong:
+        raise SystemExit("derived values differ from the reference's formulas: " + "; ".join(wrong))
+    return {**cfg, "derived": derived}
+
+
 def make_neuron(cfg, threshold):
     d = cfg["derived"]
     common = dict(decay_input=False, v_threshold=threshold, v_reset=0.0,

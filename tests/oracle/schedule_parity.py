@@ -15,6 +15,7 @@ import warnings
 import torch
 
 from harness import finish, run
+from reference import reference_config
 
 warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\(\)`")
 
@@ -56,7 +57,7 @@ def main():
     failures, checked = [], 0
     for preset, sets in CASES:
         set_args = [a for s in sets for a in ("--set", s)]
-        cfg = json.loads(run([args.bin, "config", "--preset", preset, *set_args]))
+        cfg = reference_config(json.loads(run([args.bin, "config", "--preset", preset, *set_args])))
         ours = json.loads(run([args.bin, "schedule", "--preset", preset, *set_args]))
         for mine, theirs in zip(ours, reference(cfg), strict=True):
             for key in ("lr_w", "beta1", "lr_pos", "sigma"):
