@@ -4,7 +4,7 @@
 //! rpath, and force `libtorch.so` (which pulls in `libtorch_cuda` on CUDA builds) to stay a
 //! NEEDED library: with the default `--as-needed` the linker drops it because nothing references
 //! it directly, and `tch::Cuda::is_available()` is then false even on a GPU machine.
-//! See libtorch.md and ../shared/reference/toolchain.md.
+//! See libtorch.md.
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");

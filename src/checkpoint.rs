@@ -1,6 +1,6 @@
 //! The checkpoint boundary: safetensors files whose keys are the PyTorch reference's
 //! `state_dict` keys (`model.0.weight`, `model.0.P`, `model.0.SIG`, `model.1.running_mean`, …),
-//! so that files cross between this crate and `safetensors.torch` unchanged (semantics.md §2.1).
+//! so that files cross between this crate and `safetensors.torch` unchanged (docs/method.md §2.1).
 //! Loading is strict: missing, unexpected and mis-shaped keys are all reported by name, and so
 //! are non-finite values, negative BatchNorm variances and integer or boolean data for float
 //! variables; float64 and float16 values are converted with a warning.

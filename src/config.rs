@@ -1,5 +1,5 @@
 //! Run configuration: the reference's hyper-parameters in user units (milliseconds), the three
-//! presets of semantics.md §6, JSON/`key=value` overrides, and every derived value computed in one
+//! presets of docs/method.md §6, JSON/`key=value` overrides, and every derived value computed in one
 //! place ([`Derived`]).
 //!
 //! Derivations (§6, §1.6, §2.4, §4.6):
@@ -185,7 +185,7 @@ pub struct Derived {
 }
 
 impl Config {
-    /// The reference's best configuration for a dataset (semantics.md §6).
+    /// The reference's best configuration for a dataset (docs/method.md §6).
     pub fn preset(dataset: Dataset) -> Config {
         let shd = Config {
             dataset,
@@ -316,7 +316,7 @@ impl Config {
         Ok(())
     }
 
-    /// Every derived value, from the current fields (semantics.md §6).
+    /// Every derived value, from the current fields (docs/method.md §6).
     pub fn derived(&self) -> Derived {
         let steps = (self.max_delay_ms / self.time_step_ms).floor() as usize;
         let kernel_size = if steps.is_multiple_of(2) { steps + 1 } else { steps };

@@ -1,7 +1,7 @@
 //! Where tensors live: `--device auto|cpu|cuda|cuda:N`, and libtorch's cuDNN settings.
 //!
 //! `auto` picks CUDA device 0 when one is present, else the CPU. cuDNN is off unless asked
-//! for, as in the reference (semantics §2.3); when on, it is deterministic, with TF32 off and no
+//! for, as in the reference (docs/method.md §2.3); when on, it is deterministic, with TF32 off and no
 //! benchmark autotuning, so that runs repeat. tch exposes only the on/off and benchmark switches:
 //! the other two are libtorch's own `at::Context` setters, called through their exported symbols
 //! (see libtorch.md).

@@ -2,7 +2,7 @@
 //! with learnable spacings (Hammouamri, Khalfaoui-Hassani, Masquelier, ICLR 2024), on libtorch.
 //!
 //! The numerics follow the PyTorch reference (SNN-delays + SpikingJelly 2.0 + DCLS 0.1.1) as
-//! described in `semantics.md`; parity tests in `tests/` check them against those packages.
+//! described in `docs/method.md`; parity tests in `tests/` check them against those packages.
 
 pub mod atomic;
 pub mod checkpoint;

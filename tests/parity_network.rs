@@ -9,7 +9,7 @@ use common::{run_oracle, BIN};
 const EXACT: [&str; 4] = ["--set", "convolution=direct", "--set", "flush_subnormal_taps=false"];
 
 /// The SHD preset and its 3-layer variant: init, train output/loss/gradients and eval
-/// output/loss must be bitwise equal on CPU, as semantics.md §2.1 reports for the reference,
+/// output/loss must be bitwise equal on CPU, as docs/method.md §2.1 reports for the reference,
 /// with the fused neuron kernel and with the op-by-op one.
 #[test]
 fn shd_preset_and_three_layer_variant_are_bitwise_equal() {

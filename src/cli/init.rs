@@ -1,4 +1,4 @@
-//! `snn-delays init`: writes the seeded initial weights (semantics.md §1.6) as a reference
+//! `snn-delays init`: writes the seeded initial weights (docs/method.md §1.6) as a reference
 //! `state_dict`, e.g. to start the PyTorch reference from the same point.
 
 use super::ConfigArgs;

@@ -1,4 +1,4 @@
-//! Training augmentations (semantics.md §5.7), applied to a batch `(T, B, C)` and its targets:
+//! Training augmentations (docs/method.md §5.7), applied to a batch `(T, B, C)` and its targets:
 //! - TimeNeurons mask, per sample: with probability p zero `size ~ U[0, time_mask_size)` steps
 //!   from `ind ~ U[0, T − time_mask_size)`; then, independently with probability p, zero
 //!   `size ~ U[0, neuron_mask_size)` inputs from `ind ~ U[0, C − neuron_mask_size)`;

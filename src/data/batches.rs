@@ -1,4 +1,4 @@
-//! Batches (semantics.md §5.4): samples zero-padded at the end to the batch's longest, laid out
+//! Batches (docs/method.md §5.4): samples zero-padded at the end to the batch's longest, laid out
 //! `(T_max, B, C)` for the network, with int64 labels, float targets (one-hot, or soft after
 //! CutMix) and the original lengths. The order is shuffled per epoch from the seed; the last
 //! partial batch is kept. Each batch's samples are framed in parallel.

@@ -1,4 +1,4 @@
-//! Event-to-frame integration by fixed duration, then channel binning (semantics.md §5.2–§5.3).
+//! Event-to-frame integration by fixed duration, then channel binning (docs/method.md §5.2–§5.3).
 //!
 //! Times are ms, `t = fp(1000·time)` from seconds in the file's float type `fp`, and every step
 //! below is rounded to that type, as NumPy does for float16 arrays.

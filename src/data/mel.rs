@@ -1,4 +1,4 @@
-//! Speech Commands features, as the reference's transform chain (semantics.md §5.5), batched:
+//! Speech Commands features, as the reference's transform chain (docs/method.md §5.5), batched:
 //! 1. pad or truncate to 1 s at 16 kHz;
 //! 2. resample 16 → 8 kHz with torchaudio's windowed sinc (Hann, width 6, rolloff 0.99): a
 //!    28-tap kernel computed in f64, padding (13, 15), stride 2, first 8000 samples;

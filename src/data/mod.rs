@@ -1,4 +1,4 @@
-//! Datasets, read as the reference reads them (semantics.md §5), and batched for the network.
+//! Datasets, read as the reference reads them (docs/method.md §5), and batched for the network.
 //!
 //! - [`spikes`]: SHD/SSC HDF5 files; [`frames`]: event-to-frame integration and binning;
 //! - [`speech`] and [`mel`]: Google Speech Commands clips and their mel features;

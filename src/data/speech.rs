@@ -1,4 +1,4 @@
-//! Google Speech Commands v0.02, 35 words (semantics.md §5.5): word folders of 16 kHz 16-bit
+//! Google Speech Commands v0.02, 35 words (docs/method.md §5.5): word folders of 16 kHz 16-bit
 //! mono WAV files with `validation_list.txt` and `testing_list.txt`. Training is every
 //! `WORD/*_nohash_*.wav` in neither list, sorted; validation and test follow their lists' order.
 //! `_background_noise_` is excluded. Labels index the fixed alphabetical word list.

@@ -1,4 +1,4 @@
-//! SHD/SSC spike files (semantics.md §5.1): HDF5 with variable-length `spikes/times` (float16 or
+//! SHD/SSC spike files (docs/method.md §5.1): HDF5 with variable-length `spikes/times` (float16 or
 //! float32 seconds), variable-length integer `spikes/units`, integer `labels`, and optional
 //! `extra/keys`. Each file is read once into two flat arrays (times as raw float16 bits or f32,
 //! units as u16) with per-sample offsets, so a full SSC train split stays small in memory.

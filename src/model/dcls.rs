@@ -1,4 +1,4 @@
-//! DCLS-1d: a temporal convolution whose taps sit at learnable positions (semantics.md §1).
+//! DCLS-1d: a temporal convolution whose taps sit at learnable positions (docs/method.md §1).
 //!
 //! Kernel construction, per synapse (o, i) and tap j, with centre `c = P + K//2` and k = 0..K−1:
 //! - `gauss`: `s = |σ| + 0.27`, `g_k = exp(−½((k−c)/s)²)`;

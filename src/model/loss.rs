@@ -1,4 +1,4 @@
-//! Class scores, loss and accuracy (semantics.md §3).
+//! Class scores, loss and accuracy (docs/method.md §3).
 //!
 //! From the output `(T_out, B, n_out)`: `sum` → `m = Σ_t softmax(out[t])`, `mean` → `mean_t out[t]`,
 //! `max` → `max_t out[t]`, `spike_count` → `Σ_t spikes`. The loss is cross-entropy on probability

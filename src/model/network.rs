@@ -1,4 +1,4 @@
-//! The paper's feed-forward SNN (semantics.md §2.1–§2.2) and its seeded initialisation (§1.6).
+//! The paper's feed-forward SNN (docs/method.md §2.1–§2.2) and its seeded initialisation (§1.6).
 //!
 //! Hidden block l: synapse → BatchNorm over T·B → LIF → dropout; output block: synapse → LIF with
 //! threshold 1e9 (2.0 for `spike_count`). A DCLS synapse pads time by `K−1` on the left and

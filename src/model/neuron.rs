@@ -1,5 +1,5 @@
 //! Multi-step LIF and PLIF neurons with a hard reset and a surrogate gradient (docs/method.md,
-//! "Neurons"; semantics §2.4–§2.5).
+//! "Neurons"; docs/method.md §2.4–§2.5).
 //!
 //! Per step t, with `decay_input = false`, `v_reset = 0` and `v_0 = 0`:
 //! - charge: `h = v − v/τ + x` (SpikingJelly 2.0) or `h = v·(1 − 1/τ) + x` (paper-era training);

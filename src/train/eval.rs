@@ -1,4 +1,4 @@
-//! Evaluation (semantics.md §4.7): apply the eval transform (integer delays, the kernel built
+//! Evaluation (docs/method.md §4.7): apply the eval transform (integer delays, the kernel built
 //! once), run in eval mode (BatchNorm running statistics, no dropout) without gradients, restore
 //! the training form. The result is the unweighted mean of per-batch losses and accuracies, as in
 //! the reference; they stay on the device until the end of the pass.

@@ -1,4 +1,4 @@
-//! The paper's training procedure (semantics.md §4): [`Trainer`] holds the network, its two Adam
+//! The paper's training procedure (docs/method.md §4): [`Trainer`] holds the network, its two Adam
 //! optimizers and their schedules, and performs one batch step and one end of epoch exactly as
 //! the reference orders them. [`run`] drives whole runs; [`eval`] evaluates with integer delays.
 

@@ -1,4 +1,4 @@
-//! Adam as `torch.optim.Adam` computes it (semantics.md §4.2), with named parameters so that its
+//! Adam as `torch.optim.Adam` computes it (docs/method.md §4.2), with named parameters so that its
 //! state can be saved and resumed. Per step, with the group's current β1:
 //! - `g ← g + wd·p` (L2 weight decay into the gradient);
 //! - `m ← lerp(m, g, 1−β1)`; `v ← v·β2 + (1−β2)·g²`;

@@ -1,4 +1,4 @@
-//! A whole training run in `runs/NAME/` (semantics.md §4.4–§4.8): per epoch, shuffled batches
+//! A whole training run in `runs/NAME/` (docs/method.md §4.4–§4.8): per epoch, shuffled batches
 //! through [`Trainer::train_step`], then schedules and sigma, evaluation with integer delays,
 //! the epoch line, TensorBoard, `metrics.jsonl`, `best_acc`/`best_loss` (reference state dicts,
 //! training form) and `last` (resumable). `summary.json` marks a finished run.

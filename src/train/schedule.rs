@@ -1,4 +1,4 @@
-//! Per-epoch schedules (semantics.md §4.3, §4.6), computed as PyTorch does, so values agree bitwise.
+//! Per-epoch schedules (docs/method.md §4.3, §4.6), computed as PyTorch does, so values agree bitwise.
 //! - OneCycleLR (`max_lr`, `total_steps = epochs`, pct_start 0.3, div 25, final_div 1e4): phase 1
 //!   to step `0.3·epochs − 1` anneals lr up and β1 from 0.95 down to 0.85, phase 2 back;
 //!   `anneal(a, b, pct) = b + (a − b)/2·(cos(π·pct) + 1)`.

@@ -1,6 +1,6 @@
 """SHD/SSC frames parity: `snn-delays data export` against spikingjelly 2.0.0's fixed-duration
 integration (`grid`) followed by binning by 5, and against an independent re-implementation of
-the paper-era event-anchored windows (`paper2023`, semantics.md §5.2), on a float16 file written
+the paper-era event-anchored windows (`paper2023`, docs/method.md §5.2), on a float16 file written
 here with h5py. Random samples come from --seed (fresh each run unless given). Edge cases: a
 single spike, all spikes at one time (spikingjelly raises; we must give one frame holding
 them all), spikes exactly on window borders, long silences, a last spike on a frame border.

@@ -1,7 +1,7 @@
 """Optimizer parity: `snn-delays replay` against a Python training loop on the reference network
 (dcls 0.1.1 + spikingjelly 2.0.0) with `torch.optim.Adam` (weights wd 1e-5, PLIF w wd 1e-5,
 BatchNorm wd 0; positions their own Adam), OneCycleLR and CosineAnnealingLR stepped per epoch,
-positions clamped after every step and sigma decayed at the end of each epoch (semantics.md §4).
+positions clamped after every step and sigma decayed at the end of each epoch (docs/method.md §4).
 Same initialisation (seed 0), same batches, injected dropout masks; SHD-shaped network, with our
 default fused neurons and flushed subnormal taps, and the direct convolution (the FFT one agrees to
 float32 rounding, which a threshold can turn into a different spike over 24 steps).

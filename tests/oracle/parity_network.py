@@ -10,7 +10,7 @@ The fixed cases are the SHD preset and its 3-layer variant; the random ones draw
 configuration from --seed (a new seed each run unless given).
 
 Criterion: |ours − reference| ≤ 1e-5·max|reference| + 1e-12 for each tensor, everywhere. With --bitwise, every
-comparison on CPU must also be bitwise equal (semantics.md §2.1 reports bitwise parity).
+comparison on CPU must also be bitwise equal (docs/method.md §2.1 reports bitwise parity).
 `--set KEY=VALUE` (repeatable) applies to every case, e.g. the exact computation settings.
 
 Usage: parity_network.py --bin target/release/snn-delays [--seed S] [--random N] [--bitwise] [--set K=V]"""

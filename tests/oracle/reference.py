@@ -1,5 +1,5 @@
 """The PyTorch reference network, assembled from the real packages (dcls 0.1.1, spikingjelly
-2.0.0) as semantics.md §2 describes it, plus helpers shared by the parity oracles."""
+2.0.0) as docs/method.md §2 describes it, plus helpers shared by the parity oracles."""
 
 import math
 
@@ -10,7 +10,7 @@ from spikingjelly.activation_based import functional, layer, neuron, surrogate
 
 
 def derive(cfg):
-    """The reference's derived constants, from its own formulas (semantics §6, §1.6, §2.4, §4.6),
+    """The reference's derived constants, from its own formulas (docs/method.md §6, §1.6, §2.4, §4.6),
     computed here rather than read from `snn-delays config`."""
     step = cfg["time_step_ms"]
     k = int(math.floor(cfg["max_delay_ms"] / step))

@@ -2,7 +2,7 @@
 the three presets and the non-delay models. lr_w and beta1 come from OneCycleLR (cycle_momentum)
 on an Adam with the reference's three parameter groups; lr_pos from CosineAnnealingLR on the
 positions' Adam; sigma from a float32 tensor multiplied in place at the end of each epoch while
-epoch < final_epoch and the output sigma > 0.23 (semantics.md §4.6). Every value must be
+epoch < final_epoch and the output sigma > 0.23 (docs/method.md §4.6). Every value must be
 bitwise equal (JSON round-trips floats exactly).
 
 Usage: schedule_parity.py --bin target/release/snn-delays"""
