@@ -63,12 +63,14 @@ impl Budget {
 
 /// Total memory from /proc/meminfo (unlimited where it cannot be read).
 pub fn machine_bytes() -> u64 {
-    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    meminfo
-        .lines()
-        .find_map(|line| line.strip_prefix("MemTotal:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(u64::MAX, |kib| kib.saturating_mul(1024))
+    proc_kib("/proc/meminfo", "MemTotal").map_or(u64::MAX, |kib| kib.saturating_mul(1024))
+}
+
+/// A `KEY:  N kB` line of a /proc file, in KiB.
+pub fn proc_kib(file: &str, key: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(file).ok()?;
+    let value = text.lines().find_map(|line| line.strip_prefix(key)?.strip_prefix(':'))?;
+    value.trim().trim_end_matches("kB").trim().parse().ok()
 }
 
 /// The parts of a training step's memory at `steps` input steps and batch `batch`.

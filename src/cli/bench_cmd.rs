@@ -97,10 +97,5 @@ fn eval_pass(trainer: &mut Trainer, x: &Tensor, targets: &Tensor) -> Result<()> 
 
 /// The process's peak resident set (`VmHWM`) in MiB; 0 where /proc does not say.
 fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let kib = status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok());
-    kib.unwrap_or(0.0) / 1024.0
+    crate::memory::proc_kib("/proc/self/status", "VmHWM").map_or(0.0, |kib| kib as f64 / 1024.0)
 }

@@ -277,8 +277,7 @@ fn check_sample<T: SpikeTime, U: Copy + Into<i64>>(path: &Path, sample: usize, t
         at(),
         latest.1
     );
-    let latest = latest_seconds;
-    Ok((sorted, latest))
+    Ok((sorted, latest_seconds))
 }
 
 fn check_labels(path: &Path, labels: &[i64], classes: usize) -> Result<()> {

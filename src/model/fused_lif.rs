@@ -55,6 +55,21 @@ impl Charge {
         }
     }
 
+    /// Whether the formula has a learned rate (PLIF), whose gradient the backward also returns.
+    pub fn learns_rate(self) -> bool {
+        matches!(self, Charge::SubtractProduct(_) | Charge::MultiplyOneMinus(_))
+    }
+
+    /// The sign that turns the summed per-step terms into the gradient of `sigmoid(w)`:
+    /// `1 − r` is differentiated for `MultiplyOneMinus`.
+    pub fn rate_sign(self) -> f64 {
+        if matches!(self, Charge::MultiplyOneMinus(_)) {
+            -1.0
+        } else {
+            1.0
+        }
+    }
+
     /// The step's term of the gradient of `sigmoid(w)`, before summing over neurons; `None` for LIF.
     #[inline(always)]
     fn rate_term(self, grad_charged: f32, previous: f32) -> Option<f32> {
@@ -171,9 +186,11 @@ fn backward_cpu(
     let shape = charged.size();
     let contiguous = |g: Option<&Tensor>| g.map(|g| g.to_kind(Kind::Float).contiguous());
     let (grad_spikes, grad_membrane) = (contiguous(grad_spikes), contiguous(grad_membrane));
-    let learned = dynamics.charge.rate_term(0.0, 0.0).is_some();
     let input = Tensor::empty(shape.as_slice(), (Kind::Float, Device::Cpu));
-    let terms = learned.then(|| Tensor::empty([shape[0], shape.iter().skip(1).product::<i64>()], (Kind::Float, Device::Cpu)));
+    let terms = dynamics
+        .charge
+        .learns_rate()
+        .then(|| Tensor::empty([shape[0], shape.iter().skip(1).product::<i64>()], (Kind::Float, Device::Cpu)));
     let (h, gx) = (Rows::of(charged), Rows::of(&input));
     let (gs, gm, rt) = (grad_spikes.as_ref().map(Rows::of), grad_membrane.as_ref().map(Rows::of), terms.as_ref().map(Rows::of));
     for_chunks(h.neurons, |range| {
@@ -207,7 +224,7 @@ fn backward_cpu(
 /// the steps from the last to the first, as autograd's buffer accumulates them.
 fn rate_gradient(terms: &Tensor, charge: Charge) -> Tensor {
     let per_step: Vec<Tensor> = (0..terms.size()[0]).map(|t| terms.get(t).sum(Kind::Float)).collect();
-    let signed = |t: &Tensor| if matches!(charge, Charge::MultiplyOneMinus(_)) { t.neg() } else { t.shallow_clone() };
+    let signed = |t: &Tensor| if charge.rate_sign() < 0.0 { t.neg() } else { t.shallow_clone() };
     let mut steps = per_step.iter().rev();
     match steps.next() {
         Some(last) => steps.fold(signed(last), |sum, term| sum + signed(term)),

@@ -236,8 +236,7 @@ pub fn backward(
     let contiguous = |g: Option<&Tensor>| g.map(|g| g.to_kind(Kind::Float).contiguous());
     let (grad_spikes, grad_membrane) = (contiguous(grad_spikes), contiguous(grad_membrane));
     let input = Tensor::empty(shape.as_slice(), (Kind::Float, charged.device()));
-    let learned = matches!(dynamics.charge, Charge::SubtractProduct(_) | Charge::MultiplyOneMinus(_));
-    let terms = learned.then(|| Tensor::empty([steps, neurons], (Kind::Float, charged.device())));
+    let terms = dynamics.charge.learns_rate().then(|| Tensor::empty([steps, neurons], (Kind::Float, charged.device())));
     let (mode, a) = mode(dynamics.charge);
     let pointers = [
         pointer(Some(charged)),
@@ -254,8 +253,7 @@ pub fn backward(
     launch.arg(&steps).arg(&neurons);
     // SAFETY: as in `forward`, for `lif_backward`'s signature.
     unsafe { launch.launch(config(neurons)) }.context("launching the fused neuron backward")?;
-    let sign = if matches!(dynamics.charge, Charge::MultiplyOneMinus(_)) { -1.0 } else { 1.0 };
-    Ok(FusedGrads { input, rate: terms.map(|terms| terms.sum(Kind::Float) * sign) })
+    Ok(FusedGrads { input, rate: terms.map(|terms| terms.sum(Kind::Float) * dynamics.charge.rate_sign()) })
 }
 
 /// Runs both kernels on a random input and compares them bitwise with the CPU kernel.

@@ -209,10 +209,14 @@ fn lock_run_dir(dir: &Path) -> Result<std::fs::File> {
 /// Removes temporary files (`.NAME.tmp-PID`, see [`atomic`]) left by writers that were killed:
 /// under the lock, no other process writes here.
 fn remove_stale_temporaries(dir: &Path) -> Result<()> {
+    remove_files(dir, |name| name.starts_with('.') && name.contains(".tmp-"))
+}
+
+/// Removes the files of `dir` whose names match.
+fn remove_files(dir: &Path, matches: impl Fn(&str) -> bool) -> Result<()> {
     for entry in std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
         let path = entry?.path();
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        if name.starts_with('.') && name.contains(".tmp-") {
+        if path.file_name().is_some_and(|name| matches(&name.to_string_lossy())) {
             std::fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))?;
         }
     }
@@ -250,9 +254,7 @@ fn check_run_dir(config: &Config, files: &RunFiles, options: &RunOptions) -> Res
 /// `last.safetensors` must belong to this run (the id in `config.json`); libtorch runs on the
 /// run's thread count unless `--threads` says otherwise, which the log then flags.
 fn check_resumed_state(state: &RunState, files: &RunFiles, options: &RunOptions) -> Result<()> {
-    let text = std::fs::read_to_string(&files.config).with_context(|| format!("cannot read {}", files.config.display()))?;
-    let saved: serde_json::Value =
-        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", files.config.display()))?;
+    let saved = read_run_config(files)?;
     if let Some(id) = saved.get(crate::config::RUN_ID_KEY).and_then(serde_json::Value::as_str) {
         anyhow::ensure!(
             id == state.run_id,
@@ -274,21 +276,18 @@ fn check_resumed_state(state: &RunState, files: &RunFiles, options: &RunOptions)
 
 /// Removes what an attempt that completed no epoch left: its config, events and metrics.
 fn start_over(dir: &Path) -> Result<()> {
-    for entry in std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
-        let path = entry?.path();
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        if name.starts_with("events.out.tfevents") || name == "metrics.jsonl" || name == "config.json" {
-            std::fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))?;
-        }
-    }
-    Ok(())
+    remove_files(dir, |name| name.starts_with("events.out.tfevents") || name == "metrics.jsonl" || name == "config.json")
+}
+
+/// The run's `config.json`, parsed.
+fn read_run_config(files: &RunFiles) -> Result<serde_json::Value> {
+    let text = std::fs::read_to_string(&files.config).with_context(|| format!("cannot read {}", files.config.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{} is not JSON", files.config.display()))
 }
 
 /// The configuration must equal the run's `config.json` (the data folder may move).
 fn check_same_config(config: &Config, files: &RunFiles) -> Result<()> {
-    let text = std::fs::read_to_string(&files.config).with_context(|| format!("cannot read {}", files.config.display()))?;
-    let saved: serde_json::Value =
-        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", files.config.display()))?;
+    let saved = read_run_config(files)?;
     let current = config.to_json();
     let differing: Vec<String> = current
         .as_object()
@@ -511,8 +510,9 @@ fn run_header(trainer: &Trainer, data: &DataSplits, options: &RunOptions) -> Str
         (true, Device::Cpu) => " (auto: no CUDA device)",
         (true, _) => " (auto: CUDA present)",
     };
+    let note = trainer.network.backend_note.as_ref().map_or(String::new(), |why| format!(" ({why})"));
     format!(
-        "{} {}: {} trainable parameters, {} train samples, device {}{chosen}, {} neurons, run {}",
+        "{} {}: {} trainable parameters, {} train samples, device {}{chosen}, {} neurons{note}, run {}",
         crate::config::name_of(&trainer.config.dataset),
         crate::config::name_of(&trainer.config.model_type),
         trainer.network.trainable_parameter_count(),
