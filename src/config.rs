@@ -52,8 +52,17 @@ pub enum NeuronType {
 pub enum ChargeFormula {
     /// `v − v/τ + x` in every mode (SpikingJelly 2.0.0).
     Spikingjelly2,
-    /// `v·(1−1/τ) + x` while training, `v − v/τ + x` in eval (the paper-era SpikingJelly).
+    /// The paper-era SpikingJelly: LIF charges `v·(1−1/τ) + x` while training and `v − v/τ + x`
+    /// in eval; PLIF charges `v·(1−sigmoid(w)) + x` in both.
     Paper2023,
+}
+
+impl ChargeFormula {
+    /// Whether the charge multiplies `v` by the kept fraction (instead of subtracting the leak),
+    /// for a neuron with a learned (PLIF) or fixed (LIF) rate, in training or eval mode.
+    pub fn multiplies(self, learned_rate: bool, train: bool) -> bool {
+        self == ChargeFormula::Paper2023 && (learned_rate || train)
+    }
 }
 
 /// How the neuron layers are computed; both give the same numbers on the CPU (docs/method.md).

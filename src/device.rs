@@ -5,13 +5,9 @@
 //! benchmark autotuning, so that runs repeat. tch exposes only the on/off and benchmark switches:
 //! the other two are libtorch's own `at::Context` setters, called through their exported symbols
 //! (see libtorch.md).
-//!
-//! Host memory: a training step allocates and frees tensors of tens of MB. glibc serves those
-//! with fresh `mmap`s, which the kernel faults in and zeroes page by page on every step (15% of
-//! a CPU step at the SHD preset). [`keep_freed_host_memory`] makes glibc reuse them instead.
 
 use anyhow::{bail, Result};
-use std::ffi::{c_int, c_void};
+use std::ffi::c_void;
 use tch::Device;
 
 extern "C" {
@@ -23,25 +19,6 @@ extern "C" {
     fn at_set_allow_tf32_cudnn(context: *mut c_void, on: bool);
     #[link_name = "_ZNK2at7Context18deterministicCuDNNEv"]
     fn at_deterministic_cudnn(context: *const c_void) -> bool;
-    fn mallopt(param: c_int, value: c_int) -> c_int;
-}
-
-/// glibc's `M_TRIM_THRESHOLD` and `M_MMAP_MAX` (malloc.h).
-const M_TRIM_THRESHOLD: c_int = -1;
-const M_MMAP_MAX: c_int = -4;
-
-/// Freed memory kept for reuse before glibc returns the top of the heap to the system.
-const KEPT_FREE_BYTES: c_int = 512 << 20;
-
-/// Serves every allocation from the heap and keeps up to 512 MiB of freed memory there for
-/// reuse, so that a step's large temporaries do not page-fault again on the next step. (Keeping
-/// more was no faster at the SHD preset and raised the peak resident memory.)
-pub fn keep_freed_host_memory() {
-    // SAFETY: mallopt only changes allocator parameters; called before any large allocation.
-    unsafe {
-        mallopt(M_MMAP_MAX, 0);
-        mallopt(M_TRIM_THRESHOLD, KEPT_FREE_BYTES);
-    }
 }
 
 /// Parses `auto`, `cpu`, `cuda` or `cuda:N`, and checks that the device exists.

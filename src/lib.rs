@@ -14,4 +14,5 @@ pub mod event_file;
 pub mod logging;
 pub mod memory;
 pub mod model;
+pub mod process;
 pub mod train;

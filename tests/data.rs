@@ -9,18 +9,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn export(dataset: &str, data: &Path, out: &Path) -> Output {
-    snn(&[
-        "data",
-        "export",
-        "--dataset",
-        dataset,
-        "--data",
-        data.to_str().unwrap(),
-        "--split",
-        "train",
-        "--out",
-        out.to_str().unwrap(),
-    ])
+    export_split(dataset, data, "train", out)
+}
+
+fn export_split(dataset: &str, data: &Path, split: &str, out: &Path) -> Output {
+    let (data, out) = (data.to_str().unwrap(), out.to_str().unwrap());
+    snn(&["data", "export", "--dataset", dataset, "--data", data, "--split", split, "--out", out])
 }
 
 #[test]
@@ -36,10 +30,13 @@ fn gsc_mini() -> PathBuf {
     dir
 }
 
+/// Every split's clips, order, labels and features against torchaudio's dataset and transforms.
 #[test]
 fn speech_features_equal_torchaudio_on_synthesised_speech() {
     let data = gsc_mini();
-    println!("{}", run_oracle("gsc_parity.py", &["--bin", BIN, "--data", data.to_str().unwrap()]));
+    for split in ["test", "valid", "train"] {
+        println!("{}", run_oracle("gsc_parity.py", &["--bin", BIN, "--data", data.to_str().unwrap(), "--split", split]));
+    }
     let info = snn(&["data", "info", "--dataset", "gsc", "--data", data.to_str().unwrap()]);
     assert!(info.status.success(), "{}", text(&info));
     let report = text(&info);
@@ -70,22 +67,24 @@ fn broken_files_fail_with_the_file_and_sample_named() {
     }
     let unsorted = export("shd", &dir.join("unsorted"), &out);
     assert!(unsorted.status.success() && text(&unsorted).contains("not sorted"), "{}", text(&unsorted));
-    let wav = snn(&[
-        "data",
-        "export",
-        "--dataset",
-        "gsc",
-        "--data",
-        dir.join("speech").to_str().unwrap(),
-        "--split",
-        "test",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    let message = text(&wav);
-    assert!(!wav.status.success() && message.contains("aa_nohash_0.wav") && message.contains("8000 Hz"), "{message}");
+    let wav_cases = [
+        ("rate_8000", "got 8000 Hz"),
+        ("bits_8", "8 bits Int"),
+        ("bits_24", "24 bits Int"),
+        ("stereo", "2 channel(s)"),
+        ("float32", "32 bits Float"),
+    ];
+    std::fs::remove_file(&out).unwrap();
+    for (case, needle) in wav_cases {
+        let folder = dir.join(format!("speech_{case}"));
+        let args = ["data", "export", "--dataset", "gsc", "--data", folder.to_str().unwrap(), "--split", "test", "--out"];
+        let wav = snn(&[&args[..], &[out.to_str().unwrap()]].concat());
+        let message = text(&wav);
+        assert!(!wav.status.success() && message.contains("aa_nohash_0.wav") && message.contains(needle), "{case}: {message}");
+        assert!(!out.exists(), "{case}: no partial output");
+    }
     let missing = export("shd", &dir.join("nowhere"), &out);
-    assert!(text(&missing).contains("nowhere"), "{}", text(&missing));
+    assert!(!missing.status.success() && text(&missing).contains("nowhere"), "{}", text(&missing));
 }
 
 #[test]
@@ -136,4 +135,47 @@ fn generated_datasets_have_the_shd_layout_and_repeat_by_seed() {
     assert_eq!(String::from_utf8_lossy(&layout.stdout).trim(), "float16 uint16 uint8 b'pattern_00'");
     let info = snn(&["data", "info", "--dataset", "shd", "--data", dir.join("a").to_str().unwrap()]);
     assert!(info.status.success() && text(&info).contains("Train: 60 samples"), "{}", text(&info));
+}
+
+/// An SSC folder's `ssc_valid.h5` is its validation split: `data export --split valid` reads it
+/// (not the test file), and a run with the SSC preset validates on it and tests on `ssc_test.h5`.
+#[test]
+fn ssc_folders_validate_on_their_valid_file() {
+    let dir = scratch("ssc-valid");
+    let make = |name: &str, seed: &str, test: &str| {
+        let folder = dir.join(name);
+        let args =
+            ["synth", "--out", folder.to_str().unwrap(), "--classes", "4", "--train", "64", "--test", test, "--seed", seed];
+        let output = snn(&args);
+        assert!(output.status.success(), "{}", text(&output));
+        folder
+    };
+    let (a, b) = (make("a", "1", "20"), make("b", "2", "24"));
+    let ssc = dir.join("ssc");
+    std::fs::create_dir_all(&ssc).unwrap();
+    for (from, to) in [
+        (a.join("shd_train.h5"), "ssc_train.h5"),
+        (b.join("shd_test.h5"), "ssc_valid.h5"),
+        (a.join("shd_test.h5"), "ssc_test.h5"),
+    ] {
+        std::fs::copy(from, ssc.join(to)).unwrap();
+    }
+    let frames = |dataset: &str, folder: &Path, split: &str| {
+        let out = dir.join(format!("{dataset}-{split}.safetensors"));
+        let output = export_split(dataset, folder, split, &out);
+        assert!(output.status.success(), "{}", text(&output));
+        common::read(&out)
+    };
+    for (split, source, source_split) in [("valid", &b, "test"), ("test", &a, "test")] {
+        let (ours, expected) = (frames("ssc", &ssc, split), frames("shd", source, source_split));
+        assert_eq!(ours.keys().collect::<Vec<_>>(), expected.keys().collect::<Vec<_>>(), "{split}");
+        assert!(ours.iter().all(|(key, value)| value.equal(&expected[key])), "{split} is not the expected file");
+    }
+    let run = dir.join("run");
+    let settings = ["--set", "n_hidden_neurons=16", "--set", "batch_size=16", "--set", "max_delay_ms=100", "--epochs", "1"];
+    let base = ["train", "--preset", "ssc", "--data", ssc.to_str().unwrap(), "--run-dir", run.to_str().unwrap(), "--quiet"];
+    let output = snn(&[&base[..], &settings].concat());
+    assert!(output.status.success(), "{}", text(&output));
+    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["protocol"], "validation: 24 samples, test: 20 samples", "{summary}");
 }

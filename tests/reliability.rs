@@ -68,6 +68,20 @@ fn bad_numbers_are_errors_not_crashes() {
     }
 }
 
+/// Output into a closed pipe (`snn-delays config | head -c 0`) ends the program quietly by
+/// SIGPIPE, as it ends other Unix tools, instead of a panic on the failed print.
+#[test]
+fn a_closed_output_pipe_ends_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let mut child =
+        Command::new(BIN).args(["config", "--preset", "shd"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    drop(child.stdout.take());
+    let output = child.wait_with_output().unwrap();
+    let message = text(&output);
+    assert!(!message.contains("panicked"), "{message}");
+    assert_eq!(output.status.signal(), Some(13), "ended by SIGPIPE: {message}");
+}
+
 #[test]
 fn oversized_networks_and_samples_fail_before_allocating() {
     let dir = scratch("rel-memory");
@@ -171,7 +185,8 @@ fn a_run_that_completed_no_epoch_starts_over() {
 }
 
 /// A second writer is refused while the first runs, naming its pid; Ctrl-C then stops the
-/// first after the current batch with exit status 130, and `--resume` continues it.
+/// first after the current batch with exit status 130, and `--resume` continues it with no
+/// TensorBoard point written twice.
 #[test]
 fn one_writer_per_run_and_ctrl_c_exits_130() {
     let dir = scratch("rel-lock");
@@ -211,6 +226,7 @@ fn one_writer_per_run_and_ctrl_c_exits_130() {
         "{}",
         text(&resumed)
     );
+    println!("{}", common::run_oracle("tensorboard_check.py", &[run.to_str().unwrap()]));
 }
 
 /// Rewrites a safetensors file with Python: `edit` is a statement on `t` (the tensors, by key)

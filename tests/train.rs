@@ -4,9 +4,9 @@
 
 mod common;
 
-use common::{metrics_without_time, python, run_oracle, scratch, small_dataset, snn, text, train_in, BIN};
+use common::{metrics_without_time, run_oracle, scratch, small_dataset, snn, text, train_in, BIN};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 const SMALL: [&str; 8] = ["--set", "n_hidden_neurons=16", "--set", "batch_size=32", "--set", "max_delay_ms=100", "--epochs", "3"];
 
@@ -67,30 +67,29 @@ fn a_resumed_run_equals_an_uninterrupted_one_and_tensorboard_reads_it() {
     assert!(!split.join("summary.json").exists());
     let second = train(&data, &split, &["--resume"]);
     assert!(second.status.success(), "{}", text(&second));
-    assert_eq!(metrics_without_time(&whole), metrics_without_time(&split));
-    let read = |run: &Path| common::read(&run.join("last.safetensors"));
-    let (a, b) = (read(&whole), read(&split));
-    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
-    for (key, value) in &a {
-        assert!(value.equal(&b[key]), "{key} differs after resume");
-    }
+    assert_same_run(&whole, &split);
     let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(whole.join("summary.json")).unwrap()).unwrap();
     for key in ["best_valid_acc", "best_valid_epoch", "test_acc_at_best_valid", "best_test_acc", "final", "params", "seconds"] {
         assert!(summary.get(key).is_some(), "summary lacks {key}");
     }
-    println!("{}", run_oracle("tensorboard_check.py", &[whole.to_str().unwrap()]));
+    for run in [&whole, &split] {
+        println!("{}", run_oracle("tensorboard_check.py", &[run.to_str().unwrap()]));
+    }
 
-    let evaluated = snn(&[
-        "eval",
-        "--checkpoint",
-        whole.join("best_acc.safetensors").to_str().unwrap(),
-        "--data",
-        data.to_str().unwrap(),
-        "--json",
-    ]);
-    assert!(evaluated.status.success(), "{}", text(&evaluated));
-    let report: serde_json::Value = serde_json::from_slice(&evaluated.stdout).unwrap();
-    assert_eq!(report["accuracy"], summary["best_valid_acc"], "eval reproduces the best epoch's accuracy");
+    let eval = |file: &str| {
+        let checkpoint = whole.join(file);
+        let evaluated = snn(&["eval", "--checkpoint", checkpoint.to_str().unwrap(), "--data", data.to_str().unwrap(), "--json"]);
+        assert!(evaluated.status.success(), "{}", text(&evaluated));
+        serde_json::from_slice::<serde_json::Value>(&evaluated.stdout).unwrap()
+    };
+    assert_eq!(eval("best_acc.safetensors")["accuracy"], summary["best_valid_acc"], "eval reproduces the best epoch's accuracy");
+    let lowest =
+        metrics_without_time(&whole).iter().map(|epoch| epoch["valid_loss"].as_f64().unwrap()).fold(f64::INFINITY, f64::min);
+    assert_eq!(
+        eval("best_loss.safetensors")["loss"].as_f64(),
+        Some(lowest),
+        "best_loss holds the lowest validation loss's weights"
+    );
 
     let refused = train(&data, &whole, &[]);
     assert!(!refused.status.success() && text(&refused).contains("finished run"), "{}", text(&refused));
@@ -98,33 +97,51 @@ fn a_resumed_run_equals_an_uninterrupted_one_and_tensorboard_reads_it() {
     assert!(!other.status.success() && text(&other).contains("dropout_p"), "{}", text(&other));
 }
 
+/// Two runs have the same metrics and the same final weights, bit for bit.
+fn assert_same_run(a: &Path, b: &Path) {
+    assert_eq!(metrics_without_time(a), metrics_without_time(b));
+    let read = |run: &Path| common::read(&run.join("last.safetensors"));
+    let (a, b) = (read(a), read(b));
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    for (key, value) in &a {
+        assert!(value.equal(&b[key]), "{key} differs after resume");
+    }
+}
+
+/// With every augmentation on (TimeNeurons mask, CutMix, RNoise), a run paused after one epoch
+/// and resumed as the pause message says (`--resume --run-dir`, no config flags) equals an
+/// uninterrupted one, and the augmentations change what it trains on.
 #[test]
-fn eval_accepts_a_state_dict_saved_by_the_pytorch_reference() {
+fn augmented_runs_resume_identically() {
+    let dir = scratch("augment");
+    let data = dataset(&dir);
+    let augmented = ["--set", "augment=true", "--set", "rnoise_sig=0.5"];
+    let whole = dir.join("whole");
+    let output = train(&data, &whole, &augmented);
+    assert!(output.status.success(), "{}", text(&output));
+    let split = dir.join("split");
+    assert!(train(&data, &split, &[&augmented[..], &["--stop-after", "1"]].concat()).status.success());
+    let resumed = snn(&["train", "--resume", "--run-dir", split.to_str().unwrap(), "--data", data.to_str().unwrap(), "--quiet"]);
+    assert!(resumed.status.success(), "resumed with the run's own config.json: {}", text(&resumed));
+    assert_same_run(&whole, &split);
+    let plain = dir.join("plain");
+    assert!(train(&data, &plain, &[]).status.success());
+    let train_loss = |run: &Path| metrics_without_time(run)[0]["train_loss"].clone();
+    assert_ne!(train_loss(&whole), train_loss(&plain), "augmentation changed nothing");
+}
+
+/// `eval` of a state dict saved by the reference network, on weights randomised away from the
+/// seeded init, gives the reference's own evaluation: the same accuracy, the loss within 1e-6
+/// (tests/oracle/eval_parity.py; batches of 12, 12 and 8 test the unweighted mean).
+#[test]
+fn eval_of_a_reference_state_dict_equals_the_reference_evaluation() {
     let dir = scratch("eval-reference");
     let data = dataset(&dir);
-    let config = dir.join("config.json");
-    let printed = snn(&[&["config", "--preset", "shd"][..], &SMALL[..6]].concat());
-    std::fs::write(&config, &printed.stdout).unwrap();
-    let weights = dir.join("reference.safetensors");
-    let script = "import sys, json; sys.path.insert(0, sys.argv[3]); from reference import ReferenceSnn; \
-                  from safetensors.torch import save_file; cfg = json.load(open(sys.argv[1])); net = ReferenceSnn(cfg); \
-                  net.init_as_reference(); save_file({k: v.contiguous() for k, v in net.state_dict().items()}, sys.argv[2])";
-    let oracle_dir = common::repo().join("tests/oracle");
-    let saved = Command::new(python())
-        .args(["-c", script, config.to_str().unwrap(), weights.to_str().unwrap(), oracle_dir.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(saved.status.success(), "{}", text(&saved));
-    let evaluated = snn(&[
-        "eval",
-        "--config",
-        config.to_str().unwrap(),
-        "--checkpoint",
-        weights.to_str().unwrap(),
-        "--data",
-        data.to_str().unwrap(),
-    ]);
-    assert!(evaluated.status.success() && text(&evaluated).contains("integer delays"), "{}", text(&evaluated));
+    let settings =
+        ["n_hidden_neurons=16", "batch_size=12", "max_delay_ms=100", "convolution=direct", "flush_subnormal_taps=false"];
+    let mut args = vec!["--bin", BIN, "--data", data.to_str().unwrap()];
+    args.extend(settings.iter().flat_map(|s| ["--set", s]));
+    println!("{}", run_oracle("eval_parity.py", &args));
 }
 
 #[test]

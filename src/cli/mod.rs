@@ -122,7 +122,7 @@ pub fn set_threads(threads: Option<usize>) -> Result<()> {
 /// Parses the command line and runs the subcommand. cuDNN is disabled, as in the reference.
 pub fn run() -> Result<()> {
     let cli = Cli::parse();
-    crate::device::keep_freed_host_memory();
+    crate::process::configure();
     crate::device::set_cudnn(false);
     match cli.command {
         Command::Config(args) => config_cmd::run(&args),

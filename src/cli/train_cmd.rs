@@ -26,7 +26,8 @@ pub struct TrainArgs {
     /// Run directory [default: runs/<dataset>-<model_type>-<UTC time>]
     #[arg(long, value_name = "DIR")]
     run_dir: Option<PathBuf>,
-    /// Continue the run in --run-dir from its last.safetensors
+    /// Continue the run in --run-dir from its last.safetensors, with the run's own config.json
+    /// unless --preset or --config is given (--set may repeat the run's values, not change them)
     #[arg(long)]
     resume: bool,
     /// Stop after this many epochs in total, leaving the run resumable
@@ -44,10 +45,7 @@ pub struct TrainArgs {
 }
 
 pub fn run(args: &TrainArgs) -> Result<()> {
-    let mut config_args = args.config.clone();
-    config_args.set.extend(args.epochs.map(|n| format!("epochs={n}")));
-    config_args.set.extend(args.seed.map(|s| format!("seed={s}")));
-    let config = config_args.load()?;
+    let config = load_config(args)?;
     super::set_threads(args.threads)?;
     anyhow::ensure!(args.stop_after != Some(0), "--stop-after must be at least 1 (epochs to run before pausing)");
     let run_dir = match (&args.run_dir, args.resume) {
@@ -86,6 +84,21 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The preset or config file of the flags, or, when `--resume` is given with neither, the run's
+/// own `config.json`; then `--set`, `--epochs` and `--seed` on top.
+fn load_config(args: &TrainArgs) -> Result<crate::config::Config> {
+    let mut config_args = args.config.clone();
+    if let (true, Some(dir), None, None) = (args.resume, &args.run_dir, config_args.preset, &config_args.config) {
+        let own = dir.join("config.json");
+        if own.exists() {
+            config_args.config = Some(own);
+        }
+    }
+    config_args.set.extend(args.epochs.map(|n| format!("epochs={n}")));
+    config_args.set.extend(args.seed.map(|s| format!("seed={s}")));
+    config_args.load()
 }
 
 /// `YYYYMMDD-HHMMSS` in UTC, from the system clock.

@@ -89,6 +89,11 @@ mod tests {
     use super::*;
     use tch::Device;
 
+    /// The SHD mask sizes with the given probabilities and RNoise sigma.
+    fn augment(time_neuron_proba: f64, cutmix_proba: f64, rnoise_sigma: f64) -> Augment {
+        Augment { time_neuron_proba, time_mask_size: 8, neuron_mask_size: 28, cutmix_proba, rnoise_sigma }
+    }
+
     fn batch() -> Batch {
         let x = Tensor::ones([30, 6, 140], (Kind::Float, Device::Cpu));
         let labels = Tensor::from_slice(&[0i64, 1, 2, 3, 4, 5]);
@@ -98,8 +103,7 @@ mod tests {
 
     #[test]
     fn masks_zero_inputs_and_cutmix_keeps_targets_normalised() {
-        let augment =
-            Augment { time_neuron_proba: 1.0, time_mask_size: 8, neuron_mask_size: 28, cutmix_proba: 1.0, rnoise_sigma: 0.0 };
+        let augment = augment(1.0, 1.0, 0.0);
         let mut b = batch();
         augment.apply(&mut b, 0, 0, 0);
         assert!(b.x.sum(Kind::Float).double_value(&[]) < 30.0 * 6.0 * 140.0);
@@ -109,5 +113,17 @@ mod tests {
         let mut again = batch();
         augment.apply(&mut again, 0, 0, 0);
         assert!(again.x.equal(&b.x), "same seed, same augmentation");
+    }
+
+    #[test]
+    fn rnoise_adds_non_negative_whole_numbers_of_the_expected_size() {
+        let augment = augment(0.0, 0.0, 2.0);
+        let mut b = batch();
+        augment.apply(&mut b, 0, 0, 0);
+        let noise = &b.x - 1.0;
+        assert_eq!(noise.min().double_value(&[]), 0.0);
+        assert!(noise.equal(&noise.round()), "whole numbers");
+        let mean = noise.mean(Kind::Double).double_value(&[]);
+        assert!((1.5..1.7).contains(&mean), "E|round(N(0, 2))| is about 1.6, got {mean}");
     }
 }

@@ -3,7 +3,8 @@
 //!
 //! Per step t, with `decay_input = false`, `v_reset = 0` and `v_0 = 0`:
 //! - charge: `h = v − v/τ + x` (SpikingJelly 2.0) or `h = v·(1 − 1/τ) + x` (paper-era training);
-//!   PLIF replaces `1/τ` by `sigmoid(w)` with a learned scalar `w`;
+//!   PLIF replaces `1/τ` by `sigmoid(w)` with a learned scalar `w`, and its paper-era form
+//!   `h = v·(1 − sigmoid(w)) + x` holds in eval too;
 //! - fire:   `s = H(h − θ)`, equality fires; backward through the [`ATan`] surrogate;
 //! - reset:  `v = (1 − s̄)·h` with `s̄` detached.
 //!
@@ -114,10 +115,10 @@ impl MultiStepLif {
     }
 
     /// Runs the layer over a `(T, B, C)` input current. `train` selects the training charge
-    /// formula (they differ only for `paper2023`). A gradient flows when the current or PLIF `w`
+    /// formula (they differ only for a `paper2023` LIF). A gradient flows when the current or PLIF `w`
     /// requires one and grad mode is on; otherwise no surrogate is computed.
     pub fn forward(&self, current: &Tensor, train: bool, readout: Readout) -> Result<NeuronOutput> {
-        let multiply = train && self.charge_formula == ChargeFormula::Paper2023;
+        let multiply = self.charge_formula.multiplies(matches!(self.leak, Leak::Learned { .. }), train);
         let decay = self.decay();
         let wants_grad = current.requires_grad() || matches!(&decay, Decay::Learned(rate) if rate.requires_grad());
         match self.backend {

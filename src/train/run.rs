@@ -191,14 +191,20 @@ fn lock_run_dir(dir: &Path) -> Result<std::fs::File> {
         .write(true)
         .open(&path)
         .with_context(|| format!("cannot open {}", path.display()))?;
-    if let Err(error) = file.try_lock() {
-        let holder = std::fs::read_to_string(&path).unwrap_or_default();
-        let holder = holder.trim();
-        bail!(
-            "run directory {} is in use by another snn-delays process{} ({error}); wait for it to end or choose another --run-dir",
-            dir.display(),
-            if holder.is_empty() { String::new() } else { format!(" (pid {holder})") }
-        );
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let holder = std::fs::read_to_string(&path).unwrap_or_default();
+            let holder = holder.trim();
+            bail!(
+                "run directory {} is in use by another snn-delays process{}; wait for it to end or choose another --run-dir",
+                dir.display(),
+                if holder.is_empty() { String::new() } else { format!(" (pid {holder})") }
+            );
+        }
+        Err(std::fs::TryLockError::Error(error)) => {
+            bail!("cannot lock {} ({error}): choose a --run-dir on a file system that supports locks", path.display())
+        }
     }
     file.set_len(0)?;
     write!(file, "{}", std::process::id())?;

@@ -1,10 +1,12 @@
-"""Writes broken SHD-layout files, one folder per defect, each holding `shd_train.h5`, plus a
-Speech Commands folder whose WAV has the wrong format. The Rust test `tests/data.rs` checks the
-error each one produces. Sample 1 carries the defect in every spike file.
+"""Writes broken SHD-layout files, one folder per defect, each holding `shd_train.h5`, plus
+Speech Commands folders (`speech_<case>`) whose one WAV has another format than 16 kHz 16-bit
+PCM mono. The Rust test `tests/data.rs` checks the error each one produces. Sample 1 carries the
+defect in every spike file.
 
 Usage: bad_files.py OUT_DIR"""
 
 import os
+import struct
 import sys
 import wave
 
@@ -49,16 +51,36 @@ def main():
         data = f.read()
     with open(os.path.join(out, "truncated", "shd_train.h5"), "wb") as f:
         f.write(data[: len(data) // 2])
-    speech = os.path.join(out, "speech", "yes")
-    os.makedirs(speech, exist_ok=True)
-    with wave.open(os.path.join(speech, "aa_nohash_0.wav"), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(8000)
-        w.writeframes(np.zeros(800, dtype="<i2").tobytes())
+    for case, (channels, width, rate) in SPEECH_CASES.items():
+        with wave.open(speech_folder(out, case), "wb") as w:
+            w.setnchannels(channels)
+            w.setsampwidth(width)
+            w.setframerate(rate)
+            w.writeframes(bytes(width * channels * rate // 10))
+    write_float_wav(speech_folder(out, "float32"), np.zeros(1600, dtype="<f4"))
+
+
+# Channels, bytes per sample and sample rate of each WAV case written with the `wave` module.
+SPEECH_CASES = {"rate_8000": (1, 2, 8000), "bits_8": (1, 1, 16000), "bits_24": (1, 3, 16000), "stereo": (2, 2, 16000)}
+
+
+def speech_folder(out, case):
+    """A Speech Commands folder whose test list names its one clip; the clip's path."""
+    folder = os.path.join(out, f"speech_{case}")
+    os.makedirs(os.path.join(folder, "yes"), exist_ok=True)
     for name in ("validation_list.txt", "testing_list.txt"):
-        with open(os.path.join(out, "speech", name), "w") as f:
+        with open(os.path.join(folder, name), "w") as f:
             f.write("yes/aa_nohash_0.wav\n" if name == "testing_list.txt" else "")
+    return os.path.join(folder, "yes", "aa_nohash_0.wav")
+
+
+def write_float_wav(path, samples):
+    """A 16 kHz mono IEEE-float WAV (format tag 3), which the `wave` module cannot write."""
+    data = samples.tobytes()
+    fmt = struct.pack("<HHIIHH", 3, 1, 16000, 16000 * 4, 4, 32)
+    body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", len(data)) + data
+    with open(path, "wb") as f:
+        f.write(b"RIFF" + struct.pack("<I", len(body)) + body)
 
 
 if __name__ == "__main__":

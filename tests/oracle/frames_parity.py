@@ -18,7 +18,7 @@ import numpy as np
 from safetensors.numpy import load_file
 from spikingjelly.datasets.shd import _integrate_events_by_fixed_duration
 
-from harness import finish, run
+from harness import finish, fresh_seed, print_reproduce, run
 
 BINS, DURATION = 5, 10
 
@@ -37,9 +37,23 @@ def edge_cases():
         "long silence": ([0.0, 0.002, 0.9, 0.95], [10, 20, 30, 40]),
         "last on a border": ([0.5, 0.51, 0.53], [7, 8, 9]),
         "late times, coarse float16": ([1.0, 1.0009, 1.5, 1.9999], [0, 1, 2, 3]),
-        "spec worked example": ([0, .004, .0101, .012, .0205, .06, .0651, .071], list(range(8))),
+        "spec worked example": ([0, .004, .0101, .012, .0205, .06, .0651, .071], [BINS * i for i in range(8)]),
     }
     return [(name, np.array(t, dtype=np.float16), np.array(u, dtype=np.uint16)) for name, (t, u) in cases.items()]
+
+
+# The spec's worked example (docs/method.md §5.2): which of its 8 events each frame holds. Event i
+# is on input channel i after binning, so the frames are known exactly.
+WORKED_EXAMPLE = {"paper2023": [[0, 1], [2, 3], [4], [5, 6], [7]],
+                  "grid": [[0, 1], [2, 3], [4], [], [], [], [5, 6], [7]]}
+
+
+def worked_example_frames(integration):
+    groups = WORKED_EXAMPLE[integration]
+    frames = np.zeros((len(groups), 700 // BINS))
+    for k, events in enumerate(groups):
+        frames[k, events] = 1
+    return frames
 
 
 def random_sample(rng):
@@ -85,8 +99,7 @@ def main():
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--random", type=int, default=200)
     args = parser.parse_args()
-    seed = args.seed if args.seed is not None else random.SystemRandom().randint(0, 2**31)
-    print(f"frames parity seed {seed}")
+    seed = fresh_seed("frames parity", args.seed)
     rng = random.Random(seed)
     samples = edge_cases() + [random_sample(rng) for _ in range(args.random)]
     labels = np.array([rng.randrange(20) for _ in samples], dtype=np.uint8)
@@ -105,10 +118,12 @@ def main():
                 checked += 1
                 if expected.shape != got.shape or not np.array_equal(expected, got):
                     failures.append(f"{integration} sample {i} ({name}): ours {got.shape}, reference {expected.shape}")
-            worked = ours[f"x.{len(edge_cases()) - 1}"].shape[0]
-            want = {"grid": 8, "paper2023": 5}[integration]
-            if worked != want:
-                failures.append(f"{integration}: the spec's worked example gave {worked} frames, expected {want}")
+            worked, want = ours[f"x.{len(edge_cases()) - 1}"], worked_example_frames(integration)
+            if worked.shape != want.shape or not np.array_equal(worked, want):
+                failures.append(f"{integration}: the spec's worked example gave frames {worked[:, :8].tolist()}, "
+                                f"expected {want[:, :8].tolist()}")
+    if failures:
+        print_reproduce(seed)
     finish("frames parity", checked, failures)
 
 

@@ -12,7 +12,12 @@ Criteria:
    single clip (torchaudio itself differs from itself this way), and that rounding error scales
    with the clip's energy, so it shows as up to ~1e-3 dB only in bins ~100 dB below the peak.
 
-Usage: gsc_parity.py --bin target/release/snn-delays --data DIR [--split test]"""
+3. Split and labels: the clips of the split, in order, are those of torchaudio's
+   `SPEECHCOMMANDS(subset=...)` (validation_list.txt, testing_list.txt, or the sorted rest), and
+   each label is its folder word's index in the reference's fixed 35-word list (docs/method.md
+   §5.5).
+
+Usage: gsc_parity.py --bin target/release/snn-delays --data DIR [--split train|valid|test]"""
 
 import argparse
 import os
@@ -22,12 +27,28 @@ import wave
 import numpy as np
 import torch
 import torchaudio.transforms as T
+from torchaudio.datasets import SPEECHCOMMANDS
 from safetensors.numpy import load_file
 
 from harness import finish, run
 
 PEAK_FRACTION = 1e-5
 CHAIN = None
+WORDS = ["backward", "bed", "bird", "cat", "dog", "down", "eight", "five", "follow", "forward", "four", "go",
+         "happy", "house", "learn", "left", "marvin", "nine", "no", "off", "on", "one", "right", "seven", "sheila",
+         "six", "stop", "three", "tree", "two", "up", "visual", "wow", "yes", "zero"]
+SUBSETS = {"train": "training", "valid": "validation", "test": "testing"}
+
+
+def reference_split(data, split, tmp):
+    """The split's clips (relative paths) and labels as torchaudio's dataset lists them."""
+    root = os.path.join(tmp, "root")
+    os.makedirs(os.path.join(root, "SpeechCommands"))
+    os.symlink(os.path.abspath(data), os.path.join(root, "SpeechCommands", "speech_commands_v0.02"))
+    dataset = SPEECHCOMMANDS(root, subset=SUBSETS[split])
+    base = os.path.join(root, "SpeechCommands", "speech_commands_v0.02")
+    files = [os.path.relpath(path, base) for path in dataset._walker]
+    return files, np.array([WORDS.index(name.split(os.sep)[0]) for name in files])
 
 
 def chain():
@@ -63,16 +84,16 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--bin", required=True)
     parser.add_argument("--data", required=True)
-    parser.add_argument("--split", default="test")
+    parser.add_argument("--split", default="test", choices=sorted(SUBSETS))
     args = parser.parse_args()
-    list_name = {"test": "testing_list.txt", "valid": "validation_list.txt"}[args.split]
-    with open(os.path.join(args.data, list_name)) as f:
-        files = [line.strip() for line in f if line.strip()]
     with tempfile.TemporaryDirectory() as tmp:
+        files, labels = reference_split(args.data, args.split, tmp)
         out = os.path.join(tmp, "features.safetensors")
         run([args.bin, "data", "export", "--dataset", "gsc", "--data", args.data, "--split", args.split, "--out", out])
         ours = load_file(out)
     failures, worst = [], 0.0
+    if not np.array_equal(ours["labels"], labels):
+        failures.append(f"{args.split}: {len(ours['labels'])} labels, not torchaudio's {len(labels)} in its order")
     paths = [os.path.join(args.data, name) for name in files]
     batched = np.concatenate(batched_reference(paths))
     ours_all = np.stack([ours[f"x.{i}"] for i in range(len(files))])
@@ -90,7 +111,7 @@ def main():
         worst = max(worst, diff)
         if diff > PEAK_FRACTION:
             failures.append(f"{name}: max |power diff| {diff:.3e} of the clip's peak")
-    print(f"{len(files)} clips: bitwise equal to torchaudio on the same batch; per clip, largest power difference "
+    print(f"{args.split}: {len(files)} clips, torchaudio's split and labels; bitwise equal to torchaudio on the same batch; per clip, largest power difference "
           f"{worst:.3e} of the clip's peak (tolerance {PEAK_FRACTION})")
     finish("gsc parity", len(files), failures)
 

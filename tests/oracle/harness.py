@@ -2,6 +2,8 @@
 closing report ('N passed, M failed', exit status 1 on any failure)."""
 
 import argparse
+import random
+import shlex
 import subprocess
 import sys
 
@@ -15,6 +17,24 @@ def run(cmd):
     if done.returncode != 0:
         sys.exit(f"command failed: {' '.join(map(str, cmd))}\n{done.stdout}{done.stderr}")
     return done.stdout
+
+
+def fresh_seed(label, given):
+    """`given`, or a fresh random seed; printed, so that any run can be repeated."""
+    seed = given if given is not None else random.SystemRandom().randint(0, 2**31)
+    print(f"{label} seed {seed}")
+    return seed
+
+
+def print_reproduce(seed):
+    """Prints the command line that repeats this run with `seed` (a failure's first aid)."""
+    args, skip = [], False
+    for arg in sys.argv[1:]:
+        if skip or arg == "--seed":
+            skip = not skip
+            continue
+        args.append(arg)
+    print("reproduce:", shlex.join([sys.executable, sys.argv[0], *args, "--seed", str(seed)]))
 
 
 def case_file_args():

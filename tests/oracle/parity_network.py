@@ -6,8 +6,9 @@ randomises every weight, position, sigma and BatchNorm statistic, and compares i
 (output, loss, every gradient) and in eval mode after the eval transform (output, loss). The
 seeded initialisation of `snn-delays init` is compared key by key with the reference's.
 
-The fixed cases are the SHD preset and its 3-layer variant; the random ones draw a fresh
-configuration from --seed (a new seed each run unless given).
+The fixed cases are the SHD preset, its 3-layer variant and the preset with the paper-era
+charge (LIF and PLIF); the random ones draw a fresh configuration from --seed (a new seed each
+run unless given).
 
 Criterion: |ours − reference| ≤ 1e-5·max|reference| + 1e-12 for each tensor, everywhere. With --bitwise, every
 comparison on CPU must also be bitwise equal (docs/method.md §2.1 reports bitwise parity).
@@ -26,10 +27,12 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from harness import run
-from reference import ReferenceSnn, compare, reference_config, reference_loss
+from harness import fresh_seed, print_reproduce, run
+from reference import ReferenceSnn, compare, randomise, reference_config, reference_loss
 
-FIXED = [("shd preset", "shd", []), ("shd, 3 hidden layers", "shd", ["n_hidden_layers=3"])]
+FIXED = [("shd preset", "shd", []), ("shd, 3 hidden layers", "shd", ["n_hidden_layers=3"]),
+         ("shd, paper-era charge", "shd", ["charge_formula=paper2023"]),
+         ("shd, paper-era charge, PLIF", "shd", ["charge_formula=paper2023", "neuron=plif"])]
 
 
 def random_case(rng):
@@ -37,30 +40,11 @@ def random_case(rng):
     sets = [f"n_hidden_layers={rng.randint(1, 3)}", f"n_hidden_neurons={rng.choice([16, 24, 40])}",
             f"max_delay_ms={rng.choice([50, 120, 250, 300])}", f"init_tau_ms={rng.choice([10.05, 15, 25])}",
             f"dropout_p={rng.choice([0.0, 0.25, 0.4])}", f"loss={rng.choice(['sum', 'mean', 'max', 'spike_count'])}",
-            f"neuron={rng.choice(['lif', 'plif'])}", f"model_type={rng.choice(['snn_delays', 'snn_delays', 'snn_delays_lr0', 'snn'])}",
+            f"neuron={rng.choice(['lif', 'plif'])}", f"charge_formula={rng.choice(['spikingjelly2', 'paper2023'])}",
+            f"model_type={rng.choice(['snn_delays', 'snn_delays', 'snn_delays_lr0', 'snn'])}",
             f"dcls_version={rng.choice(['gauss', 'gauss', 'max'])}", f"kernel_count={rng.choice([1, 1, 2])}",
             f"seed={rng.randint(0, 10_000)}"]
     return f"random {preset} " + " ".join(s for s in sets), preset, sets
-
-
-def randomise(net, cfg, gen):
-    """Weights, positions off-grid, sigma in [0, sigma_init], BN affine and running stats, PLIF w."""
-    d = cfg["derived"]
-    with torch.no_grad():
-        for name, t in net.state_dict(keep_vars=True).items():
-            key = name.rsplit(".", 1)[1]
-            if key == "P" and d["learns_positions"]:
-                t.uniform_(-d["position_limit"], d["position_limit"], generator=gen)
-            elif key == "SIG" and d["sigma_init"] > 0:
-                t.uniform_(0.0, d["sigma_init"], generator=gen)
-            elif key in ("running_var",):
-                t.uniform_(0.5, 2.0, generator=gen)
-            elif key in ("running_mean", "bias"):
-                t.uniform_(-0.5, 0.5, generator=gen)
-            elif key == "weight" and t.dim() == 1:
-                t.uniform_(0.5, 1.5, generator=gen)
-            elif key == "w":
-                t.add_(torch.empty((), dtype=t.dtype).uniform_(-0.5, 0.5, generator=gen))
 
 
 def check_case(args, name, preset, sets, workdir, gen, report):
@@ -132,8 +116,7 @@ def main():
     parser.add_argument("--bitwise", action="store_true")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
-    seed = args.seed if args.seed is not None else random.SystemRandom().randint(0, 2**31)
-    print(f"parity seed {seed}, settings {args.set}")
+    seed = fresh_seed(f"parity (settings {args.set})", args.seed)
     rng, gen = random.Random(seed), torch.Generator().manual_seed(seed)
     cases = FIXED + [random_case(rng) for _ in range(args.random)]
     report = []
@@ -142,9 +125,7 @@ def main():
             check_case(args, name, preset, sets, workdir, gen, report)
     failed = [r for r in report if not r[1] or (args.bitwise and not r[2])]
     if failed:
-        sets = " ".join(f"--set {s}" for s in args.set)
-        print(f"reproduce: {sys.executable} {' '.join(sys.argv[:1])} --bin {args.bin} --seed {seed} --random {args.random}"
-              f"{' --bitwise' if args.bitwise else ''} {sets}")
+        print_reproduce(seed)
     bitwise = sum(r[2] for r in report)
     for name, ok, exact, diff, note in report:
         if not ok or not exact:

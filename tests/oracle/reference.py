@@ -44,8 +44,43 @@ def reference_config(cfg):
     return {**cfg, "derived": derived}
 
 
+class Paper2023Neuron(torch.nn.Module):
+    """The paper-era SpikingJelly LIF/PLIF (docs/method.md §2.4, §2.5), written here from the
+    formulas because that version is on no package registry: LIF charges `v·(1 − 1/τ) + x` in
+    training and `v − (v − 0)/τ + x` in eval; PLIF charges `v·(1 − sigmoid(w)) + x` in both.
+    Fire with the ATan surrogate, hard reset to 0 with the spike detached; `v_seq` after reset.
+    `1 − sigmoid(w)` is computed once per sequence, as spikingjelly 2.0.0 computes `sigmoid(w)`."""
+
+    def __init__(self, tau, threshold, alpha, learns_rate):
+        super().__init__()
+        self.tau, self.threshold = tau, threshold
+        self.surrogate = surrogate.ATan(alpha=alpha)
+        if learns_rate:
+            self.w = torch.nn.Parameter(torch.as_tensor(-math.log(tau - 1.0)))
+        self.v_seq = None
+
+    def kept_fraction(self):
+        if hasattr(self, "w"):
+            return 1.0 - self.w.sigmoid()
+        return 1.0 - 1.0 / self.tau if self.training else None
+
+    def forward(self, x_seq):
+        v, spikes, membrane = torch.zeros_like(x_seq[0]), [], []
+        kept = self.kept_fraction()
+        for x in x_seq:
+            h = v - (v - 0.0) / self.tau + x if kept is None else v * kept + x
+            spike = self.surrogate(h - self.threshold)
+            v = h * (1.0 - spike.detach())
+            spikes.append(spike)
+            membrane.append(v)
+        self.v_seq = torch.stack(membrane)
+        return torch.stack(spikes)
+
+
 def make_neuron(cfg, threshold):
     d = cfg["derived"]
+    if cfg.get("charge_formula") == "paper2023":
+        return Paper2023Neuron(d["tau_steps"], threshold, cfg["surrogate_alpha"], cfg["neuron"] == "plif")
     common = dict(decay_input=False, v_threshold=threshold, v_reset=0.0,
                   surrogate_function=surrogate.ATan(alpha=cfg["surrogate_alpha"]),
                   detach_reset=True, step_mode="m", store_v_seq=True)
@@ -129,6 +164,26 @@ class ReferenceSnn(torch.nn.Module):
 
     def reset_state(self):
         functional.reset_net(self)
+
+
+def randomise(net, cfg, gen):
+    """Weights, positions off-grid, sigma in [0, sigma_init], BN affine and running stats, PLIF w."""
+    d = cfg["derived"]
+    with torch.no_grad():
+        for name, t in net.state_dict(keep_vars=True).items():
+            key = name.rsplit(".", 1)[1]
+            if key == "P" and d["learns_positions"]:
+                t.uniform_(-d["position_limit"], d["position_limit"], generator=gen)
+            elif key == "SIG" and d["sigma_init"] > 0:
+                t.uniform_(0.0, d["sigma_init"], generator=gen)
+            elif key in ("running_var",):
+                t.uniform_(0.5, 2.0, generator=gen)
+            elif key in ("running_mean", "bias"):
+                t.uniform_(-0.5, 0.5, generator=gen)
+            elif key == "weight" and t.dim() == 1:
+                t.uniform_(0.5, 1.5, generator=gen)
+            elif key == "w":
+                t.add_(torch.empty((), dtype=t.dtype).uniform_(-0.5, 0.5, generator=gen))
 
 
 def class_scores(out, loss):

@@ -1,6 +1,8 @@
 """Reads a run's TensorBoard events back with the `tensorboard` package's EventAccumulator and
-checks that every tag we promise is there and that the epoch scalars equal metrics.jsonl
-(as float32, which is what TensorBoard stores).
+checks that every tag we promise is there, that the epoch scalars equal metrics.jsonl (as
+float32, which is what TensorBoard stores), and that no scalar has a step twice across the run's
+event files (a resumed run writes from where the last one stopped). Orphan purging is off, so
+the accumulator shows every point as written.
 
 Usage: tensorboard_check.py RUN_DIR"""
 
@@ -16,7 +18,8 @@ from harness import finish
 
 def main():
     run_dir = sys.argv[1]
-    accumulator = EventAccumulator(run_dir, size_guidance={"scalars": 0, "histograms": 0, "tensors": 0})
+    accumulator = EventAccumulator(run_dir, size_guidance={"scalars": 0, "histograms": 0, "tensors": 0},
+                                   purge_orphaned_data=False)
     accumulator.Reload()
     tags = accumulator.Tags()
     with open(os.path.join(run_dir, "metrics.jsonl")) as f:
@@ -31,6 +34,10 @@ def main():
     for tag in scalars:
         if tag not in tags["scalars"]:
             failures.append(f"missing scalar {tag}")
+    for tag in tags["scalars"]:
+        steps = [e.step for e in accumulator.Scalars(tag)]
+        if len(steps) != len(set(steps)):
+            failures.append(f"{tag} has repeated steps: {sorted(steps)}")
     for tag in [f"delays/layer{i}" for i in range(layers)] + [f"weights/layer{i}" for i in range(layers)]:
         if tag not in tags["histograms"]:
             failures.append(f"missing histogram {tag}")
@@ -51,7 +58,7 @@ def main():
         expected = config["derived"]["n_inputs"] * config["n_hidden_neurons"]
         if histogram.num != expected:
             failures.append(f"delays/layer0 counts {histogram.num} synapses, expected {expected}")
-    finish("tensorboard check", len(scalars) + 2 * layers + 1, failures)
+    finish("tensorboard check", len(scalars) + len(tags["scalars"]) + 2 * layers + 1, failures)
 
 
 if __name__ == "__main__":
