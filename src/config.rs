@@ -143,6 +143,8 @@ pub struct Config {
     pub init_tau_ms: f64,
     pub n_hidden_layers: usize,
     pub n_hidden_neurons: usize,
+    /// Output neurons (classes); `null` takes the dataset's class count (20 SHD, 35 SSC/GSC).
+    pub n_outputs: Option<usize>,
     pub dropout_p: f64,
     pub v_threshold: f64,
     pub surrogate_alpha: f64,
@@ -214,6 +216,7 @@ impl Config {
             init_tau_ms: 10.05,
             n_hidden_layers: 2,
             n_hidden_neurons: 256,
+            n_outputs: None,
             dropout_p: 0.4,
             v_threshold: 1.0,
             surrogate_alpha: 5.0,
@@ -282,6 +285,11 @@ impl Config {
         for (key, value) in counts {
             ensure!(value > 0, "config key `{key}` must be at least 1, got {value}");
         }
+        ensure!(
+            self.n_outputs.is_none_or(|n| n >= 2),
+            "config key `n_outputs` must be at least 2 classes (or null for the dataset's), got {}",
+            self.n_outputs.unwrap_or(0)
+        );
         ensure!(RAW_CHANNELS.is_multiple_of(self.n_bins), "config key `n_bins` must divide {RAW_CHANNELS}, got {}", self.n_bins);
         ensure!(
             self.init_tau_ms > self.time_step_ms,
@@ -341,10 +349,10 @@ impl Config {
         };
         Derived {
             n_inputs,
-            n_outputs: match self.dataset {
+            n_outputs: self.n_outputs.unwrap_or(match self.dataset {
                 Dataset::Shd => 20,
                 Dataset::Ssc | Dataset::Gsc => 35,
-            },
+            }),
             kernel_size,
             max_delay_steps: kernel_size - 1,
             tau_steps: (self.init_tau_ms + 1e-9) / self.time_step_ms,

@@ -15,4 +15,5 @@ pub mod logging;
 pub mod memory;
 pub mod model;
 pub mod process;
+pub mod progress;
 pub mod train;

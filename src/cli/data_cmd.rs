@@ -1,10 +1,12 @@
-//! `snn-delays data info|export|bench`: inspect a dataset, export the network inputs exactly as
-//! training sees them (before batching), and time the loader from files to padded batches.
+//! `snn-delays data download|info|export|bench`: fetch a dataset, inspect it, export the network
+//! inputs exactly as training sees them (before batching), and time the loader from files to
+//! padded batches.
 
 use crate::checkpoint;
 use crate::config::{Config, ConfigSource, Dataset, Integration, Validation};
 use crate::data::batches::batches;
 use crate::data::{DataSplits, Source, Split, Subset};
+use crate::progress::{Progress, Unit};
 use anyhow::{ensure, Result};
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
@@ -14,6 +16,8 @@ use tch::Tensor;
 
 #[derive(Subcommand, Debug)]
 pub enum DataCommand {
+    /// Download a dataset from its official location, verify its checksums and unpack it.
+    Download(DownloadArgs),
     /// Samples per split and class, the distribution of T, and spike or feature statistics.
     Info(DataArgs),
     /// Write the network input of each sample (`x.<i>`, (T_i, n_inputs) f32) and `labels`.
@@ -36,6 +40,22 @@ pub struct DataArgs {
     /// Override one config key (repeatable), e.g. `--set time_step_ms=5`
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct DownloadArgs {
+    #[arg(long, value_enum)]
+    dataset: Dataset,
+    /// Folder to download into (then give it as `--data`)
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    /// A mirror holding the same files [default: zenkelab.org/datasets for SHD/SSC,
+    /// download.tensorflow.org/data for GSC]
+    #[arg(long, value_name = "URL")]
+    base_url: Option<String>,
+    /// No progress bar
+    #[arg(long)]
+    quiet: bool,
 }
 
 #[derive(Args, Debug)]
@@ -63,6 +83,9 @@ impl DataArgs {
 
 pub fn run(command: &DataCommand) -> Result<()> {
     match command {
+        DataCommand::Download(args) => {
+            crate::data::download::download(args.dataset, &args.out, args.base_url.as_deref(), args.quiet)
+        }
         DataCommand::Info(args) => info(args),
         DataCommand::Export(args) => export(args),
         DataCommand::Bench(args) => bench(args),
@@ -140,7 +163,9 @@ fn export(args: &ExportArgs) -> Result<()> {
     let count = args.limit.unwrap_or(subset.len()).min(subset.len());
     let indices = &subset.indices[..count];
     let mut named = Vec::with_capacity(count + 1);
+    let progress = Progress::new("export", count as u64, Unit::Items, false);
     for (chunk_start, chunk) in indices.chunks(512).enumerate().map(|(c, chunk)| (c * 512, chunk)) {
+        progress.advance(chunk.len() as u64);
         for (offset, frames) in subset.source.frames(chunk)?.into_iter().enumerate() {
             let x = Tensor::from_slice(&frames.values).reshape([frames.steps as i64, frames.channels as i64]);
             named.push((format!("x.{}", chunk_start + offset), x));

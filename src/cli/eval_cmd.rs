@@ -5,7 +5,7 @@ use super::{ConfigArgs, DeviceArgs};
 use crate::checkpoint;
 use crate::data::{DataSplits, Split};
 use crate::model::Network;
-use crate::train::eval::evaluate;
+use crate::train::eval::{evaluate, Pass};
 use anyhow::{Context, Result};
 use clap::Args;
 use std::path::PathBuf;
@@ -41,20 +41,24 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     checkpoint::load_model_part(&network.vs, &args.checkpoint, &tensors)?;
     let data = args.data.clone().unwrap_or_else(|| PathBuf::from(&config.data_dir));
     let subset = DataSplits::subset(&config, &data, args.split)?;
-    let classes = config.derived().n_outputs as i64;
-    let scores = evaluate(&mut network, &subset, config.batch_size, classes)
-        .with_context(|| format!("evaluating {}", args.checkpoint.display()))?;
+    let split = format!("{:?}", args.split).to_lowercase();
+    let pass =
+        Pass { batch_size: config.batch_size, classes: config.derived().n_outputs as i64, label: &split, quiet: args.json };
+    let scores = evaluate(&mut network, &subset, &pass).with_context(|| format!("evaluating {}", args.checkpoint.display()))?;
     if args.json {
-        let report = serde_json::json!({"split": format!("{:?}", args.split).to_lowercase(), "loss": scores.loss,
-            "accuracy": scores.accuracy, "samples": subset.len(), "checkpoint": args.checkpoint});
+        let mut report = serde_json::to_value(scores)?;
+        report["split"] = split.into();
+        report["checkpoint"] = serde_json::to_value(&args.checkpoint)?;
         println!("{report}");
     } else {
         println!(
-            "{:?}: loss {:.4}, accuracy {:.2}% on {} samples (integer delays)",
-            args.split,
+            "{split}: loss {:.4}, accuracy {:.2}% on {} samples (integer delays; the reference's means over batches: \
+             loss {:.4}, accuracy {:.2}%)",
             scores.loss,
             100.0 * scores.accuracy,
-            subset.len()
+            scores.samples,
+            scores.loss_batch_mean,
+            100.0 * scores.accuracy_batch_mean
         );
     }
     Ok(())

@@ -71,7 +71,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
             println!(
                 "best valid accuracy {:.2}% at epoch {} (test accuracy there: {}); summary in {}",
                 100.0 * summary["best_valid_acc"].as_f64().unwrap_or(0.0),
-                summary["best_valid_epoch"].as_u64().map_or(0, |e| e + 1),
+                summary["best_valid_epoch"].as_u64().unwrap_or(0),
                 summary["test_acc_at_best_valid"].as_f64().map_or("n/a".to_string(), |a| format!("{:.2}%", 100.0 * a)),
                 run_dir.join("summary.json").display()
             );

@@ -3,10 +3,12 @@
 //! - [`spikes`]: SHD/SSC HDF5 files; [`frames`]: event-to-frame integration and binning;
 //! - [`speech`] and [`mel`]: Google Speech Commands clips and their mel features;
 //! - [`batches`]: zero-padded `(T_max, B, C)` batches built in parallel, shuffled per epoch;
-//! - [`augment`]: TimeNeurons mask, CutMix and RNoise; [`synth`]: generated SHD-format files.
+//! - [`augment`]: TimeNeurons mask, CutMix and RNoise; [`synth`]: generated SHD-format files;
+//! - [`download`]: the datasets from their official locations, verified by checksum.
 
 pub mod augment;
 pub mod batches;
+pub mod download;
 pub mod frames;
 pub mod mel;
 pub mod prefetch;
@@ -54,7 +56,7 @@ impl Source {
         };
         let name = |split_name: &str| format!("{}_{split_name}", if config.dataset == Dataset::Shd { "shd" } else { "ssc" });
         let source = match (config.dataset, split) {
-            (Dataset::Gsc, split) => Source::Speech(SpeechCommands::open(dir, split)?),
+            (Dataset::Gsc, split) => Source::Speech(SpeechCommands::open(dir, split, classes)?),
             (Dataset::Shd, Split::Valid) => anyhow::bail!("SHD has no validation file"),
             (_, Split::Train) => Source::Spikes { file: SpikeFile::open_split(dir, &name("train"), classes)?, framing },
             (_, Split::Valid) => Source::Spikes { file: SpikeFile::open_split(dir, &name("valid"), classes)?, framing },

@@ -26,7 +26,8 @@ pub struct SpeechCommands {
 }
 
 impl SpeechCommands {
-    pub fn open(dir: &Path, split: Split) -> Result<SpeechCommands> {
+    /// The clips of `split` and their labels, each below `classes`.
+    pub fn open(dir: &Path, split: Split, classes: usize) -> Result<SpeechCommands> {
         let root = dataset_root(dir)?;
         let validation = read_list(&root, "validation_list.txt")?;
         let testing = read_list(&root, "testing_list.txt")?;
@@ -36,6 +37,9 @@ impl SpeechCommands {
             Split::Train => training_files(&root, &validation, &testing)?,
         };
         let labels = relative.iter().map(|name| label_of(&root, name)).collect::<Result<Vec<_>>>()?;
+        if let Some((name, label)) = relative.iter().zip(&labels).find(|(_, &label)| label >= classes as i64) {
+            bail!("{}: label {label} is outside 0..{} (config key `n_outputs`)", root.join(name).display(), classes - 1);
+        }
         let files = relative.iter().map(|name| root.join(name)).collect();
         Ok(SpeechCommands { root, files, labels })
     }

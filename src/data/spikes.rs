@@ -282,7 +282,7 @@ fn check_sample<T: SpikeTime, U: Copy + Into<i64>>(path: &Path, sample: usize, t
 
 fn check_labels(path: &Path, labels: &[i64], classes: usize) -> Result<()> {
     if let Some((sample, label)) = labels.iter().enumerate().find(|(_, &l)| !(0..classes as i64).contains(&l)) {
-        bail!("{} sample {sample}: label {label} is outside 0..{}", path.display(), classes - 1);
+        bail!("{} sample {sample}: label {label} is outside 0..{} (config key `n_outputs`)", path.display(), classes - 1);
     }
     Ok(())
 }

@@ -1,44 +1,84 @@
 //! Evaluation (docs/method.md §4.7): apply the eval transform (integer delays, the kernel built
 //! once), run in eval mode (BatchNorm running statistics, no dropout) without gradients, restore
-//! the training form. The result is the unweighted mean of per-batch losses and accuracies, as in
-//! the reference; they stay on the device until the end of the pass.
+//! the training form. Per-batch losses and accuracies stay on the device until the end of the
+//! pass; [`Scores`] holds their sample-weighted means (each sample counts once) and, for parity,
+//! the reference's unweighted mean over batches (docs/method.md §3).
 
 use crate::data::batches::batches;
 use crate::data::Subset;
 use crate::model::loss::{class_scores, cross_entropy, hit_rate};
 use crate::model::Network;
+use crate::progress::{Progress, Unit};
 use anyhow::Result;
 use tch::{Kind, Tensor};
 
+/// A pass's loss and accuracy over `samples` samples.
 #[derive(Clone, Copy, Debug, serde::Serialize)]
 pub struct Scores {
+    /// Sample-weighted: `Σ_b n_b·loss_b / Σ_b n_b`, the mean loss per sample.
     pub loss: f64,
+    /// Sample-weighted: the fraction of samples classified correctly.
     pub accuracy: f64,
+    /// The reference's figure: the unweighted mean of per-batch losses.
+    pub loss_batch_mean: f64,
+    /// The reference's figure: the unweighted mean of per-batch accuracies, so that a smaller
+    /// last batch weighs as much as a full one.
+    pub accuracy_batch_mean: f64,
+    pub samples: usize,
 }
 
-pub fn evaluate(network: &mut Network, subset: &Subset, batch_size: usize, classes: i64) -> Result<Scores> {
+impl Scores {
+    /// The scores of batches of `sizes` samples with per-batch `losses` and `accuracies`.
+    pub fn from_batches(losses: &[f64], accuracies: &[f64], sizes: &[usize]) -> Scores {
+        let samples = sizes.iter().sum::<usize>();
+        let weighted =
+            |values: &[f64]| values.iter().zip(sizes).map(|(value, &n)| value * n as f64).sum::<f64>() / samples as f64;
+        Scores {
+            loss: weighted(losses),
+            accuracy: weighted(accuracies),
+            loss_batch_mean: mean(losses),
+            accuracy_batch_mean: mean(accuracies),
+            samples,
+        }
+    }
+}
+
+/// How an evaluation pass runs and shows its progress.
+pub struct Pass<'a> {
+    pub batch_size: usize,
+    pub classes: i64,
+    /// The progress bar's label (the split).
+    pub label: &'a str,
+    /// No progress bar.
+    pub quiet: bool,
+}
+
+pub fn evaluate(network: &mut Network, subset: &Subset, pass: &Pass) -> Result<Scores> {
     let form = network.to_eval_form();
-    let result = tch::no_grad(|| mean_scores(network, subset, batch_size, classes));
+    let result = tch::no_grad(|| mean_scores(network, subset, pass));
     network.restore(form);
     result
 }
 
-fn mean_scores(network: &Network, subset: &Subset, batch_size: usize, classes: i64) -> Result<Scores> {
+fn mean_scores(network: &Network, subset: &Subset, pass: &Pass) -> Result<Scores> {
     let device = network.device();
-    let (mut losses, mut accuracies) = (Vec::new(), Vec::new());
-    for batch in batches(subset, batch_size, classes, None) {
+    let (mut losses, mut accuracies, mut sizes) = (Vec::new(), Vec::new(), Vec::new());
+    let progress = Progress::new(pass.label, subset.len() as u64, Unit::Items, pass.quiet);
+    for batch in batches(subset, pass.batch_size, pass.classes, None) {
         let batch = batch?;
+        progress.advance(batch.lengths.len() as u64);
         let targets = batch.targets.to_device(device);
         let output = network.forward_eval(&batch.x.to_device(device))?;
         let scores = class_scores(&output, network.loss);
         losses.push(cross_entropy(&scores, &targets));
         accuracies.push(hit_rate(&scores, &targets));
+        sizes.push(batch.lengths.len());
     }
-    Ok(Scores { loss: mean(&read_all(&losses)), accuracy: mean(&read_all(&accuracies)) })
+    Ok(Scores::from_batches(&read_all(&losses), &read_all(&accuracies), &sizes))
 }
 
 /// Unweighted mean (NaN for none).
-pub fn mean(values: &[f64]) -> f64 {
+fn mean(values: &[f64]) -> f64 {
     values.iter().sum::<f64>() / values.len() as f64
 }
 
@@ -49,4 +89,16 @@ pub fn read_all(values: &[Tensor]) -> Vec<f64> {
     }
     let stacked = Tensor::stack(values, 0).to_kind(Kind::Double).to_device(tch::Device::Cpu);
     Vec::<f64>::try_from(stacked).expect("a float64 CPU tensor converts")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_small_last_batch_weighs_by_its_samples() {
+        let scores = Scores::from_batches(&[1.0, 4.0], &[1.0, 0.0], &[3, 1]);
+        assert_eq!((scores.loss, scores.accuracy, scores.samples), (1.75, 0.75, 4));
+        assert_eq!((scores.loss_batch_mean, scores.accuracy_batch_mean), (2.5, 0.5));
+    }
 }

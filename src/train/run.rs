@@ -6,7 +6,7 @@
 //! Determinism: the data order, augmentation and the torch generator (dropout masks) are
 //! reseeded from (seed, epoch) at every epoch, so a resumed run equals an uninterrupted one.
 
-use super::eval::{evaluate, mean, read_all, Scores};
+use super::eval::{evaluate, read_all, Pass, Scores};
 use super::state::{load_last, save_last, EpochRecord, RunState};
 use super::Trainer;
 use crate::atomic;
@@ -18,6 +18,7 @@ use crate::data::prefetch::{prefetched, to_device};
 use crate::data::DataSplits;
 use crate::logging::{Board, MetricsFile};
 use crate::model::DropoutMasks;
+use crate::progress::{Progress, Unit};
 use anyhow::{bail, Context, Result};
 use std::io::Write;
 use std::ops::ControlFlow;
@@ -137,21 +138,16 @@ pub fn train(config: &Config, data_dir: &Path, options: &RunOptions) -> Result<O
             );
         }
         let classes = config.derived().n_outputs as i64;
-        let valid = evaluate(&mut trainer.network, &data.valid, config.batch_size, classes)?;
-        let test = data.test.as_ref().map(|t| evaluate(&mut trainer.network, t, config.batch_size, classes)).transpose()?;
+        let pass = |label| Pass { batch_size: config.batch_size, classes, label, quiet: options.quiet };
+        let valid = evaluate(&mut trainer.network, &data.valid, &pass("valid"))?;
+        let test = data.test.as_ref().map(|t| evaluate(&mut trainer.network, t, &pass("test"))).transpose()?;
         state.seconds += started.elapsed().as_secs_f64();
         let record = EpochRecord {
-            epoch,
-            train_loss: train.loss,
-            train_acc: train.accuracy,
-            valid_loss: valid.loss,
-            valid_acc: valid.accuracy,
-            test_loss: test.map(|t| t.loss),
-            test_acc: test.map(|t| t.accuracy),
             lr_w: trainer.lr_w.lr,
             lr_pos: trainer.lr_pos(),
             sigma: trainer.output_sigma(),
             seconds: started.elapsed().as_secs_f64(),
+            ..EpochRecord::new(epoch + 1, &train, &valid, test.as_ref())
         };
         update_best(&mut state, &record, &trainer, &files, data.valid_is_test)?;
         log_epoch(&mut board, &trainer, &record, &mut marks);
@@ -330,14 +326,16 @@ fn train_epoch(
     let at_start = positions_now(trainer);
     let mut previous: Vec<Tensor> = at_start.iter().map(Tensor::shallow_clone).collect();
     let mut moves: Vec<Vec<Tensor>> = at_start.iter().map(|_| Vec::new()).collect();
-    let (mut losses, mut accuracies) = (Vec::new(), Vec::new());
+    let (mut losses, mut accuracies, mut sizes) = (Vec::new(), Vec::new(), Vec::new());
     let epoch_batches = batches(&data.train, config.batch_size, classes, Some((seed, epoch as u64)));
-    let mut progress = (!options.quiet).then(|| Progress::new(epoch, config.epochs, epoch_batches.batch_count()));
+    let label = format!("epoch {}/{}", epoch + 1, config.epochs);
+    let mut progress = Progress::new(&label, epoch_batches.batch_count() as u64, Unit::Items, options.quiet);
     let device = options.device;
     let finished = prefetched(epoch_batches, device, |index, mut batch| {
         if let Some(augment) = &augment {
             augment.apply(&mut batch, seed, epoch as u64, index as u64);
         }
+        sizes.push(batch.lengths.len());
         let step = trainer.train_step(&to_device(&batch.x, device), &to_device(&batch.targets, device), DropoutMasks::DRAW)?;
         losses.push(step.loss);
         accuracies.push(step.accuracy);
@@ -346,14 +344,14 @@ fn train_epoch(
             moves[layer].push(mean_abs_change(before, after));
         }
         previous = now;
-        if let Some(progress) = &mut progress {
-            progress.show(index + 1, &losses, &accuracies);
-        }
+        progress.set_position(index as u64 + 1);
+        progress.refresh_message(|| {
+            let scores = Scores::from_batches(&losses, &read_all(&accuracies), &sizes);
+            format!("loss {:.4} acc {:.2}%", scores.loss, 100.0 * scores.accuracy)
+        });
         Ok(if interrupted.load(Ordering::SeqCst) { ControlFlow::Break(()) } else { ControlFlow::Continue(()) })
     })?;
-    if progress.is_some() {
-        eprint!("\r\x1b[2K");
-    }
+    progress.finish();
     if !finished {
         return Ok(None);
     }
@@ -366,7 +364,7 @@ fn train_epoch(
     for (layer, (before, after)) in at_start.iter().zip(&previous).enumerate() {
         board.scalar(&format!("dpos{layer}_epoch"), mean_abs_change(before, after).double_value(&[]), epoch);
     }
-    Ok(Some(Scores { loss: mean(&losses), accuracy: mean(&read_all(&accuracies)) }))
+    Ok(Some(Scores::from_batches(&losses, &read_all(&accuracies), &sizes)))
 }
 
 /// Keeps the best checkpoints (§4.7): strictly higher valid accuracy, strictly lower valid loss.
@@ -415,7 +413,8 @@ fn mean_abs_change(before: &Tensor, after: &Tensor) -> Tensor {
     (after - before).abs().mean(Kind::Double)
 }
 
-/// The per-epoch scalars and histograms of §4.8.
+/// The per-epoch scalars and histograms of §4.8, at the epoch's number (from 1). Losses and
+/// accuracies are sample-weighted; `*_batch_mean` are the reference's means over batches.
 fn log_epoch(board: &mut Board, trainer: &Trainer, record: &EpochRecord, marks: &mut [Tensor]) {
     let step = record.epoch;
     for (tag, value) in [
@@ -423,15 +422,26 @@ fn log_epoch(board: &mut Board, trainer: &Trainer, record: &EpochRecord, marks: 
         ("acc_train", record.train_acc),
         ("loss_valid", record.valid_loss),
         ("acc_valid", record.valid_acc),
+        ("loss_train_batch_mean", record.train_loss_batch_mean),
+        ("acc_train_batch_mean", record.train_acc_batch_mean),
+        ("loss_valid_batch_mean", record.valid_loss_batch_mean),
+        ("acc_valid_batch_mean", record.valid_acc_batch_mean),
         ("lr_w", record.lr_w),
         ("lr_pos", record.lr_pos),
         ("sigma", record.sigma),
     ] {
         board.scalar(tag, value, step);
     }
-    if let (Some(loss), Some(acc)) = (record.test_loss, record.test_acc) {
-        board.scalar("loss_test", loss, step);
-        board.scalar("acc_test", acc, step);
+    let test = [
+        ("loss_test", record.test_loss),
+        ("acc_test", record.test_acc),
+        ("loss_test_batch_mean", record.test_loss_batch_mean),
+        ("acc_test_batch_mean", record.test_acc_batch_mean),
+    ];
+    for (tag, value) in test {
+        if let Some(value) = value {
+            board.scalar(tag, value, step);
+        }
     }
     let time_step = trainer.config.time_step_ms;
     for (i, neuron) in trainer.network.neurons().enumerate() {
@@ -445,7 +455,7 @@ fn log_epoch(board: &mut Board, trainer: &Trainer, record: &EpochRecord, marks: 
     for (i, layer) in trainer.network.dcls_layers().enumerate() {
         board.integer_histogram(&format!("delays/layer{i}"), &layer.delays(), layer.shape.kernel_size - 1, step);
         if let Some(mark) = marks.get_mut(i) {
-            if step.is_multiple_of(5) && step > 0 {
+            if (step - 1).is_multiple_of(5) && step > 1 {
                 board.scalar(&format!("dpos{i}_5epochs"), mean_abs_change(mark, &now[i]).double_value(&[]), step);
                 *mark = now[i].copy();
             }
@@ -456,7 +466,7 @@ fn log_epoch(board: &mut Board, trainer: &Trainer, record: &EpochRecord, marks: 
 fn epoch_line(record: &EpochRecord, state: &RunState, epochs: usize) -> String {
     let mut line = format!(
         "epoch {:>3}/{epochs} | train loss {:.4} acc {:6.2}% | valid loss {:.4} acc {:6.2}% (best {:6.2}%)",
-        record.epoch + 1,
+        record.epoch,
         record.train_loss,
         100.0 * record.train_acc,
         record.valid_loss,
@@ -471,43 +481,6 @@ fn epoch_line(record: &EpochRecord, state: &RunState, epochs: usize) -> String {
         );
     }
     line + &format!(" | sigma {:.3} lr_w {:.2e} | {:.1} s", record.sigma, record.lr_w, record.seconds)
-}
-
-/// The progress line on stderr, redrawn at most every half second (each redraw reads the
-/// accuracies so far from the device).
-struct Progress {
-    epoch: usize,
-    epochs: usize,
-    total: usize,
-    shown: Option<Instant>,
-}
-
-impl Progress {
-    const INTERVAL_SECONDS: f64 = 0.5;
-
-    fn new(epoch: usize, epochs: usize, total: usize) -> Progress {
-        Progress { epoch, epochs, total, shown: None }
-    }
-
-    fn show(&mut self, done: usize, losses: &[f64], accuracies: &[Tensor]) {
-        if self.shown.is_some_and(|at| at.elapsed().as_secs_f64() < Self::INTERVAL_SECONDS) && done < self.total {
-            return;
-        }
-        self.shown = Some(Instant::now());
-        let width = 24;
-        let filled = width * done / self.total.max(1);
-        eprint!(
-            "\repoch {}/{} [{}{}] {done}/{} loss {:.4} acc {:.2}%",
-            self.epoch + 1,
-            self.epochs,
-            "#".repeat(filled),
-            " ".repeat(width - filled),
-            self.total,
-            mean(losses),
-            100.0 * mean(&read_all(accuracies))
-        );
-        let _ = std::io::stderr().flush();
-    }
 }
 
 fn run_header(trainer: &Trainer, data: &DataSplits, options: &RunOptions) -> String {
@@ -529,12 +502,29 @@ fn run_header(trainer: &Trainer, data: &DataSplits, options: &RunOptions) -> Str
     )
 }
 
+/// `summary.json`: accuracies are sample-weighted and epochs counted from 1; the best epoch is
+/// chosen on the sample-weighted validation accuracy. The `*_batch_mean` figures are the
+/// reference's means over batches: the best of them, and the test one at the best epoch.
 fn summary(trainer: &Trainer, state: &RunState, data: &DataSplits, options: &RunOptions) -> serde_json::Value {
+    let at_best = state.history.iter().find(|record| Some(record.epoch) == state.best_valid_epoch);
+    let best_batch_mean = state.history.iter().map(|record| record.valid_acc_batch_mean).fold(f64::NAN, f64::max);
+    let test_batch_mean =
+        at_best.and_then(
+            |record| {
+                if data.valid_is_test {
+                    Some(record.valid_acc_batch_mean)
+                } else {
+                    record.test_acc_batch_mean
+                }
+            },
+        );
     serde_json::json!({
         "best_valid_acc": state.best_valid_acc,
         "best_valid_epoch": state.best_valid_epoch,
         "test_acc_at_best_valid": state.test_acc_at_best_valid,
         "best_test_acc": state.best_test_acc,
+        "best_valid_acc_batch_mean": best_batch_mean,
+        "test_acc_batch_mean_at_best_valid": test_batch_mean,
         "final": state.history.last(),
         "params": trainer.network.trainable_parameter_count(),
         "seconds": state.seconds,

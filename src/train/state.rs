@@ -3,6 +3,7 @@
 //! logs (`dpos_mark.<layer>`), and the rest as JSON in the header's `snn_delays.state`.
 //! The random streams need no saving: each epoch reseeds from (seed, epoch).
 
+use super::eval::Scores;
 use super::schedule::LrSchedule;
 use super::Trainer;
 use crate::checkpoint;
@@ -17,9 +18,11 @@ const WEIGHTS_PREFIX: &str = "optim.weights";
 const POSITIONS_PREFIX: &str = "optim.positions";
 const MARK_PREFIX: &str = "dpos_mark";
 
-/// The metrics of one epoch, as written to `metrics.jsonl`.
+/// The metrics of one epoch, as written to `metrics.jsonl`. Losses and accuracies are
+/// sample-weighted; the `*_batch_mean` fields are the reference's unweighted means over batches.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct EpochRecord {
+    /// The epoch's number, counted from 1.
     pub epoch: usize,
     pub train_loss: f64,
     pub train_acc: f64,
@@ -27,10 +30,42 @@ pub struct EpochRecord {
     pub valid_acc: f64,
     pub test_loss: Option<f64>,
     pub test_acc: Option<f64>,
+    pub train_loss_batch_mean: f64,
+    pub train_acc_batch_mean: f64,
+    pub valid_loss_batch_mean: f64,
+    pub valid_acc_batch_mean: f64,
+    pub test_loss_batch_mean: Option<f64>,
+    pub test_acc_batch_mean: Option<f64>,
     pub lr_w: f64,
     pub lr_pos: f64,
     pub sigma: f64,
     pub seconds: f64,
+}
+
+impl EpochRecord {
+    /// The record of epoch `number` (from 1) from its passes' scores; schedules and time are
+    /// filled in by the caller.
+    pub fn new(number: usize, train: &Scores, valid: &Scores, test: Option<&Scores>) -> EpochRecord {
+        EpochRecord {
+            epoch: number,
+            train_loss: train.loss,
+            train_acc: train.accuracy,
+            valid_loss: valid.loss,
+            valid_acc: valid.accuracy,
+            test_loss: test.map(|t| t.loss),
+            test_acc: test.map(|t| t.accuracy),
+            train_loss_batch_mean: train.loss_batch_mean,
+            train_acc_batch_mean: train.accuracy_batch_mean,
+            valid_loss_batch_mean: valid.loss_batch_mean,
+            valid_acc_batch_mean: valid.accuracy_batch_mean,
+            test_loss_batch_mean: test.map(|t| t.loss_batch_mean),
+            test_acc_batch_mean: test.map(|t| t.accuracy_batch_mean),
+            lr_w: 0.0,
+            lr_pos: 0.0,
+            sigma: 0.0,
+            seconds: 0.0,
+        }
+    }
 }
 
 /// Everything besides tensors that a resumed run needs.

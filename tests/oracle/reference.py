@@ -20,7 +20,8 @@ def derive(cfg):
     sigma_init = k // 2 if learns else 0
     final = cfg["epochs"] // 4 if learns else 0
     return {
-        "n_inputs": n_inputs, "n_outputs": 20 if cfg["dataset"] == "shd" else 35,
+        "n_inputs": n_inputs,
+        "n_outputs": cfg.get("n_outputs") or (20 if cfg["dataset"] == "shd" else 35),
         "kernel_size": k, "max_delay_steps": k - 1, "tau_steps": (cfg["init_tau_ms"] + 1e-9) / step,
         "left_padding": k - 1, "right_padding": (k - 1) // 2, "position_limit": k // 2,
         "init_pos_low": -k // 2, "init_pos_high": k // 2,
