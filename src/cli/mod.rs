@@ -8,6 +8,7 @@ mod eval_cmd;
 mod forward;
 mod init;
 mod replay_cmd;
+mod reproduce_cmd;
 mod schedule_cmd;
 mod synth_cmd;
 mod train_cmd;
@@ -33,6 +34,9 @@ struct Cli {
 enum Command {
     /// Train with the paper's procedure into a run directory (config, TensorBoard, checkpoints).
     Train(train_cmd::TrainArgs),
+    /// Train the dataset's preset over several seeds under each selection protocol and write a
+    /// results table beside the published figures.
+    Reproduce(reproduce_cmd::ReproduceArgs),
     /// Evaluate a checkpoint with integer delays on one split.
     Eval(eval_cmd::EvalArgs),
     /// Print the learning rates, Adam beta1 and sigma in force during each epoch.
@@ -46,7 +50,7 @@ enum Command {
     /// Run the network on given weights and input and write output, loss and gradients
     /// (the parity tool: compare with the PyTorch reference on identical weights).
     Forward(forward::ForwardArgs),
-    /// Inspect, export or benchmark a dataset.
+    /// Download, inspect, export or benchmark a dataset.
     #[command(subcommand)]
     Data(data_cmd::DataCommand),
     /// Write a generated delay-task dataset in the SHD layout (no download needed).
@@ -128,6 +132,7 @@ pub fn run() -> Result<()> {
         Command::Config(args) => config_cmd::run(&args),
         Command::Train(args) => train_cmd::run(&args),
         Command::Eval(args) => eval_cmd::run(&args),
+        Command::Reproduce(args) => reproduce_cmd::run(&args),
         Command::Schedule(args) => schedule_cmd::run(&args),
         Command::Replay(args) => replay_cmd::run(&args),
         Command::Init(args) => init::run(&args),

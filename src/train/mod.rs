@@ -4,6 +4,7 @@
 
 pub mod eval;
 pub mod optim;
+pub mod protocols;
 pub mod run;
 pub mod schedule;
 pub mod state;

@@ -225,6 +225,19 @@ fn remove_files(dir: &Path, matches: impl Fn(&str) -> bool) -> Result<()> {
     Ok(())
 }
 
+/// The summary of a run in `dir` that finished with `config`; `None` when no run there has
+/// finished; an error when the finished run used another configuration.
+pub fn finished_summary(config: &Config, dir: &Path) -> Result<Option<serde_json::Value>> {
+    let files = RunFiles::new(dir);
+    if !files.summary.exists() {
+        return Ok(None);
+    }
+    check_same_config(config, &files)?;
+    let text = std::fs::read_to_string(&files.summary).with_context(|| format!("cannot read {}", files.summary.display()))?;
+    let summary = serde_json::from_str(&text).with_context(|| format!("{} is not JSON", files.summary.display()))?;
+    Ok(Some(summary))
+}
+
 /// Refuses to overwrite a run, and to resume one with another configuration. A folder whose run
 /// completed no epoch (no `last.safetensors`) starts over, with or without `--resume`. Returns
 /// whether to resume from `last.safetensors`.
@@ -368,6 +381,8 @@ fn train_epoch(
 }
 
 /// Keeps the best checkpoints (§4.7): strictly higher valid accuracy, strictly lower valid loss.
+/// The first epoch is always the best so far (the reference starts from accuracy 0, so a run
+/// that never rose above 0 had no best epoch and no test accuracy to report).
 fn update_best(
     state: &mut RunState,
     record: &EpochRecord,
@@ -379,7 +394,7 @@ fn update_best(
     if let Some(acc) = test_acc {
         state.best_test_acc = Some(state.best_test_acc.map_or(acc, |best| best.max(acc)));
     }
-    if record.valid_acc > state.best_valid_acc {
+    if record.valid_acc > state.best_valid_acc || state.best_valid_epoch.is_none() {
         state.best_valid_acc = record.valid_acc;
         state.best_valid_epoch = Some(record.epoch);
         state.test_acc_at_best_valid = test_acc;
