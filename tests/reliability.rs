@@ -132,6 +132,11 @@ fn empty_splits_and_float_labels_are_refused() {
         fails_with(&train(&folder, &run, &[]), &[needle]);
         fails_with(&snn(&["data", "info", "--dataset", "shd", "--data", folder.to_str().unwrap()]), &[needle]);
     }
+    let data = data_in(&dir);
+    let three = train(&data, &run, &["--set", "n_outputs=3"]);
+    fails_with(&three, &["shd_train.h5 sample", "label 3 is outside 0..2", "n_outputs"]);
+    fails_with(&train(&data, &run, &["--set", "n_outputs=1"]), &["`n_outputs` must be at least 2"]);
+    assert!(train(&data, &run, &["--set", "n_outputs=4", "--epochs", "1"]).status.success(), "4 outputs for 4 classes");
 }
 
 #[test]

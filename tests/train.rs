@@ -72,6 +72,11 @@ fn a_resumed_run_equals_an_uninterrupted_one_and_tensorboard_reads_it() {
     for key in ["best_valid_acc", "best_valid_epoch", "test_acc_at_best_valid", "best_test_acc", "final", "params", "seconds"] {
         assert!(summary.get(key).is_some(), "summary lacks {key}");
     }
+    let metrics = metrics_without_time(&whole);
+    assert_eq!(metrics.iter().map(|m| m["epoch"].as_u64().unwrap()).collect::<Vec<_>>(), [1, 2, 3], "epochs from 1");
+    let best = summary["best_valid_epoch"].as_u64().unwrap();
+    assert_eq!(metrics[best as usize - 1]["valid_acc"], summary["best_valid_acc"]);
+    assert_eq!(metrics[best as usize - 1]["valid_acc_batch_mean"], summary["test_acc_batch_mean_at_best_valid"]);
     for run in [&whole, &split] {
         println!("{}", run_oracle("tensorboard_check.py", &[run.to_str().unwrap()]));
     }
