@@ -113,6 +113,39 @@ impl DeviceArgs {
     }
 }
 
+/// How training runs on this machine; the same flags on `train` and `reproduce`.
+#[derive(Args, Debug, Clone)]
+pub struct RunFlags {
+    #[command(flatten)]
+    pub device: DeviceArgs,
+    /// CPU threads for libtorch and data loading [default: all cores]
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// No progress bars (the default when stderr is not a terminal)
+    #[arg(long)]
+    pub quiet: bool,
+    /// Memory a training step may use, in GiB [default: this machine's memory]
+    #[arg(long, value_name = "GB")]
+    pub memory_limit_gb: Option<f64>,
+}
+
+impl RunFlags {
+    /// Sets the threads and picks the device; the options of a run in `run_dir`.
+    pub fn options(&self, run_dir: PathBuf, resume: bool, stop_after: Option<usize>) -> Result<crate::train::run::RunOptions> {
+        set_threads(self.threads)?;
+        Ok(crate::train::run::RunOptions {
+            run_dir,
+            resume,
+            quiet: self.quiet || !std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            stop_after,
+            device: self.device.select()?,
+            device_auto: self.device.is_auto(),
+            memory: crate::memory::Budget::new(self.memory_limit_gb)?,
+            threads: self.threads,
+        })
+    }
+}
+
 /// Sets the CPU threads of libtorch and of our own parallel loops (rayon); all cores when `None`.
 pub fn set_threads(threads: Option<usize>) -> Result<()> {
     if let Some(threads) = threads {

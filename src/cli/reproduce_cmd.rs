@@ -2,14 +2,13 @@
 //! (`train::protocols`), then `results.md` and `results.json` beside the published figures.
 //! A run that finished earlier with the same configuration is reused; an interrupted one resumes.
 
-use super::DeviceArgs;
+use super::RunFlags;
 use crate::atomic;
 use crate::config::{name_of, Config, ConfigSource, Dataset};
 use crate::train::protocols::{markdown, protocols, Protocol, ProtocolResult, SeedResult};
 use crate::train::run::{finished_summary, train, Interrupted, Outcome, RunOptions};
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 #[derive(Args, Debug)]
@@ -32,32 +31,13 @@ pub struct ReproduceArgs {
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
     #[command(flatten)]
-    device: DeviceArgs,
-    /// CPU threads for libtorch and data loading [default: all cores]
-    #[arg(long)]
-    threads: Option<usize>,
-    /// No progress bars
-    #[arg(long)]
-    quiet: bool,
-    /// Memory a training step may use, in GiB [default: this machine's memory]
-    #[arg(long, value_name = "GB")]
-    memory_limit_gb: Option<f64>,
+    run: RunFlags,
 }
 
 pub fn run(args: &ReproduceArgs) -> Result<()> {
     anyhow::ensure!(args.seeds >= 1, "--seeds must be at least 1, got 0");
-    super::set_threads(args.threads)?;
     let out = args.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(format!("reproduce-{}", name_of(&args.dataset))));
-    let options = RunOptions {
-        run_dir: out.clone(),
-        resume: false,
-        quiet: args.quiet || !std::io::stderr().is_terminal(),
-        stop_after: None,
-        device: args.device.select()?,
-        device_auto: args.device.is_auto(),
-        memory: crate::memory::Budget::new(args.memory_limit_gb)?,
-        threads: args.threads,
-    };
+    let options = args.run.options(out.clone(), false, None)?;
     let mut results = Vec::new();
     for protocol in protocols(args.dataset) {
         let runs = (0..args.seeds).map(|seed| run_seed(args, protocol, seed, &out, &options)).collect::<Result<Vec<_>>>()?;

@@ -1,11 +1,10 @@
 //! `snn-delays train`: runs the paper's training procedure into a run directory.
 
-use super::{ConfigArgs, DeviceArgs};
+use super::{ConfigArgs, RunFlags};
 use crate::config::name_of;
-use crate::train::run::{train, Outcome, RunOptions};
+use crate::train::run::{train, Outcome};
 use anyhow::{bail, Result};
 use clap::Args;
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 #[derive(Args, Debug)]
@@ -21,8 +20,6 @@ pub struct TrainArgs {
     /// Random seed (same as --set seed=S)
     #[arg(long)]
     seed: Option<u64>,
-    #[command(flatten)]
-    device: DeviceArgs,
     /// Run directory [default: runs/<dataset>-<model_type>-<UTC time>]
     #[arg(long, value_name = "DIR")]
     run_dir: Option<PathBuf>,
@@ -33,20 +30,12 @@ pub struct TrainArgs {
     /// Stop after this many epochs in total, leaving the run resumable
     #[arg(long, value_name = "N")]
     stop_after: Option<usize>,
-    /// CPU threads for libtorch and data loading [default: all cores]
-    #[arg(long)]
-    threads: Option<usize>,
-    /// No progress bars (the default when stderr is not a terminal)
-    #[arg(long)]
-    quiet: bool,
-    /// Memory a training step may use, in GiB [default: this machine's memory]
-    #[arg(long, value_name = "GB")]
-    memory_limit_gb: Option<f64>,
+    #[command(flatten)]
+    run: RunFlags,
 }
 
 pub fn run(args: &TrainArgs) -> Result<()> {
     let config = load_config(args)?;
-    super::set_threads(args.threads)?;
     anyhow::ensure!(args.stop_after != Some(0), "--stop-after must be at least 1 (epochs to run before pausing)");
     let run_dir = match (&args.run_dir, args.resume) {
         (Some(dir), _) => dir.clone(),
@@ -55,16 +44,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
             PathBuf::from("runs").join(format!("{}-{}-{}", name_of(&config.dataset), name_of(&config.model_type), utc_stamp()))
         }
     };
-    let options = RunOptions {
-        run_dir: run_dir.clone(),
-        resume: args.resume,
-        quiet: args.quiet || !std::io::stderr().is_terminal(),
-        stop_after: args.stop_after,
-        device: args.device.select()?,
-        device_auto: args.device.is_auto(),
-        memory: crate::memory::Budget::new(args.memory_limit_gb)?,
-        threads: args.threads,
-    };
+    let options = args.run.options(run_dir.clone(), args.resume, args.stop_after)?;
     let data = args.data.clone().unwrap_or_else(|| PathBuf::from(&config.data_dir));
     match train(&config, &data, &options)? {
         Outcome::Finished(summary) => {
