@@ -86,11 +86,11 @@ pub fn run(args: &BenchArgs) -> Result<()> {
 
 /// One evaluation pass as `eval` runs it: the eval form, [`EVAL_BATCHES`] batches, the losses read.
 fn eval_pass(trainer: &mut Trainer, x: &Tensor, targets: &Tensor) -> Result<()> {
-    let network = &mut trainer.network;
-    let form = network.to_eval_form();
-    let losses: Result<Vec<Tensor>> =
-        (0..EVAL_BATCHES).map(|_| Ok(cross_entropy(&class_scores(&network.forward_eval(x)?, network.loss), targets))).collect();
-    network.restore(form);
+    let network = &trainer.network;
+    let kernels = network.eval_kernels();
+    let losses: Result<Vec<Tensor>> = (0..EVAL_BATCHES)
+        .map(|_| Ok(cross_entropy(&class_scores(&network.forward_eval(x, &kernels)?, network.loss), targets)))
+        .collect();
     crate::train::eval::read_all(&losses?);
     Ok(())
 }

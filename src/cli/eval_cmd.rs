@@ -36,7 +36,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         config_args.config = Some(beside);
     }
     let config = config_args.load_for_network(1, 1)?;
-    let mut network = Network::new(&config, args.device.select()?);
+    let network = Network::new(&config, args.device.select()?);
     let tensors = checkpoint::read_tensors(&args.checkpoint)?.into_iter().collect();
     checkpoint::load_model_part(&network.vs, &args.checkpoint, &tensors)?;
     let data = args.data.clone().unwrap_or_else(|| PathBuf::from(&config.data_dir));
@@ -44,7 +44,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     let split = format!("{:?}", args.split).to_lowercase();
     let pass =
         Pass { batch_size: config.batch_size, classes: config.derived().n_outputs as i64, label: &split, quiet: args.json };
-    let scores = evaluate(&mut network, &subset, &pass).with_context(|| format!("evaluating {}", args.checkpoint.display()))?;
+    let scores = evaluate(&network, &subset, &pass).with_context(|| format!("evaluating {}", args.checkpoint.display()))?;
     if args.json {
         let mut report = serde_json::to_value(scores)?;
         report["split"] = split.into();

@@ -51,19 +51,16 @@ pub fn run(args: &ForwardArgs) -> Result<()> {
     }
     let config = args.config.load_for_network(1, 1)?;
     let device = args.device.select()?;
-    let mut network = Network::new(&config, device);
+    let network = Network::new(&config, device);
     checkpoint::load(&network.vs, &args.weights)?;
     let batch = read_batch(&args.input, &config, network.hidden.len())?;
     ensure!(!args.grad || batch.labels.is_some(), "--grad needs labels: {} has no `y`", args.input.display());
     ensure!(!(args.grad && args.eval), "--grad computes training-mode gradients; it cannot be combined with --eval");
-    if args.eval {
-        network.to_eval_form();
-    }
     let x = batch.x.to_device(device);
     let pass = if args.eval { None } else { Some(network.forward_train(&x, DropoutMasks(&batch.masks))?) };
     let output = match &pass {
         Some(pass) => pass.output.shallow_clone(),
-        None => network.forward_eval(&x)?,
+        None => network.forward_eval(&x, &network.eval_kernels())?,
     };
     let mut results = vec![("output".to_string(), output.shallow_clone())];
     if let Some(labels) = &batch.labels {

@@ -97,16 +97,6 @@ pub struct Dcls1d {
     pub version: KernelVersion,
     pub shape: DclsShape,
     pub compute: DclsCompute,
-    /// The integer-delay kernel, built once by [`Dcls1d::to_eval_form`] and used until restored.
-    eval_kernel: Option<Tensor>,
-}
-
-/// The training-form state that the eval transform replaces, so that it can be restored.
-#[derive(Debug)]
-pub struct TrainingForm {
-    positions: Tensor,
-    sigma: Tensor,
-    version: KernelVersion,
 }
 
 impl Dcls1d {
@@ -122,7 +112,7 @@ impl Dcls1d {
             path.zeros_no_train(keys::POSITIONS, &tap_dims)
         };
         let sigma = path.zeros_no_train(keys::SIGMA, &tap_dims);
-        Dcls1d { weight, positions, sigma, version, shape, compute, eval_kernel: None }
+        Dcls1d { weight, positions, sigma, version, shape, compute }
     }
 
     /// Positions live in `[−K//2, K//2]`.
@@ -130,12 +120,22 @@ impl Dcls1d {
         (self.shape.kernel_size / 2) as f64
     }
 
-    /// The dense kernel in force: the eval form's if one is built, else constructed now.
+    /// The training-form dense kernel.
     pub fn kernel(&self) -> Tensor {
-        if let Some(kernel) = &self.eval_kernel {
-            return kernel.shallow_clone();
-        }
-        let kernel = construct_kernel(&self.weight, &self.positions, &self.sigma, self.shape.kernel_size, self.version);
+        self.flushed(construct_kernel(&self.weight, &self.positions, &self.sigma, self.shape.kernel_size, self.version))
+    }
+
+    /// The eval transform (§4.7) as a value, the layer untouched: positions rounded half to even
+    /// and clamped, sigma 0, version `max`. The kernel is a one-hot of value `W/(1+1e-7)` per
+    /// tap, at the integer delay `K//2 − round(P)`.
+    pub fn eval_kernel(&self) -> Tensor {
+        tch::no_grad(|| {
+            let positions = self.rounded_positions();
+            self.flushed(construct_kernel(&self.weight, &positions, &self.sigma.zeros_like(), self.shape.kernel_size, KernelVersion::Max))
+        })
+    }
+
+    fn flushed(&self, kernel: Tensor) -> Tensor {
         if self.compute.flush_subnormal_taps {
             flush_subnormals(&kernel)
         } else {
@@ -145,7 +145,12 @@ impl Dcls1d {
 
     /// `(T, B, C_in) → (T + (K−1)//2, B, C_out)`: the padded input cross-correlated with the kernel.
     pub fn forward(&self, x: &Tensor) -> Tensor {
-        correlate(x, &self.kernel(), self.shape.padding(), self.compute.convolution)
+        self.forward_with(x, &self.kernel())
+    }
+
+    /// The same with a given `(C_out, C_in, K)` kernel (the eval form's).
+    pub fn forward_with(&self, x: &Tensor, kernel: &Tensor) -> Tensor {
+        correlate(x, kernel, self.shape.padding(), self.compute.convolution)
     }
 
     /// Clamps positions in place to `[−K//2, K//2]` (§1.3).
@@ -156,35 +161,20 @@ impl Dcls1d {
         });
     }
 
-    /// The eval transform (§4.7): sigma 0, version `max`, positions rounded half-to-even and
-    /// clamped; the kernel becomes a one-hot of value `W/(1+1e-7)` at an integer delay, built
-    /// here once, without gradient, for every batch until [`Dcls1d::restore`].
-    pub fn to_eval_form(&mut self) -> TrainingForm {
-        let saved =
-            TrainingForm { positions: self.positions.detach().copy(), sigma: self.sigma.detach().copy(), version: self.version };
+    /// Positions rounded half to even and clamped to `[−K//2, K//2]`, detached.
+    fn rounded_positions(&self) -> Tensor {
         let limit = self.position_limit();
-        tch::no_grad(|| {
-            let _ = self.sigma.zero_();
-            let _ = self.positions.round_().clamp_(-limit, limit);
-        });
-        self.version = KernelVersion::Max;
-        self.eval_kernel = Some(tch::no_grad(|| self.kernel()));
-        saved
+        tch::no_grad(|| self.positions.round().clamp(-limit, limit))
     }
 
-    pub fn restore(&mut self, saved: TrainingForm) {
-        self.eval_kernel = None;
-        tch::no_grad(|| {
-            self.positions.copy_(&saved.positions);
-            self.sigma.copy_(&saved.sigma);
-        });
-        self.version = saved.version;
+    /// Integer delays in steps, `K//2 − round(P)`, of every tap: `(C_out, C_in, kc)`, int64.
+    pub fn tap_delays(&self) -> Tensor {
+        (self.rounded_positions().neg() + self.position_limit()).select(0, 0).to_kind(Kind::Int64)
     }
 
-    /// Integer delays in steps, `K//2 − round(P)`, of the first tap of each synapse.
+    /// The first tap's integer delays, `(C_out, C_in)`.
     pub fn delays(&self) -> Tensor {
-        let limit = self.position_limit();
-        tch::no_grad(|| (self.positions.round().clamp(-limit, limit).neg() + limit).select(0, 0).select(-1, 0))
+        self.tap_delays().select(-1, 0)
     }
 }
 
@@ -223,20 +213,19 @@ mod tests {
     }
 
     #[test]
-    fn eval_form_is_a_scaled_one_hot_and_restores() {
+    fn eval_kernel_is_a_scaled_one_hot_and_leaves_the_layer_untouched() {
         let vs = nn::VarStore::new(tch::Device::Cpu);
         let shape = DclsShape { in_channels: 1, out_channels: 1, kernel_count: 1, kernel_size: 5 };
-        let mut layer = Dcls1d::new(&vs.root(), shape, KernelVersion::Gauss, true, DclsCompute::EXACT);
+        let layer = Dcls1d::new(&vs.root(), shape, KernelVersion::Gauss, true, DclsCompute::EXACT);
         tch::no_grad(|| {
-            let _ = layer.weight.fill_(1.0);
-            let _ = layer.positions.fill_(-1.5);
-            let _ = layer.sigma.fill_(2.0);
+            let _ = layer.weight.shallow_clone().fill_(1.0);
+            let _ = layer.positions.shallow_clone().fill_(-1.5);
+            let _ = layer.sigma.shallow_clone().fill_(2.0);
         });
-        let saved = layer.to_eval_form();
         let one_hot = 1.0f32 / (1.0f32 + 1e-7f32);
-        assert_eq!(Vec::<f32>::try_from(layer.kernel().flatten(0, -1)).unwrap(), vec![one_hot, 0.0, 0.0, 0.0, 0.0]);
+        assert_eq!(Vec::<f32>::try_from(layer.eval_kernel().flatten(0, -1)).unwrap(), vec![one_hot, 0.0, 0.0, 0.0, 0.0]);
         assert_eq!(layer.delays().int64_value(&[0, 0]), 4);
-        layer.restore(saved);
         assert_eq!((layer.positions.double_value(&[0, 0, 0, 0]), layer.version), (-1.5, KernelVersion::Gauss));
+        assert_eq!(layer.sigma.double_value(&[0, 0, 0, 0]), 2.0);
     }
 }

@@ -23,7 +23,7 @@ use tch::{Device, Kind, Tensor};
 const CHUNK: usize = 2048;
 
 /// The charge `h = charge(v, x)` in float32, one variant per formula of §2.4.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Charge {
     /// LIF, SpikingJelly 2.0: `(v − v/τ) + x`.
     Divide(f32),
@@ -37,7 +37,7 @@ pub enum Charge {
 
 impl Charge {
     #[inline(always)]
-    fn apply(self, v: f32, x: f32) -> f32 {
+    pub fn apply(self, v: f32, x: f32) -> f32 {
         match self {
             Charge::Divide(tau) => (v - v / tau) + x,
             Charge::Multiply(keep) | Charge::MultiplyOneMinus(keep) => v * keep + x,

@@ -6,7 +6,7 @@
 
 use tch::{nn, Device, Kind, Tensor};
 
-const BN_EPS: f64 = 1e-5;
+pub const BN_EPS: f64 = 1e-5;
 const BN_MOMENTUM: f64 = 0.1;
 
 /// BatchNorm over `T·B` per channel, with the reference's parameter and buffer names.

@@ -1,6 +1,7 @@
 //! The DCLS-Delays spiking network: kernel construction, neurons, layers, the network and its loss.
 
 pub mod dcls;
+pub mod eval_form;
 pub mod fused_lif;
 pub mod fused_lif_cuda;
 pub mod layers;

@@ -6,10 +6,12 @@
 //! The network returns the output neurons' post-reset membrane (their spikes for `spike_count`).
 //!
 //! Training goes through [`Network::forward_train`], whose [`TrainPass::backward`] runs the
-//! fused neurons' segments after autograd; evaluation through [`Network::forward_eval`], which
-//! computes no surrogate and keeps no graph.
+//! fused neurons' segments after autograd; evaluation through [`Network::forward_eval`] with the
+//! kernels of the eval form ([`super::eval_form`]), which computes no surrogate and keeps no
+//! graph and leaves the network as it was.
 
-use super::dcls::{Dcls1d, DclsCompute, DclsShape, TrainingForm};
+use super::dcls::{Dcls1d, DclsCompute, DclsShape};
+use super::eval_form::EvalKernels;
 use super::layers::{Linear, MultiStepDropout, TimeBatchNorm};
 use super::neuron::{ATan, MultiStepLif, Readout, Segment};
 use crate::checkpoint::keys;
@@ -121,9 +123,6 @@ pub fn neuron_backend_on(configured: NeuronBackend, device: Device) -> (NeuronBa
         (NeuronBackend::Fused, other) => (NeuronBackend::Ops, Some(format!("no fused kernel for {other:?}"))),
     }
 }
-
-/// The eval transform's saved training form, one entry per DCLS layer.
-pub struct EvalForm(Vec<TrainingForm>);
 
 impl Network {
     /// Builds the network for `config` on `device`, initialised from `config.seed` as the
@@ -260,16 +259,22 @@ impl Network {
         Ok(TrainPass { output: self.read(out), segments })
     }
 
-    /// Runs `(T, B, n_inputs)` to `(T_out, B, n_outputs)` in eval mode (running BatchNorm
-    /// statistics, no dropout), without gradients: no graph is kept and no surrogate computed.
-    pub fn forward_eval(&self, x: &Tensor) -> Result<Tensor> {
+    /// Runs `(T, B, n_inputs)` to `(T_out, B, n_outputs)` in eval mode with the eval form's
+    /// kernels (integer delays, [`super::eval_form`]), running BatchNorm statistics and no
+    /// dropout, without gradients: no graph is kept and no surrogate computed.
+    pub fn forward_eval(&self, x: &Tensor, kernels: &EvalKernels) -> Result<Tensor> {
+        let synapse = |layer: usize, synapse: &Synapse, h: &Tensor| match (synapse, &kernels.0[layer]) {
+            (Synapse::Dcls(dcls), Some(kernel)) => dcls.forward_with(h, kernel),
+            _ => synapse.forward(h),
+        };
         tch::no_grad(|| {
             let mut h = x.shallow_clone();
-            for block in &self.hidden {
-                let current = block.norm.forward(&block.synapse.forward(&h), false);
+            for (layer, block) in self.hidden.iter().enumerate() {
+                let current = block.norm.forward(&synapse(layer, &block.synapse, &h), false);
                 h = block.neuron.forward(&current, false, Readout::SPIKES)?.spikes.expect("spikes were asked for");
             }
-            Ok(self.read(self.output.neuron.forward(&self.output.synapse.forward(&h), false, self.readout())?))
+            let current = synapse(self.hidden.len(), &self.output.synapse, &h);
+            Ok(self.read(self.output.neuron.forward(&current, false, self.readout())?))
         })
     }
 
@@ -300,15 +305,9 @@ impl Network {
         Ok(mask.to_kind(Kind::Float).to_device(spikes.device()))
     }
 
-    /// Replaces every DCLS kernel by its integer-delay form (§4.7); undo with [`Network::restore`].
-    pub fn to_eval_form(&mut self) -> EvalForm {
-        EvalForm(self.dcls_layers_mut().map(Dcls1d::to_eval_form).collect())
-    }
-
-    pub fn restore(&mut self, form: EvalForm) {
-        for (layer, saved) in self.dcls_layers_mut().zip(form.0) {
-            layer.restore(saved);
-        }
+    /// The dense kernels of the eval form (§4.7), built once for a whole evaluation pass.
+    pub fn eval_kernels(&self) -> EvalKernels {
+        EvalKernels::new(&super::eval_form::EvalNetwork::of(self, 1.0), self.device())
     }
 
     /// Clamps every layer's positions to `[−K//2, K//2]`, as after each optimizer step.

@@ -165,15 +165,7 @@ impl MultiStepLif {
         wants_grad: bool,
         readout: Readout,
     ) -> Result<NeuronOutput> {
-        let (charge, rate) = match decay {
-            Decay::Fixed(tau) if multiply => (Charge::Multiply((1.0 - 1.0 / tau) as f32), None),
-            Decay::Fixed(tau) => (Charge::Divide(tau as f32), None),
-            Decay::Learned(rate) => {
-                let value = rate.double_value(&[]) as f32;
-                let charge = if multiply { Charge::MultiplyOneMinus(1.0 - value) } else { Charge::SubtractProduct(value) };
-                (charge, Some(rate))
-            }
-        };
+        let (charge, rate) = fused_charge(decay, multiply);
         let dynamics = Dynamics32 {
             charge,
             threshold: self.v_threshold as f32,
@@ -198,6 +190,12 @@ impl MultiStepLif {
         Ok(NeuronOutput { spikes, membrane, segment: Some(segment) })
     }
 
+    /// The float32 charge that eval mode computes, for engines outside libtorch.
+    pub fn eval_charge(&self) -> Charge {
+        let multiply = self.charge_formula.multiplies(matches!(self.leak, Leak::Learned { .. }), false);
+        tch::no_grad(|| fused_charge(self.decay(), multiply).0)
+    }
+
     /// `1/τ` as an f64 (LIF) or as the tensor `sigmoid(w)` (PLIF), computed once per sequence.
     fn decay(&self) -> Decay {
         match &self.leak {
@@ -210,6 +208,19 @@ impl MultiStepLif {
 enum Decay {
     Fixed(f64),
     Learned(Tensor),
+}
+
+/// The fused kernel's float32 charge for a decay, and PLIF's rate tensor.
+fn fused_charge(decay: Decay, multiply: bool) -> (Charge, Option<Tensor>) {
+    match decay {
+        Decay::Fixed(tau) if multiply => (Charge::Multiply((1.0 - 1.0 / tau) as f32), None),
+        Decay::Fixed(tau) => (Charge::Divide(tau as f32), None),
+        Decay::Learned(rate) => {
+            let value = rate.double_value(&[]) as f32;
+            let charge = if multiply { Charge::MultiplyOneMinus(1.0 - value) } else { Charge::SubtractProduct(value) };
+            (charge, Some(rate))
+        }
+    }
 }
 
 /// The membrane charge `h` from the previous membrane `v` and the input `x` (§2.4).

@@ -7,6 +7,7 @@
 use crate::data::batches::batches;
 use crate::data::Subset;
 use crate::model::loss::{class_scores, cross_entropy, hit_rate};
+use crate::model::eval_form::EvalKernels;
 use crate::model::Network;
 use crate::progress::{Progress, Unit};
 use anyhow::Result;
@@ -53,14 +54,12 @@ pub struct Pass<'a> {
     pub quiet: bool,
 }
 
-pub fn evaluate(network: &mut Network, subset: &Subset, pass: &Pass) -> Result<Scores> {
-    let form = network.to_eval_form();
-    let result = tch::no_grad(|| mean_scores(network, subset, pass));
-    network.restore(form);
-    result
+pub fn evaluate(network: &Network, subset: &Subset, pass: &Pass) -> Result<Scores> {
+    let kernels = network.eval_kernels();
+    tch::no_grad(|| mean_scores(network, &kernels, subset, pass))
 }
 
-fn mean_scores(network: &Network, subset: &Subset, pass: &Pass) -> Result<Scores> {
+fn mean_scores(network: &Network, kernels: &EvalKernels, subset: &Subset, pass: &Pass) -> Result<Scores> {
     let device = network.device();
     let (mut losses, mut accuracies, mut sizes) = (Vec::new(), Vec::new(), Vec::new());
     let progress = Progress::new(pass.label, subset.len() as u64, Unit::Items, pass.quiet);
@@ -68,7 +67,7 @@ fn mean_scores(network: &Network, subset: &Subset, pass: &Pass) -> Result<Scores
         let batch = batch?;
         progress.advance(batch.lengths.len() as u64);
         let targets = batch.targets.to_device(device);
-        let output = network.forward_eval(&batch.x.to_device(device))?;
+        let output = network.forward_eval(&batch.x.to_device(device), kernels)?;
         let scores = class_scores(&output, network.loss);
         losses.push(cross_entropy(&scores, &targets));
         accuracies.push(hit_rate(&scores, &targets));

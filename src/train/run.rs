@@ -139,8 +139,8 @@ pub fn train(config: &Config, data_dir: &Path, options: &RunOptions) -> Result<O
         }
         let classes = config.derived().n_outputs as i64;
         let pass = |label| Pass { batch_size: config.batch_size, classes, label, quiet: options.quiet };
-        let valid = evaluate(&mut trainer.network, &data.valid, &pass("valid"))?;
-        let test = data.test.as_ref().map(|t| evaluate(&mut trainer.network, t, &pass("test"))).transpose()?;
+        let valid = evaluate(&trainer.network, &data.valid, &pass("valid"))?;
+        let test = data.test.as_ref().map(|t| evaluate(&trainer.network, t, &pass("test"))).transpose()?;
         state.seconds += started.elapsed().as_secs_f64();
         let record = EpochRecord {
             lr_w: trainer.lr_w.lr,
