@@ -61,7 +61,8 @@ fn checksum<'a>(tensors: impl Iterator<Item = (&'a str, String, &'a [usize], &'a
     format!("{hash:016x}")
 }
 
-fn verify_checksum(path: &Path) -> Result<()> {
+/// Checks the checksum of a safetensors file we wrote (files without one pass).
+pub fn verify_checksum(path: &Path) -> Result<()> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     let file = safetensors::SafeTensors::deserialize(&bytes)
         .map_err(|e| anyhow::anyhow!("{} is not a readable safetensors file: {e:?}", path.display()))?;
@@ -128,6 +129,7 @@ impl HostTensor {
             Kind::Half => (Dtype::F16, 2),
             Kind::Int64 => (Dtype::I64, 8),
             Kind::Int => (Dtype::I32, 4),
+            Kind::Int16 => (Dtype::I16, 2),
             Kind::Uint8 => (Dtype::U8, 1),
             other => bail!("cannot save tensors of kind {other:?}"),
         };

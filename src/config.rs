@@ -406,44 +406,59 @@ impl ConfigSource<'_> {
     /// the values derived from the file's own fields (overrides then change both).
     pub fn load(&self) -> Result<Config> {
         let file = self.file.map(read_json_object).transpose()?;
-        let dataset = match (self.preset, &file) {
-            (Some(preset), _) => preset,
-            (None, Some(object)) => match object.get("dataset") {
-                Some(value) => parse_field::<Dataset>("dataset", value.clone())?,
-                None => Dataset::Shd,
-            },
-            (None, None) => Dataset::Shd,
-        };
-        let mut fields = match serde_json::to_value(Config::preset(dataset)) {
-            Ok(Value::Object(map)) => map,
-            _ => unreachable!("a preset is a JSON object"),
-        };
-        let mut stated_derived = None;
-        if let (Some(object), Some(path)) = (file, self.file) {
-            for (key, value) in object {
-                if key == "derived" {
-                    stated_derived = Some(value);
-                } else if key == RUN_ID_KEY {
-                    continue;
-                } else {
-                    set_field(&mut fields, &key, value).with_context(|| format!("in config file {}", path.display()))?;
-                }
+        let origin = self.file.map(|path| format!("config file {}", path.display()));
+        load_fields(self.preset, file.zip(origin), self.overrides)
+    }
+
+    /// A configuration as `snn-delays config` prints it (stored with a model), from `origin`
+    /// (for messages), then `overrides`.
+    pub fn from_printed(text: &str, origin: &str, overrides: &[String]) -> Result<Config> {
+        match serde_json::from_str(text).with_context(|| format!("{origin} is not valid JSON"))? {
+            Value::Object(object) => load_fields(None, Some((object, origin.to_string())), overrides),
+            _ => bail!("{origin} must hold a JSON object"),
+        }
+    }
+}
+
+/// Preset, then the fields of a JSON object (with where it came from), then `key=value`.
+fn load_fields(preset: Option<Dataset>, file: Option<(Map<String, Value>, String)>, overrides: &[String]) -> Result<Config> {
+    let dataset = match (preset, &file) {
+        (Some(preset), _) => preset,
+        (None, Some((object, _))) => match object.get("dataset") {
+            Some(value) => parse_field::<Dataset>("dataset", value.clone())?,
+            None => Dataset::Shd,
+        },
+        (None, None) => Dataset::Shd,
+    };
+    let mut fields = match serde_json::to_value(Config::preset(dataset)) {
+        Ok(Value::Object(map)) => map,
+        _ => unreachable!("a preset is a JSON object"),
+    };
+    let mut stated_derived = None;
+    let origin = file.as_ref().map(|(_, origin)| origin.clone()).unwrap_or_default();
+    if let Some((object, origin)) = file {
+        for (key, value) in object {
+            if key == "derived" {
+                stated_derived = Some(value);
+            } else if key == RUN_ID_KEY {
+                continue;
+            } else {
+                set_field(&mut fields, &key, value).with_context(|| format!("in {origin}"))?;
             }
         }
-        if let Some(stated) = stated_derived {
-            let from_file: Config = parse_field("config", Value::Object(fields.clone()))?;
-            check_derived(&from_file, stated, self.file.expect("derived only comes from a file"))?;
-        }
-        for assignment in self.overrides {
-            let (key, raw) =
-                assignment.split_once('=').with_context(|| format!("--set expects key=value, got `{assignment}`"))?;
-            let value = serde_json::from_str(raw).unwrap_or_else(|_| Value::String(raw.to_string()));
-            set_field(&mut fields, key.trim(), value).with_context(|| format!("in --set {assignment}"))?;
-        }
-        let config: Config = parse_field("config", Value::Object(fields))?;
-        config.validate()?;
-        Ok(config)
     }
+    if let Some(stated) = stated_derived {
+        let from_file: Config = parse_field("config", Value::Object(fields.clone()))?;
+        check_derived(&from_file, stated, &origin)?;
+    }
+    for assignment in overrides {
+        let (key, raw) = assignment.split_once('=').with_context(|| format!("--set expects key=value, got `{assignment}`"))?;
+        let value = serde_json::from_str(raw).unwrap_or_else(|_| Value::String(raw.to_string()));
+        set_field(&mut fields, key.trim(), value).with_context(|| format!("in --set {assignment}"))?;
+    }
+    let config: Config = parse_field("config", Value::Object(fields))?;
+    config.validate()?;
+    Ok(config)
 }
 
 fn read_json_object(path: &Path) -> Result<Map<String, Value>> {
@@ -482,10 +497,10 @@ fn coerce_like(slot: &Value, value: Value) -> Value {
     }
 }
 
-fn check_derived(config: &Config, stated: Value, path: &Path) -> Result<()> {
+fn check_derived(config: &Config, stated: Value, origin: &str) -> Result<()> {
     let actual = serde_json::to_value(config.derived()).expect("derived values serialise");
     let (Value::Object(stated), Value::Object(actual)) = (stated, actual) else {
-        bail!("config file {}: `derived` must be a JSON object", path.display());
+        bail!("{origin}: `derived` must be a JSON object");
     };
     let mut conflicts = Vec::new();
     for (key, value) in &stated {
@@ -497,8 +512,7 @@ fn check_derived(config: &Config, stated: Value, path: &Path) -> Result<()> {
     }
     ensure!(
         conflicts.is_empty(),
-        "config file {}: its `derived` section contradicts its fields ({}); edit the fields and drop `derived`",
-        path.display(),
+        "{origin}: its `derived` section contradicts its fields ({}); edit the fields and drop `derived`",
         conflicts.join("; ")
     );
     Ok(())

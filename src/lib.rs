@@ -11,6 +11,8 @@ pub mod config;
 pub mod data;
 pub mod device;
 pub mod event_file;
+pub mod export;
+pub mod infer;
 pub mod logging;
 pub mod memory;
 pub mod model;

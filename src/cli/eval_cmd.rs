@@ -30,12 +30,7 @@ pub struct EvalArgs {
 }
 
 pub fn run(args: &EvalArgs) -> Result<()> {
-    let mut config_args = args.config.clone();
-    let beside = args.checkpoint.with_file_name("config.json");
-    if config_args.config.is_none() && config_args.preset.is_none() && beside.is_file() {
-        config_args.config = Some(beside);
-    }
-    let config = config_args.load_for_network(1, 1)?;
+    let config = super::config_beside(&args.config, &args.checkpoint).load_for_network(1, 1)?;
     let network = Network::new(&config, args.device.select()?);
     let tensors = checkpoint::read_tensors(&args.checkpoint)?.into_iter().collect();
     checkpoint::load_model_part(&network.vs, &args.checkpoint, &tensors)?;

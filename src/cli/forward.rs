@@ -47,7 +47,7 @@ struct Batch {
 
 pub fn run(args: &ForwardArgs) -> Result<()> {
     for (flag, input) in [("--weights", &args.weights), ("--input", &args.input)] {
-        ensure!(!same_file(&args.out, input), "--out {} is the {flag} file; choose another output", args.out.display());
+        ensure!(!super::same_file(&args.out, input), "--out {} is the {flag} file; choose another output", args.out.display());
     }
     let config = args.config.load_for_network(1, 1)?;
     let device = args.device.select()?;
@@ -117,9 +117,4 @@ fn check_labels(path: &Path, y: Tensor, batch: i64, classes: i64) -> Result<Tens
         bail!("{}: `y` of sample {sample} is {label}, outside 0..{classes}", path.display());
     }
     Ok(y)
-}
-
-/// Whether two paths name the same existing file.
-fn same_file(a: &Path, b: &Path) -> bool {
-    matches!((a.canonicalize(), b.canonicalize()), (Ok(a), Ok(b)) if a == b)
 }

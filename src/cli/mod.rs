@@ -5,7 +5,9 @@ mod config_cmd;
 mod data_cmd;
 mod demo;
 mod eval_cmd;
+mod export_cmd;
 mod forward;
+mod infer_cmd;
 mod init;
 mod replay_cmd;
 mod reproduce_cmd;
@@ -37,6 +39,10 @@ enum Command {
     /// Train the dataset's preset over several seeds under each selection protocol and write a
     /// results table beside the published figures.
     Reproduce(reproduce_cmd::ReproduceArgs),
+    /// Write a checkpoint's integer-delay eval form for deployment: delays, netx or nir.
+    Export(export_cmd::ExportArgs),
+    /// Run an exported model with the pure-Rust integer-delay engine, in batches or streaming.
+    Infer(infer_cmd::InferArgs),
     /// Evaluate a checkpoint with integer delays on one split.
     Eval(eval_cmd::EvalArgs),
     /// Print the learning rates, Adam beta1 and sigma in force during each epoch.
@@ -146,6 +152,22 @@ impl RunFlags {
     }
 }
 
+/// Whether two paths name the same existing file.
+pub(crate) fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
+    matches!((a.canonicalize(), b.canonicalize()), (Ok(a), Ok(b)) if a == b)
+}
+
+/// `config` as given, or, when it names neither a preset nor a file, with the `config.json`
+/// beside `weights` (a run directory's) as its file.
+pub(crate) fn config_beside(config: &ConfigArgs, weights: &std::path::Path) -> ConfigArgs {
+    let mut config = config.clone();
+    let beside = weights.with_file_name("config.json");
+    if config.config.is_none() && config.preset.is_none() && beside.is_file() {
+        config.config = Some(beside);
+    }
+    config
+}
+
 /// Sets the CPU threads of libtorch and of our own parallel loops (rayon); all cores when `None`.
 pub fn set_threads(threads: Option<usize>) -> Result<()> {
     if let Some(threads) = threads {
@@ -165,6 +187,8 @@ pub fn run() -> Result<()> {
         Command::Config(args) => config_cmd::run(&args),
         Command::Train(args) => train_cmd::run(&args),
         Command::Eval(args) => eval_cmd::run(&args),
+        Command::Export(args) => export_cmd::run(&args),
+        Command::Infer(args) => infer_cmd::run(&args),
         Command::Reproduce(args) => reproduce_cmd::run(&args),
         Command::Schedule(args) => schedule_cmd::run(&args),
         Command::Replay(args) => replay_cmd::run(&args),

@@ -131,7 +131,13 @@ impl Dcls1d {
     pub fn eval_kernel(&self) -> Tensor {
         tch::no_grad(|| {
             let positions = self.rounded_positions();
-            self.flushed(construct_kernel(&self.weight, &positions, &self.sigma.zeros_like(), self.shape.kernel_size, KernelVersion::Max))
+            self.flushed(construct_kernel(
+                &self.weight,
+                &positions,
+                &self.sigma.zeros_like(),
+                self.shape.kernel_size,
+                KernelVersion::Max,
+            ))
         })
     }
 

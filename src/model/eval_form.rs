@@ -129,7 +129,9 @@ pub struct EvalKernels(pub Vec<Option<Tensor>>);
 
 impl EvalKernels {
     pub fn new(form: &EvalNetwork, device: Device) -> EvalKernels {
-        EvalKernels(form.layers.iter().map(|layer| (layer.synapse.kernel_size > 1).then(|| layer.synapse.dense_kernel(device))).collect())
+        EvalKernels(
+            form.layers.iter().map(|layer| (layer.synapse.kernel_size > 1).then(|| layer.synapse.dense_kernel(device))).collect(),
+        )
     }
 }
 
@@ -137,8 +139,8 @@ fn eval_synapse(synapse: &Synapse) -> EvalSynapse {
     match synapse {
         Synapse::Dcls(layer) => {
             let kernel = to_vec_f32(&layer.eval_kernel());
-            let delays = Vec::<i64>::try_from(layer.tap_delays().flatten(0, -1).to_device(Device::Cpu))
-                .expect("int64 delays convert");
+            let delays =
+                Vec::<i64>::try_from(layer.tap_delays().flatten(0, -1).to_device(Device::Cpu)).expect("int64 delays convert");
             let shape = &layer.shape;
             let (taps, k) = (shape.kernel_count as usize, shape.kernel_size as usize);
             let weights = delays

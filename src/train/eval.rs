@@ -6,8 +6,8 @@
 
 use crate::data::batches::batches;
 use crate::data::Subset;
-use crate::model::loss::{class_scores, cross_entropy, hit_rate};
 use crate::model::eval_form::EvalKernels;
+use crate::model::loss::{class_scores, cross_entropy, hit_rate};
 use crate::model::Network;
 use crate::progress::{Progress, Unit};
 use anyhow::Result;

@@ -1,0 +1,141 @@
+//! `snn-delays infer`: the pure-Rust integer-delay engine (`crate::infer`) on a dataset split.
+//!
+//! Batch mode pads each sample to the longest of its batch, as `eval` does (the batch size and
+//! the framing come from the configuration stored in the model, unless flags give one), so its
+//! accuracy equals `eval`'s. `--stream` feeds each recording a frame at a time, as frames would
+//! arrive, and prints the decision whenever it changes.
+
+use super::ConfigArgs;
+use crate::config::{Config, ConfigSource};
+use crate::data::{DataSplits, Split, Subset};
+use crate::infer::{prediction, Model};
+use crate::progress::{Progress, Unit};
+use anyhow::{ensure, Context, Result};
+use clap::Args;
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(Args, Debug)]
+pub struct InferArgs {
+    /// The model: `snn-delays export --format delays`
+    #[arg(long, value_name = "M.safetensors")]
+    model: PathBuf,
+    /// Dataset folder [default: the stored configuration's data_dir]
+    #[arg(long, value_name = "DIR")]
+    data: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "test")]
+    split: Split,
+    /// Feed each recording one frame at a time and print the decision as it forms
+    #[arg(long)]
+    stream: bool,
+    /// Only the first N samples
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Print one JSON object
+    #[arg(long)]
+    json: bool,
+    /// Framing and batch size [default: the configuration stored in the model]
+    #[command(flatten)]
+    config: ConfigArgs,
+}
+
+pub fn run(args: &InferArgs) -> Result<()> {
+    let model = Model::load(&args.model)?;
+    let config = data_config(args)?;
+    ensure!(
+        config.derived().n_inputs == model.n_inputs(),
+        "{} takes {} inputs but the dataset gives {} (n_bins {})",
+        args.model.display(),
+        model.n_inputs(),
+        config.derived().n_inputs,
+        config.n_bins
+    );
+    let data = args.data.clone().unwrap_or_else(|| PathBuf::from(&config.data_dir));
+    let mut subset = DataSplits::subset(&config, &data, args.split)?;
+    subset.indices.truncate(args.limit.unwrap_or(usize::MAX));
+    let started = Instant::now();
+    let (predictions, labels) =
+        if args.stream { stream(&model, &subset, args.json)? } else { batches(&model, &subset, config.batch_size, args.json)? };
+    let seconds = started.elapsed().as_secs_f64();
+    let correct = predictions.iter().zip(&labels).filter(|(p, l)| **p as i64 == **l).count();
+    let accuracy = correct as f64 / labels.len().max(1) as f64;
+    let mode = if args.stream { "stream" } else { "batch" };
+    if args.json {
+        let report = serde_json::json!({"split": format!("{:?}", args.split).to_lowercase(), "mode": mode,
+            "samples": labels.len(), "accuracy": accuracy, "seconds": seconds, "predictions": predictions});
+        println!("{report}");
+    } else {
+        println!(
+            "{:?}: accuracy {:.2}% on {} samples ({mode} mode, {:.2} s, {:.0} samples/s)",
+            args.split,
+            100.0 * accuracy,
+            labels.len(),
+            seconds,
+            labels.len() as f64 / seconds
+        );
+    }
+    Ok(())
+}
+
+/// The flags' configuration, or the one stored in the model, or the SHD preset.
+fn data_config(args: &InferArgs) -> Result<Config> {
+    if args.config.preset.is_some() || args.config.config.is_some() {
+        return args.config.load();
+    }
+    match crate::export::delays::stored_config(&args.model)? {
+        Some(text) => ConfigSource::from_printed(&text, &format!("the configuration stored in {}", args.model.display()), &args.config.set),
+        None => args.config.load(),
+    }
+}
+
+/// Batch mode: batches as `eval` forms them, the samples of a batch in parallel.
+fn batches(model: &Model, subset: &Subset, batch_size: usize, quiet: bool) -> Result<(Vec<usize>, Vec<i64>)> {
+    let labels = subset.labels();
+    let progress = Progress::new("infer", labels.len() as u64, Unit::Items, quiet);
+    let mut predictions = Vec::with_capacity(labels.len());
+    for chunk in subset.indices.chunks(batch_size.max(1)) {
+        let frames = subset.source.frames(chunk)?;
+        let longest = frames.iter().map(|f| f.steps).max().unwrap_or(0);
+        let padded: Vec<(Vec<f32>, usize)> = frames
+            .into_iter()
+            .map(|mut f| {
+                f.values.resize(longest * f.channels, 0.0);
+                (f.values, longest)
+            })
+            .collect();
+        for readout in model.run_all(&padded)? {
+            predictions.push(prediction(&model.scores(&readout)));
+        }
+        progress.advance(chunk.len() as u64);
+    }
+    Ok((predictions, labels))
+}
+
+/// Streaming: each recording frame by frame, unpadded; the decision is printed when it changes.
+fn stream(model: &Model, subset: &Subset, quiet: bool) -> Result<(Vec<usize>, Vec<i64>)> {
+    let labels = subset.labels();
+    let step_ms = model.form().time_step_ms;
+    let mut predictions = Vec::with_capacity(labels.len());
+    let mut stream = model.stream();
+    for (sample, &index) in subset.indices.iter().enumerate() {
+        let frames = subset.source.frames(&[index])?.pop().context("a sample's frames")?;
+        stream.reset();
+        let mut readout = Vec::new();
+        let mut decision = None;
+        for frame in frames.values.chunks_exact(frames.channels) {
+            readout.extend_from_slice(stream.step(frame)?);
+            let now = prediction(&model.scores(&readout));
+            if decision != Some(now) && !quiet {
+                println!("sample {sample}, {:.0} ms: class {now}", stream.steps() as f64 * step_ms);
+            }
+            decision = Some(now);
+        }
+        readout.extend(stream.finish().into_iter().flatten());
+        let last = prediction(&model.scores(&readout));
+        if !quiet {
+            println!("sample {sample}: decided class {last} after {} steps (label {})", stream.steps(), labels[sample]);
+        }
+        predictions.push(last);
+    }
+    Ok((predictions, labels))
+}

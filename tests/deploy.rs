@@ -1,0 +1,147 @@
+//! Deployment: the pure-Rust integer-delay engine against the tch eval on a trained checkpoint,
+//! streaming against batch mode, the `delays` file read back, and the `netx` and `nir` exports
+//! read back by h5py and the `nir` package and checked against the checkpoint
+//! (tests/oracle/export_check.py).
+
+mod common;
+
+use common::{run_oracle, scratch, small_dataset, snn, text, train_in};
+use snn_delays::config::ConfigSource;
+use snn_delays::data::{DataSplits, Split};
+use snn_delays::infer::{prediction, Model};
+use snn_delays::model::eval_form::EvalNetwork;
+use snn_delays::model::Network;
+use std::path::{Path, PathBuf};
+use tch::{Device, Kind, Tensor};
+
+const SETTINGS: [&str; 6] = ["--set", "n_hidden_neurons=32", "--set", "batch_size=16", "--set", "max_delay_ms=150"];
+
+/// A short run on a generated task; its directory.
+fn trained(dir: &Path, extra: &[&str]) -> (PathBuf, PathBuf) {
+    let data = small_dataset(dir, &["--classes", "4", "--train", "96", "--test", "40", "--seed", "4"]);
+    let run = dir.join("run");
+    let output = train_in(&data, &run, &[&SETTINGS[..], extra].concat(), &["--epochs", "3"]);
+    assert!(output.status.success(), "{}", text(&output));
+    (data, run)
+}
+
+fn network_of(run: &Path) -> (Network, snn_delays::config::Config) {
+    let config = ConfigSource { file: Some(&run.join("config.json")), ..Default::default() }.load().unwrap();
+    let network = Network::new(&config, Device::Cpu);
+    let checkpoint = run.join("last.safetensors");
+    let tensors = snn_delays::checkpoint::read_tensors(&checkpoint).unwrap().into_iter().collect();
+    snn_delays::checkpoint::load_model_part(&network.vs, &checkpoint, &tensors).unwrap();
+    (network, config)
+}
+
+/// The engine on the eval batches (padded to each batch's longest, as `eval` pads) equals the
+/// tch eval: every output within 1e-5 of the batch output's largest value, the same predictions,
+/// with the exact and with the default (FFT) convolution; `infer` reports `eval`'s accuracy.
+#[test]
+fn the_engine_equals_the_tch_eval_and_streaming_equals_batch_mode() {
+    let dir = scratch("deploy-engine");
+    let (data, run) = trained(&dir, &[]);
+    let (network, config) = network_of(&run);
+    let form = EvalNetwork::of(&network, config.time_step_ms);
+    let model = Model::new(form.clone());
+    let subset = DataSplits::subset(&config, &data, Split::Test).unwrap();
+    let kernels = network.eval_kernels();
+    let (mut worst, mut compared) = (0f64, 0);
+    for chunk in subset.indices.chunks(config.batch_size) {
+        let frames = subset.source.frames(chunk).unwrap();
+        let longest = frames.iter().map(|f| f.steps).max().unwrap();
+        let padded: Vec<(Vec<f32>, usize)> = frames
+            .iter()
+            .map(|f| {
+                let mut values = f.values.clone();
+                values.resize(longest * f.channels, 0.0);
+                (values, longest)
+            })
+            .collect();
+        let x = Tensor::stack(
+            &padded.iter().map(|(v, t)| Tensor::from_slice(v).reshape([*t as i64, form.n_inputs() as i64])).collect::<Vec<_>>(),
+            1,
+        );
+        let reference = network.forward_eval(&x, &kernels).unwrap();
+        let scale = reference.abs().max().double_value(&[]).max(1e-12);
+        for (b, readout) in model.run_all(&padded).unwrap().iter().enumerate() {
+            let ours = Tensor::from_slice(readout).reshape([-1, form.n_outputs() as i64]);
+            let theirs = reference.select(1, b as i64);
+            let diff = (&ours - &theirs).abs().max().double_value(&[]) / scale;
+            worst = worst.max(diff);
+            let tch_prediction = snn_delays::model::loss::class_scores(&theirs.unsqueeze(1), config.loss).argmax(1, false);
+            assert_eq!(prediction(&model.scores(readout)) as i64, tch_prediction.int64_value(&[0]), "sample {b}");
+            compared += 1;
+
+            let (frames_b, steps) = (&frames[b].values, frames[b].steps);
+            let batch = model.run(frames_b, steps).unwrap();
+            let mut stream = model.stream();
+            let mut streamed: Vec<f32> = Vec::new();
+            for frame in frames_b.chunks_exact(form.n_inputs()) {
+                streamed.extend_from_slice(stream.step(frame).unwrap());
+            }
+            streamed.extend(stream.finish().into_iter().flatten());
+            assert_eq!(streamed, batch, "streaming differs from batch mode");
+        }
+    }
+    println!("{compared} samples: max |engine − tch| {worst:.2e} of the output's largest value");
+    assert!(worst <= 1e-5, "engine differs from the tch eval by {worst:.2e}");
+
+    let model_file = dir.join("model.safetensors");
+    let checkpoint = run.join("last.safetensors");
+    let export = snn(&["export", "--checkpoint", checkpoint.to_str().unwrap(), "--format", "delays", "--out", model_file.to_str().unwrap()]);
+    assert!(export.status.success(), "{}", text(&export));
+    assert_eq!(Model::load(&model_file).unwrap().form(), &form, "the delays file reads back as written");
+    let json = |args: &[&str]| -> serde_json::Value {
+        let output = snn(args);
+        assert!(output.status.success(), "{}", text(&output));
+        serde_json::from_slice(&output.stdout).unwrap()
+    };
+    let data = data.to_str().unwrap();
+    let eval = json(&["eval", "--checkpoint", checkpoint.to_str().unwrap(), "--data", data, "--json"]);
+    let batch = json(&["infer", "--model", model_file.to_str().unwrap(), "--data", data, "--json"]);
+    let streamed = json(&["infer", "--model", model_file.to_str().unwrap(), "--data", data, "--stream", "--json"]);
+    assert_eq!(batch["accuracy"], eval["accuracy"]);
+    assert_eq!(batch["samples"], eval["samples"]);
+    assert_eq!(streamed["samples"], eval["samples"]);
+}
+
+/// Two taps per synapse and PLIF neurons go through the same form; the folded BatchNorm and the
+/// taps at a shared delay keep the engine on the tch eval.
+#[test]
+fn two_taps_and_plif_keep_the_engine_on_the_tch_eval() {
+    let dir = scratch("deploy-taps");
+    let (data, run) = trained(&dir, &["--set", "kernel_count=2", "--set", "neuron=plif"]);
+    let (network, config) = network_of(&run);
+    let form = EvalNetwork::of(&network, config.time_step_ms);
+    let model = Model::new(form.clone());
+    let subset = DataSplits::subset(&config, &data, Split::Test).unwrap();
+    let frames = subset.source.frames(&subset.indices[..1]).unwrap().remove(0);
+    let x = Tensor::from_slice(&frames.values).reshape([frames.steps as i64, 1, form.n_inputs() as i64]);
+    let reference = network.forward_eval(&x, &network.eval_kernels()).unwrap().select(1, 0);
+    let ours = Tensor::from_slice(&model.run(&frames.values, frames.steps).unwrap()).reshape([-1, form.n_outputs() as i64]);
+    let scale = reference.abs().max().double_value(&[]).max(1e-12);
+    let diff = (&ours - &reference).abs().max().double_value(&[]) / scale;
+    assert!(diff <= 1e-5, "{diff:.2e}");
+    assert_eq!(ours.to_kind(Kind::Float).size(), reference.size());
+    let out = dir.join("model.netx");
+    let checkpoint = run.join("last.safetensors");
+    let refused = snn(&["export", "--checkpoint", checkpoint.to_str().unwrap(), "--format", "netx", "--out", out.to_str().unwrap()]);
+    let message = text(&refused);
+    assert!(!refused.status.success() && message.contains("taps at different delays"), "{message}");
+    assert!(!out.exists(), "no partial file");
+}
+
+#[test]
+fn netx_and_nir_exports_read_back_as_the_checkpoint() {
+    let dir = scratch("deploy-export");
+    let (_, run) = trained(&dir, &[]);
+    let checkpoint = run.join("last.safetensors");
+    for format in ["netx", "nir"] {
+        let out = dir.join(format!("model.{format}"));
+        let export = snn(&["export", "--checkpoint", checkpoint.to_str().unwrap(), "--format", format, "--out", out.to_str().unwrap()]);
+        assert!(export.status.success(), "{}", text(&export));
+    }
+    let (dir_s, run_s) = (dir.to_str().unwrap(), run.to_str().unwrap());
+    println!("{}", run_oracle("export_check.py", &["--run", run_s, "--netx", &format!("{dir_s}/model.netx"), "--nir", &format!("{dir_s}/model.nir")]));
+}
