@@ -47,6 +47,7 @@ parity: build
 bench: build
 	$(PYTHON) bench/speed_bench.py --bin $(BIN)
 	$(PYTHON) bench/data_bench.py --bin $(BIN)
+	$(PYTHON) bench/engine_bench.py --bin $(BIN)
 
 # Learned delays against fixed and no delays on the generated task (the README's accuracy table).
 bench-delays: build

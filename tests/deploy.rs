@@ -89,7 +89,15 @@ fn the_engine_equals_the_tch_eval_and_streaming_equals_batch_mode() {
 
     let model_file = dir.join("model.safetensors");
     let checkpoint = run.join("last.safetensors");
-    let export = snn(&["export", "--checkpoint", checkpoint.to_str().unwrap(), "--format", "delays", "--out", model_file.to_str().unwrap()]);
+    let export = snn(&[
+        "export",
+        "--checkpoint",
+        checkpoint.to_str().unwrap(),
+        "--format",
+        "delays",
+        "--out",
+        model_file.to_str().unwrap(),
+    ]);
     assert!(export.status.success(), "{}", text(&export));
     assert_eq!(Model::load(&model_file).unwrap().form(), &form, "the delays file reads back as written");
     let json = |args: &[&str]| -> serde_json::Value {
@@ -126,7 +134,8 @@ fn two_taps_and_plif_keep_the_engine_on_the_tch_eval() {
     assert_eq!(ours.to_kind(Kind::Float).size(), reference.size());
     let out = dir.join("model.netx");
     let checkpoint = run.join("last.safetensors");
-    let refused = snn(&["export", "--checkpoint", checkpoint.to_str().unwrap(), "--format", "netx", "--out", out.to_str().unwrap()]);
+    let refused =
+        snn(&["export", "--checkpoint", checkpoint.to_str().unwrap(), "--format", "netx", "--out", out.to_str().unwrap()]);
     let message = text(&refused);
     assert!(!refused.status.success() && message.contains("taps at different delays"), "{message}");
     assert!(!out.exists(), "no partial file");
@@ -139,9 +148,16 @@ fn netx_and_nir_exports_read_back_as_the_checkpoint() {
     let checkpoint = run.join("last.safetensors");
     for format in ["netx", "nir"] {
         let out = dir.join(format!("model.{format}"));
-        let export = snn(&["export", "--checkpoint", checkpoint.to_str().unwrap(), "--format", format, "--out", out.to_str().unwrap()]);
+        let export =
+            snn(&["export", "--checkpoint", checkpoint.to_str().unwrap(), "--format", format, "--out", out.to_str().unwrap()]);
         assert!(export.status.success(), "{}", text(&export));
     }
     let (dir_s, run_s) = (dir.to_str().unwrap(), run.to_str().unwrap());
-    println!("{}", run_oracle("export_check.py", &["--run", run_s, "--netx", &format!("{dir_s}/model.netx"), "--nir", &format!("{dir_s}/model.nir")]));
+    println!(
+        "{}",
+        run_oracle(
+            "export_check.py",
+            &["--run", run_s, "--netx", &format!("{dir_s}/model.netx"), "--nir", &format!("{dir_s}/model.nir")]
+        )
+    );
 }

@@ -4,6 +4,8 @@
 
 use super::{ConfigArgs, DeviceArgs};
 use crate::checkpoint;
+use crate::infer::Model;
+use crate::model::eval_form::EvalNetwork;
 use crate::model::loss::{class_scores, cross_entropy, one_hot};
 use crate::model::DropoutMasks;
 use crate::train::Trainer;
@@ -33,6 +35,10 @@ pub struct BenchArgs {
     /// Time an evaluation pass (integer delays, 4 batches) instead of a training step
     #[arg(long)]
     eval: bool,
+    /// With --eval: the pure-Rust engine on the eval form instead of libtorch, and its
+    /// streaming latency per frame (one sample of the batch, frame by frame)
+    #[arg(long, requires = "eval")]
+    engine: bool,
     /// Timed runs, each reported (`make bench` takes their median)
     #[arg(long, default_value_t = 3)]
     repeats: usize,
@@ -60,8 +66,14 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let mut take = |key: &str| tensors.remove(key).with_context(|| format!("{} has no key `{key}`", args.batch.display()));
     let x = take("x")?.to_kind(Kind::Float).to_device(device);
     let targets = one_hot(&take("y")?.to_kind(Kind::Int64).to_device(device), config.derived().n_outputs as i64);
+    let engine = args.engine.then(|| Model::new(EvalNetwork::of(&trainer.network, config.time_step_ms)));
+    let samples = engine.as_ref().map(|_| per_sample(&x));
     let mut once = || -> Result<()> {
-        if args.eval {
+        if let (Some(model), Some(samples)) = (&engine, &samples) {
+            for _ in 0..EVAL_BATCHES {
+                model.run_all(samples)?;
+            }
+        } else if args.eval {
             eval_pass(&mut trainer, &x, &targets)?;
         } else {
             trainer.train_step(&x, &targets, DropoutMasks::DRAW)?;
@@ -80,8 +92,36 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         once()?;
         seconds.push(started.elapsed().as_secs_f64());
     }
-    println!("{}", serde_json::json!({ "seconds": seconds, "peak_rss_mib": peak_rss_mib() }));
+    let mut report = serde_json::json!({ "seconds": seconds, "peak_rss_mib": peak_rss_mib() });
+    if let (Some(model), Some(samples)) = (&engine, &samples) {
+        report["stream_seconds_per_frame"] = stream_latency(model, &samples[0])?.into();
+    }
+    println!("{report}");
     Ok(())
+}
+
+/// The batch `(T, B, C)` as B time-major samples.
+fn per_sample(x: &Tensor) -> Vec<(Vec<f32>, usize)> {
+    let steps = x.size()[0] as usize;
+    (0..x.size()[1])
+        .map(|b| (Vec::<f32>::try_from(x.select(1, b).contiguous().flatten(0, -1)).expect("float32 frames"), steps))
+        .collect()
+}
+
+/// Mean seconds per streamed frame (the recording's frames, then its padding steps), over
+/// the best of three passes.
+fn stream_latency(model: &Model, sample: &(Vec<f32>, usize)) -> Result<f64> {
+    let mut best = f64::INFINITY;
+    for _ in 0..3 {
+        let mut stream = model.stream();
+        let started = Instant::now();
+        for frame in sample.0.chunks_exact(model.n_inputs()) {
+            stream.step(frame)?;
+        }
+        stream.finish();
+        best = best.min(started.elapsed().as_secs_f64() / stream.steps() as f64);
+    }
+    Ok(best)
 }
 
 /// One evaluation pass as `eval` runs it: the eval form, [`EVAL_BATCHES`] batches, the losses read.

@@ -34,7 +34,11 @@ pub struct ExportArgs {
 }
 
 pub fn run(args: &ExportArgs) -> Result<()> {
-    ensure!(!super::same_file(&args.out, &args.checkpoint), "--out {} is the checkpoint; choose another output", args.out.display());
+    ensure!(
+        !super::same_file(&args.out, &args.checkpoint),
+        "--out {} is the checkpoint; choose another output",
+        args.out.display()
+    );
     let config = super::config_beside(&args.config, &args.checkpoint).load_for_network(1, 1)?;
     let network = Network::new(&config, Device::Cpu);
     let tensors = checkpoint::read_tensors(&args.checkpoint)?.into_iter().collect();

@@ -83,7 +83,9 @@ fn data_config(args: &InferArgs) -> Result<Config> {
         return args.config.load();
     }
     match crate::export::delays::stored_config(&args.model)? {
-        Some(text) => ConfigSource::from_printed(&text, &format!("the configuration stored in {}", args.model.display()), &args.config.set),
+        Some(text) => {
+            ConfigSource::from_printed(&text, &format!("the configuration stored in {}", args.model.display()), &args.config.set)
+        }
         None => args.config.load(),
     }
 }

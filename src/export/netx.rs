@@ -86,9 +86,10 @@ fn dense(l: usize, layer: &EvalLayer) -> Result<Dense> {
     };
     let folded: Vec<f64> = weights.iter().enumerate().map(|(k, w)| f64::from(*w) * f64::from(scale[k / s.in_channels])).collect();
     let largest = folded.iter().fold(0f64, |m, w| m.max(w.abs()));
-    let exponent = (0..=MAX_EXPONENT).rev().find(|e| largest * 2f64.powi(*e) <= 254.0).with_context(|| {
-        format!("layer {l}: weights up to {largest:.3} do not fit netx's 8-bit range even without scaling")
-    })?;
+    let exponent = (0..=MAX_EXPONENT)
+        .rev()
+        .find(|e| largest * 2f64.powi(*e) <= 254.0)
+        .with_context(|| format!("layer {l}: weights up to {largest:.3} do not fit netx's 8-bit range even without scaling"))?;
     let quantise = |v: f64| (v * 2f64.powi(exponent)).round() as i64;
     let leak = match layer.charge {
         Charge::Divide(tau) => 1.0 / f64::from(tau),

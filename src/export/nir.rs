@@ -97,13 +97,15 @@ fn branches(layer: &EvalLayer) -> Vec<(u16, (Vec<f64>, Vec<f64>))> {
         if weight != 0.0 {
             let synapse = k / s.taps;
             let scale = layer.norm.as_ref().map_or(1.0, |norm| f64::from(norm.scale[synapse / s.in_channels]));
-            by_delay.entry(delay).or_insert_with(|| vec![0.0; s.out_channels * s.in_channels])[synapse] += f64::from(weight) * scale;
+            by_delay.entry(delay).or_insert_with(|| vec![0.0; s.out_channels * s.in_channels])[synapse] +=
+                f64::from(weight) * scale;
         }
     }
     if by_delay.is_empty() {
         by_delay.insert(0, vec![0.0; s.out_channels * s.in_channels]);
     }
-    let shift: Vec<f64> = layer.norm.as_ref().map_or(vec![0.0; s.out_channels], |norm| norm.shift.iter().map(|&v| f64::from(v)).collect());
+    let shift: Vec<f64> =
+        layer.norm.as_ref().map_or(vec![0.0; s.out_channels], |norm| norm.shift.iter().map(|&v| f64::from(v)).collect());
     by_delay
         .into_iter()
         .enumerate()
@@ -119,7 +121,8 @@ fn neuron_node(layer: &EvalLayer, dt: f64, leaky_integrator: bool) -> Node {
         Charge::Multiply(keep) | Charge::MultiplyOneMinus(keep) => 1.0 / (1.0 - f64::from(keep)),
         Charge::SubtractProduct(rate) => 1.0 / f64::from(rate),
     };
-    let mut arrays = vec![("tau", vec![c], vec![steps * dt; c]), ("r", vec![c], vec![steps; c]), ("v_leak", vec![c], vec![0.0; c])];
+    let mut arrays =
+        vec![("tau", vec![c], vec![steps * dt; c]), ("r", vec![c], vec![steps; c]), ("v_leak", vec![c], vec![0.0; c])];
     if leaky_integrator {
         return Node { kind: "LI", arrays, shape: None };
     }

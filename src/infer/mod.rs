@@ -5,25 +5,37 @@
 //! `t < T_in + (K−1)//2`, then the folded BatchNorm `c = fma(y, scale, shift)` (hidden layers),
 //! then the neuron: `h = charge(v, c)`, spike `s = [h ≥ θ]`, `v = h·(1 − s)`, in float32 and in
 //! the order the fused kernel rounds. A synapse has one tap (or `kc`), so a layer costs
-//! `C_out·C_in·kc` multiply-adds per input step instead of the dense convolution's
-//! `C_out·C_in·K`, and inputs that are zero (most spikes) are skipped: each nonzero input
-//! `x[i, t]` is scattered to its fan-out `(o, t + d, w)`.
+//! `C_out·C_in·kc` multiply-adds per step instead of the dense convolution's `C_out·C_in·K`.
 //!
-//! - **Batch mode** ([`Model::run`]): whole sequences, parallel over samples.
-//! - **Streaming** ([`Stream`]): one frame at a time. Each layer keeps a ring of `K` future
-//!   steps of its synaptic input, into which every arriving frame scatters, so the output of
-//!   step t is known at step t (delays only look back). After the last frame, [`Stream::finish`]
-//!   runs the steps that the layers' right padding adds, each layer stopping where its batch
-//!   output ends. Contributions are added in the same order in both modes, so streaming equals
-//!   batch mode bit for bit.
+//! - **Batch mode** ([`Model::run`], [`Model::run_all`]): sequences are stored channel by
+//!   channel, so a synapse adds a shifted slice of its input row to its output row,
+//!   `y[o, t..t+32] += w · x[i, t−d..t−d+32]`; each block of 32 output steps stays in vector
+//!   registers while all of the neuron's synapses are added. An input channel that never fires
+//!   is skipped. Samples run in parallel.
+//! - **Streaming** ([`Stream`]): one frame at a time. Each layer keeps the last `K` steps of each
+//!   input channel in a ring, so the output of step t is known at step t (delays only look back).
+//!   After the last frame, [`Stream::finish`] runs the steps that the layers' right padding adds,
+//!   each layer stopping where its batch output ends.
+//!
+//! Both modes add each output's terms in the same order (input channel, then tap), so streaming
+//! equals batch mode bit for bit.
 
 use crate::config::Loss;
 use crate::model::eval_form::{EvalLayer, EvalNetwork};
+use crate::model::fused_lif::Charge;
 use anyhow::{ensure, Result};
 use rayon::prelude::*;
 use std::path::Path;
 
-/// One synapse seen from its input: output neuron, delay and weight.
+/// One synapse seen from its output neuron: input channel, delay and weight.
+#[derive(Clone, Copy, Debug)]
+struct Source {
+    input: u32,
+    delay: u16,
+    weight: f32,
+}
+
+/// One synapse seen from its input channel: output neuron, delay and weight.
 #[derive(Clone, Copy, Debug)]
 struct Target {
     output: u32,
@@ -34,7 +46,9 @@ struct Target {
 /// A loaded network, ready to run.
 pub struct Model {
     form: EvalNetwork,
-    /// Per layer, per input channel, the synapses it feeds (zero weights left out).
+    /// Per layer, per output neuron, its synapses by input channel then tap (zero weights left out).
+    fan_in: Vec<Vec<Vec<Source>>>,
+    /// The same synapses per input channel, by output neuron then tap (for streaming).
     fan_out: Vec<Vec<Vec<Target>>>,
 }
 
@@ -45,8 +59,10 @@ impl Model {
     }
 
     pub fn new(form: EvalNetwork) -> Model {
-        let fan_out = form.layers.iter().map(fan_out).collect();
-        Model { form, fan_out }
+        let fan_in: Vec<Vec<Vec<Source>>> = form.layers.iter().map(fan_in).collect();
+        let fan_out =
+            form.layers.iter().zip(&fan_in).map(|(layer, sources)| fan_out(layer.synapse.in_channels, sources)).collect();
+        Model { form, fan_in, fan_out }
     }
 
     pub fn form(&self) -> &EvalNetwork {
@@ -65,24 +81,20 @@ impl Model {
     /// readout, `output_steps(steps) × n_outputs`: the output layer's membrane, or its spikes
     /// for `spike_count`.
     pub fn run(&self, frames: &[f32], steps: usize) -> Result<Vec<f32>> {
-        ensure!(
-            frames.len() == steps * self.n_inputs(),
-            "{} values are not {steps} frames of {} inputs",
-            frames.len(),
-            self.n_inputs()
-        );
-        let mut x = frames.to_vec();
+        let inputs = self.n_inputs();
+        ensure!(frames.len() == steps * inputs, "{} values are not {steps} frames of {inputs} inputs", frames.len());
+        let mut x = transpose(frames, steps, inputs);
         let mut length = steps;
-        for (layer, fan_out) in self.form.layers.iter().zip(&self.fan_out) {
-            let current = synaptic_input(layer, fan_out, &x, length);
+        for (l, (layer, fan_in)) in self.form.layers.iter().zip(&self.fan_in).enumerate() {
+            let y = synaptic_input(layer, fan_in, &x, length);
             length += layer.synapse.extra_steps();
-            let membrane = self.is_output(layer) && !self.form.reads_spikes();
-            x = neurons(layer, &current, layer.synapse.out_channels, membrane);
+            let membrane = l + 1 == self.form.layers.len() && !self.form.reads_spikes();
+            x = neurons(layer, y, length, membrane);
         }
-        Ok(x)
+        Ok(transpose(&x, self.n_outputs(), length))
     }
 
-    /// [`Model::run`] over many samples in parallel.
+    /// [`Model::run`] over many samples in parallel; readouts in the order of `samples`.
     pub fn run_all(&self, samples: &[(Vec<f32>, usize)]) -> Result<Vec<Vec<f32>>> {
         samples.par_iter().map(|(frames, steps)| self.run(frames, *steps)).collect()
     }
@@ -92,73 +104,231 @@ impl Model {
         Stream::new(self)
     }
 
-    fn is_output(&self, layer: &EvalLayer) -> bool {
-        std::ptr::eq(layer, self.form.layers.last().expect("an output layer"))
-    }
-
     /// The class scores of a readout (`steps × n_outputs`), as the loss defines them (§3).
     pub fn scores(&self, readout: &[f32]) -> Vec<f32> {
         class_scores(self.form.loss, readout, self.n_outputs())
     }
 }
 
-fn fan_out(layer: &EvalLayer) -> Vec<Vec<Target>> {
+fn fan_in(layer: &EvalLayer) -> Vec<Vec<Source>> {
     let s = &layer.synapse;
-    let mut lists = vec![Vec::new(); s.in_channels];
-    for o in 0..s.out_channels {
-        for i in 0..s.in_channels {
-            for j in 0..s.taps {
-                let index = (o * s.in_channels + i) * s.taps + j;
-                if s.weights[index] != 0.0 {
-                    lists[i].push(Target { output: o as u32, delay: s.delays[index], weight: s.weights[index] });
-                }
-            }
+    (0..s.out_channels)
+        .map(|o| {
+            (0..s.in_channels * s.taps)
+                .map(|k| o * s.in_channels * s.taps + k)
+                .filter(|&index| s.weights[index] != 0.0)
+                .map(|index| Source {
+                    input: ((index / s.taps) % s.in_channels) as u32,
+                    delay: s.delays[index],
+                    weight: s.weights[index],
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// The synapses of `fan_in` regrouped by input channel, in output order.
+fn fan_out(in_channels: usize, fan_in: &[Vec<Source>]) -> Vec<Vec<Target>> {
+    let mut lists = vec![Vec::new(); in_channels];
+    for (o, sources) in fan_in.iter().enumerate() {
+        for source in sources {
+            lists[source.input as usize].push(Target { output: o as u32, delay: source.delay, weight: source.weight });
         }
     }
     lists
 }
 
-/// `y`, `(length + extra) × C_out`, from `x`, `length × C_in`.
-fn synaptic_input(layer: &EvalLayer, fan_out: &[Vec<Target>], x: &[f32], length: usize) -> Vec<f32> {
-    let (c_in, c_out) = (layer.synapse.in_channels, layer.synapse.out_channels);
-    let steps = length + layer.synapse.extra_steps();
-    let mut y = vec![0f32; steps * c_out];
-    for t in 0..length {
-        for (i, targets) in fan_out.iter().enumerate() {
-            let value = x[t * c_in + i];
-            if value != 0.0 {
-                for target in targets {
-                    let step = t + target.delay as usize;
-                    if step < steps {
-                        y[step * c_out + target.output as usize] += target.weight * value;
-                    }
+/// `rows × cols` row-major to `cols × rows`, in tiles that stay in cache.
+fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    const TILE: usize = 16;
+    let mut out = vec![0f32; values.len()];
+    for r0 in (0..rows).step_by(TILE) {
+        for c0 in (0..cols).step_by(TILE) {
+            for r in r0..(r0 + TILE).min(rows) {
+                for c in c0..(c0 + TILE).min(cols) {
+                    out[c * rows + r] = values[r * cols + c];
                 }
             }
         }
     }
-    y
-}
-
-/// The neurons over a whole `steps × C_out` synaptic input: spikes, or the membrane.
-fn neurons(layer: &EvalLayer, current: &[f32], channels: usize, membrane: bool) -> Vec<f32> {
-    let mut v = vec![0f32; channels];
-    let mut out = vec![0f32; current.len()];
-    for (input, output) in current.chunks_exact(channels).zip(out.chunks_exact_mut(channels)) {
-        step_neurons(layer, input, &mut v, output, membrane);
-    }
     out
 }
 
-/// One step of a layer's neurons: BatchNorm, charge, fire, reset. Writes the spikes, or the
-/// post-reset membrane when `membrane`.
-#[inline]
-fn step_neurons(layer: &EvalLayer, input: &[f32], v: &mut [f32], output: &mut [f32], membrane: bool) {
-    for (o, ((&y, v), out)) in input.iter().zip(v.iter_mut()).zip(output.iter_mut()).enumerate() {
-        let c = layer.norm.as_ref().map_or(y, |norm| norm.apply(y, o));
-        let h = layer.charge.apply(*v, c);
-        let fired = if h >= layer.threshold { 1.0 } else { 0.0 };
+/// Output steps computed together, in vector registers.
+const CHUNK: usize = 128;
+/// Input channels whose rows are added together, so that they stay in the first-level cache.
+const INPUT_BLOCK: usize = 48;
+
+/// `y`, `C_out × (length + extra)`, from `x`, `C_in × length` (channel-major). Each output row
+/// is built `CHUNK` steps at a time in registers, adding its synapses in input order, each a
+/// shifted slice of its input row; inputs are taken in blocks that fit the first-level cache
+/// (which keeps the order), and input channels that never fire are skipped.
+fn synaptic_input(layer: &EvalLayer, fan_in: &[Vec<Source>], x: &[f32], length: usize) -> Vec<f32> {
+    let (c_in, c_out) = (layer.synapse.in_channels, layer.synapse.out_channels);
+    let steps = length + layer.synapse.extra_steps();
+    let lead = layer.synapse.kernel_size - 1;
+    let chunks = steps.div_ceil(CHUNK);
+    let width = lead + chunks * CHUNK;
+    let mut padded = vec![0f32; c_in * width];
+    let mut active = vec![false; c_in];
+    for (i, row) in x.chunks_exact(length.max(1)).enumerate() {
+        padded[i * width + lead..i * width + lead + length].copy_from_slice(row);
+        active[i] = row.iter().any(|v| *v != 0.0);
+    }
+    let mut y = vec![0f32; c_out * chunks * CHUNK];
+    for block in (0..c_in).step_by(INPUT_BLOCK) {
+        let end = (block + INPUT_BLOCK).min(c_in);
+        for (row, sources) in y.chunks_exact_mut(chunks * CHUNK).zip(fan_in) {
+            let first = sources.partition_point(|s| (s.input as usize) < block);
+            let last = sources.partition_point(|s| (s.input as usize) < end);
+            for (chunk, acc) in row.chunks_exact_mut(CHUNK).enumerate() {
+                let acc: &mut [f32; CHUNK] = acc.try_into().expect("a chunk");
+                accumulate(&sources[first..last], &active, &padded, width, lead + chunk * CHUNK, acc);
+            }
+        }
+    }
+    y.chunks_exact(chunks * CHUNK).flat_map(|row| &row[..steps]).copied().collect()
+}
+
+/// `acc[t] += Σ_s w_s · x_s[t − d_s]` for `CHUNK` steps from `offset` (in padded coordinates),
+/// the terms added in the order of `sources`, each as one fused multiply-add.
+#[inline(always)]
+fn accumulate(sources: &[Source], active: &[bool], padded: &[f32], width: usize, offset: usize, acc: &mut [f32; CHUNK]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU has AVX-512F and FMA, checked just above.
+            return unsafe { accumulate_avx512(sources, active, padded, width, offset, acc) };
+        }
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU has AVX2 and FMA, checked just above.
+            return unsafe { accumulate_avx2(sources, active, padded, width, offset, acc) };
+        }
+    }
+    accumulate_portable(sources, active, padded, width, offset, acc)
+}
+
+#[inline(always)]
+fn accumulate_portable(sources: &[Source], active: &[bool], padded: &[f32], width: usize, offset: usize, acc: &mut [f32; CHUNK]) {
+    let mut sum = *acc;
+    for source in sources.iter().filter(|s| active[s.input as usize]) {
+        let start = source.input as usize * width + offset - source.delay as usize;
+        let x: &[f32; CHUNK] = padded[start..start + CHUNK].try_into().expect("a chunk");
+        for (a, x) in sum.iter_mut().zip(x) {
+            *a = source.weight.mul_add(*x, *a);
+        }
+    }
+    *acc = sum;
+}
+
+/// The same loop compiled for AVX-512: the same operations, sixteen at a time.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,fma")]
+unsafe fn accumulate_avx512(
+    sources: &[Source],
+    active: &[bool],
+    padded: &[f32],
+    width: usize,
+    offset: usize,
+    acc: &mut [f32; CHUNK],
+) {
+    accumulate_portable(sources, active, padded, width, offset, acc)
+}
+
+/// The same loop compiled for AVX2: the same operations, eight at a time.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn accumulate_avx2(
+    sources: &[Source],
+    active: &[bool],
+    padded: &[f32],
+    width: usize,
+    offset: usize,
+    acc: &mut [f32; CHUNK],
+) {
+    accumulate_portable(sources, active, padded, width, offset, acc)
+}
+
+/// The neurons over `C_out × steps` synaptic input (channel-major): spikes, or the membrane.
+fn neurons(layer: &EvalLayer, mut current: Vec<f32>, steps: usize, membrane: bool) -> Vec<f32> {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has FMA, checked just above.
+        unsafe { neurons_fma(layer, &mut current, steps, membrane) };
+        return current;
+    }
+    neurons_portable(layer, &mut current, steps, membrane);
+    current
+}
+
+/// Time-major, so that each step updates every neuron in one vector loop; the charge formula
+/// and the BatchNorm are chosen once per layer.
+#[inline(always)]
+fn neurons_portable(layer: &EvalLayer, current: &mut [f32], steps: usize, membrane: bool) {
+    let channels = layer.synapse.out_channels;
+    let mut by_time = transpose(current, channels, steps);
+    match layer.charge {
+        Charge::Divide(tau) => neurons_with(layer, &mut by_time, membrane, |v, c| (v - v / tau) + c),
+        Charge::Multiply(keep) | Charge::MultiplyOneMinus(keep) => {
+            neurons_with(layer, &mut by_time, membrane, |v, c| v * keep + c)
+        }
+        Charge::SubtractProduct(rate) => neurons_with(layer, &mut by_time, membrane, |v, c| (v - v * rate) + c),
+    }
+    current.copy_from_slice(&transpose(&by_time, steps, channels));
+}
+
+/// [`neuron_step`] over a `steps × C_out` input with the charge `charge`.
+#[inline(always)]
+fn neurons_with(layer: &EvalLayer, by_time: &mut [f32], membrane: bool, charge: impl Fn(f32, f32) -> f32) {
+    let channels = layer.synapse.out_channels;
+    let (scale, shift) = match &layer.norm {
+        Some(norm) => (norm.scale.clone(), norm.shift.clone()),
+        None => (Vec::new(), Vec::new()),
+    };
+    let mut v = vec![0f32; channels];
+    for row in by_time.chunks_exact_mut(channels) {
+        if scale.is_empty() {
+            fire(row, &mut v, layer.threshold, membrane, &charge);
+        } else {
+            for ((y, scale), shift) in row.iter_mut().zip(&scale).zip(&shift) {
+                *y = y.mul_add(*scale, *shift);
+            }
+            fire(row, &mut v, layer.threshold, membrane, &charge);
+        }
+    }
+}
+
+/// Charge, fire and reset one step of every neuron; `row` holds the current and gets the
+/// spikes, or the post-reset membrane when `membrane`.
+#[inline(always)]
+fn fire(row: &mut [f32], v: &mut [f32], threshold: f32, membrane: bool, charge: &impl Fn(f32, f32) -> f32) {
+    for (c, v) in row.iter_mut().zip(v.iter_mut()) {
+        let h = charge(*v, *c);
+        let fired = if h >= threshold { 1.0 } else { 0.0 };
         *v = h * (1.0 - fired);
-        *out = if membrane { *v } else { fired };
+        *c = if membrane { *v } else { fired };
+    }
+}
+
+/// The same with the BatchNorm's fused multiply-add as one instruction (the same result).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "fma")]
+unsafe fn neurons_fma(layer: &EvalLayer, current: &mut [f32], steps: usize, membrane: bool) {
+    neurons_portable(layer, current, steps, membrane);
+}
+
+/// One neuron's step: BatchNorm, charge, fire, reset; returns its spike, or its post-reset
+/// membrane when `membrane`.
+#[inline(always)]
+fn neuron_step(layer: &EvalLayer, o: usize, y: f32, v: &mut f32, membrane: bool) -> f32 {
+    let c = layer.norm.as_ref().map_or(y, |norm| norm.apply(y, o));
+    let h = layer.charge.apply(*v, c);
+    let fired = if h >= layer.threshold { 1.0 } else { 0.0 };
+    *v = h * (1.0 - fired);
+    if membrane {
+        *v
+    } else {
+        fired
     }
 }
 
@@ -189,11 +359,69 @@ pub fn prediction(scores: &[f32]) -> usize {
     scores.iter().enumerate().fold(0, |best, (i, &s)| if s > scores[best] { i } else { best })
 }
 
+/// A streamed step's synaptic input: each input channel active in the last K steps, in input
+/// order, adds its synapses' terms `w · x[i, t − d]` to their outputs, so every output sums its
+/// terms in the order batch mode does.
+fn gather(fan_out: &[Vec<Target>], last_active: &[Option<usize>], ring: &[f32], t: usize, k: usize, current: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has FMA, checked just above.
+        return unsafe { gather_fma(fan_out, last_active, ring, t, k, current) };
+    }
+    gather_portable(fan_out, last_active, ring, t, k, current);
+}
+
+#[inline(always)]
+fn gather_portable(
+    fan_out: &[Vec<Target>],
+    last_active: &[Option<usize>],
+    ring: &[f32],
+    t: usize,
+    k: usize,
+    current: &mut [f32],
+) {
+    let c_in = fan_out.len();
+    for (i, targets) in fan_out.iter().enumerate() {
+        if last_active[i].is_none_or(|last| t - last >= k) {
+            continue;
+        }
+        for target in targets {
+            let d = target.delay as usize;
+            if d <= t {
+                let value = ring[((t - d) % k) * c_in + i];
+                if value != 0.0 {
+                    let y = &mut current[target.output as usize];
+                    *y = target.weight.mul_add(value, *y);
+                }
+            }
+        }
+    }
+}
+
+/// The same with the multiply-add as one instruction (the same result).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "fma")]
+unsafe fn gather_fma(
+    fan_out: &[Vec<Target>],
+    last_active: &[Option<usize>],
+    ring: &[f32],
+    t: usize,
+    k: usize,
+    current: &mut [f32],
+) {
+    gather_portable(fan_out, last_active, ring, t, k, current);
+}
+
 /// One recording fed a frame at a time.
 pub struct Stream<'m> {
     model: &'m Model,
-    /// Per layer, `K × C_out` future synaptic input, indexed by step modulo K.
+    /// Per layer, `K × C_in`: the last K steps of the layer's input, indexed by step modulo K.
     rings: Vec<Vec<f32>>,
+    /// Per layer and input channel, the last step it was nonzero: older than K steps, it is
+    /// skipped.
+    last_active: Vec<Vec<Option<usize>>>,
+    /// Per layer, this step's synaptic input.
+    current: Vec<Vec<f32>>,
     membranes: Vec<Vec<f32>>,
     /// Per layer, this step's output (spikes, or the readout for the output layer).
     outputs: Vec<Vec<f32>>,
@@ -206,7 +434,9 @@ impl<'m> Stream<'m> {
         let layers = &model.form.layers;
         Stream {
             model,
-            rings: layers.iter().map(|l| vec![0.0; l.synapse.kernel_size * l.synapse.out_channels]).collect(),
+            rings: layers.iter().map(|l| vec![0.0; l.synapse.kernel_size * l.synapse.in_channels]).collect(),
+            last_active: layers.iter().map(|l| vec![None; l.synapse.in_channels]).collect(),
+            current: layers.iter().map(|l| vec![0.0; l.synapse.out_channels]).collect(),
             membranes: layers.iter().map(|l| vec![0.0; l.synapse.out_channels]).collect(),
             outputs: layers.iter().map(|l| vec![0.0; l.synapse.out_channels]).collect(),
             steps: 0,
@@ -245,34 +475,39 @@ impl<'m> Stream<'m> {
         *self = Stream::new(self.model);
     }
 
-    /// One step of every layer. A hidden layer's output past the end of its batch-mode output
-    /// (`frames + Σ its and earlier layers' padding`) is not passed on.
+    /// One step of every layer. A layer's input past the end of its batch-mode input counts as
+    /// zero, and so does a hidden layer's output past the end of its batch-mode output.
     fn advance(&mut self, frame: Option<&[f32]>) {
         let t = self.steps;
         let layers = &self.model.form.layers;
         let mut valid_until = self.ended_at.unwrap_or(usize::MAX);
         for (l, layer) in layers.iter().enumerate() {
-            let (k, c_out) = (layer.synapse.kernel_size, layer.synapse.out_channels);
+            let (k, c_in) = (layer.synapse.kernel_size, layer.synapse.in_channels);
             let (earlier, later) = self.outputs.split_at_mut(l);
             let input = if l == 0 { frame } else { Some(earlier[l - 1].as_slice()) };
             let ring = &mut self.rings[l];
-            if let Some(x) = input {
-                for (i, targets) in self.model.fan_out[l].iter().enumerate() {
-                    if x[i] != 0.0 {
-                        for target in targets {
-                            ring[((t + target.delay as usize) % k) * c_out + target.output as usize] += target.weight * x[i];
-                        }
-                    }
-                }
+            let slot = &mut ring[(t % k) * c_in..(t % k + 1) * c_in];
+            match input {
+                Some(x) => slot.copy_from_slice(x),
+                None => slot.fill(0.0),
             }
             valid_until = valid_until.saturating_add(layer.synapse.extra_steps());
-            let current = &mut ring[(t % k) * c_out..(t % k + 1) * c_out];
+            let last_active = &mut self.last_active[l];
+            for (i, value) in input.unwrap_or(&[]).iter().enumerate() {
+                if *value != 0.0 {
+                    last_active[i] = Some(t);
+                }
+            }
+            let current = &mut self.current[l];
+            current.fill(0.0);
+            gather(&self.model.fan_out[l], last_active, ring, t, k, current);
             let membrane = l + 1 == layers.len() && !self.model.form.reads_spikes();
             let output = &mut later[0];
-            step_neurons(layer, current, &mut self.membranes[l], output, membrane);
-            current.iter_mut().for_each(|v| *v = 0.0);
+            for (o, ((y, v), out)) in current.iter().zip(self.membranes[l].iter_mut()).zip(output.iter_mut()).enumerate() {
+                *out = neuron_step(layer, o, *y, v, membrane);
+            }
             if t >= valid_until {
-                output.iter_mut().for_each(|v| *v = 0.0);
+                output.fill(0.0);
             }
         }
         self.steps += 1;
