@@ -88,9 +88,12 @@ fn graph(form: &EvalNetwork) -> (BTreeMap<String, Node>, Vec<(String, String)>) 
     (nodes, edges)
 }
 
+/// One delay's branch: its `(C_out, C_in)` weights and `(C_out)` bias.
+type Branch = (Vec<f64>, Vec<f64>);
+
 /// Per distinct delay (ascending), the `(C_out, C_in)` weights of that delay's synapses (folded
 /// BatchNorm scale applied) and the bias (the folded shift on the first branch, else zeros).
-fn branches(layer: &EvalLayer) -> Vec<(u16, (Vec<f64>, Vec<f64>))> {
+fn branches(layer: &EvalLayer) -> Vec<(u16, Branch)> {
     let s = &layer.synapse;
     let mut by_delay: BTreeMap<u16, Vec<f64>> = BTreeMap::new();
     for (k, (&delay, &weight)) in s.delays.iter().zip(&s.weights).enumerate() {

@@ -19,6 +19,22 @@
 //!
 //! Both modes add each output's terms in the same order (input channel, then tap), so streaming
 //! equals batch mode bit for bit.
+//!
+//! ```no_run
+//! # fn main() -> anyhow::Result<()> {
+//! # let (frames, steps) = (vec![0f32; 140 * 100], 100);
+//! let model = snn_delays::infer::Model::load("model.safetensors".as_ref())?;
+//! let mut stream = model.stream();
+//! for frame in frames.chunks_exact(model.n_inputs()) {
+//!     let _readout = stream.step(frame)?; // this step's output
+//! }
+//! let _tail = stream.finish(); // the steps the layers' padding adds
+//! stream.reset();
+//! let whole = model.run(&frames, steps)?; // batch mode, equal to the streamed readouts
+//! let _class = snn_delays::infer::prediction(&model.scores(&whole));
+//! # Ok(())
+//! # }
+//! ```
 
 use crate::config::Loss;
 use crate::model::eval_form::{EvalLayer, EvalNetwork};
