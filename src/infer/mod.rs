@@ -185,11 +185,10 @@ fn synaptic_input(layer: &EvalLayer, fan_in: &[Vec<Source>], x: &[f32], length: 
     let lead = layer.synapse.kernel_size - 1;
     let chunks = steps.div_ceil(CHUNK);
     let width = lead + chunks * CHUNK;
-    let mut padded = vec![0f32; c_in * width];
-    let mut active = vec![false; c_in];
+    let mut rows = Rows { padded: vec![0f32; c_in * width], width, active: vec![false; c_in] };
     for (i, row) in x.chunks_exact(length.max(1)).enumerate() {
-        padded[i * width + lead..i * width + lead + length].copy_from_slice(row);
-        active[i] = row.iter().any(|v| *v != 0.0);
+        rows.padded[i * width + lead..i * width + lead + length].copy_from_slice(row);
+        rows.active[i] = row.iter().any(|v| *v != 0.0);
     }
     let mut y = vec![0f32; c_out * chunks * CHUNK];
     for block in (0..c_in).step_by(INPUT_BLOCK) {
@@ -199,37 +198,45 @@ fn synaptic_input(layer: &EvalLayer, fan_in: &[Vec<Source>], x: &[f32], length: 
             let last = sources.partition_point(|s| (s.input as usize) < end);
             for (chunk, acc) in row.chunks_exact_mut(CHUNK).enumerate() {
                 let acc: &mut [f32; CHUNK] = acc.try_into().expect("a chunk");
-                accumulate(&sources[first..last], &active, &padded, width, lead + chunk * CHUNK, acc);
+                accumulate(&sources[first..last], &rows, lead + chunk * CHUNK, acc);
             }
         }
     }
     y.chunks_exact(chunks * CHUNK).flat_map(|row| &row[..steps]).copied().collect()
 }
 
+/// A layer's input rows, padded with `K − 1` zero steps in front and whole chunks at the end,
+/// and which channels fire at all.
+struct Rows {
+    padded: Vec<f32>,
+    width: usize,
+    active: Vec<bool>,
+}
+
 /// `acc[t] += Σ_s w_s · x_s[t − d_s]` for `CHUNK` steps from `offset` (in padded coordinates),
 /// the terms added in the order of `sources`, each as one fused multiply-add.
 #[inline(always)]
-fn accumulate(sources: &[Source], active: &[bool], padded: &[f32], width: usize, offset: usize, acc: &mut [f32; CHUNK]) {
+fn accumulate(sources: &[Source], rows: &Rows, offset: usize, acc: &mut [f32; CHUNK]) {
     #[cfg(target_arch = "x86_64")]
     {
         if std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("fma") {
             // SAFETY: the CPU has AVX-512F and FMA, checked just above.
-            return unsafe { accumulate_avx512(sources, active, padded, width, offset, acc) };
+            return unsafe { accumulate_avx512(sources, rows, offset, acc) };
         }
         if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
             // SAFETY: the CPU has AVX2 and FMA, checked just above.
-            return unsafe { accumulate_avx2(sources, active, padded, width, offset, acc) };
+            return unsafe { accumulate_avx2(sources, rows, offset, acc) };
         }
     }
-    accumulate_portable(sources, active, padded, width, offset, acc)
+    accumulate_portable(sources, rows, offset, acc)
 }
 
 #[inline(always)]
-fn accumulate_portable(sources: &[Source], active: &[bool], padded: &[f32], width: usize, offset: usize, acc: &mut [f32; CHUNK]) {
+fn accumulate_portable(sources: &[Source], rows: &Rows, offset: usize, acc: &mut [f32; CHUNK]) {
     let mut sum = *acc;
-    for source in sources.iter().filter(|s| active[s.input as usize]) {
-        let start = source.input as usize * width + offset - source.delay as usize;
-        let x: &[f32; CHUNK] = padded[start..start + CHUNK].try_into().expect("a chunk");
+    for source in sources.iter().filter(|s| rows.active[s.input as usize]) {
+        let start = source.input as usize * rows.width + offset - source.delay as usize;
+        let x: &[f32; CHUNK] = rows.padded[start..start + CHUNK].try_into().expect("a chunk");
         for (a, x) in sum.iter_mut().zip(x) {
             *a = source.weight.mul_add(*x, *a);
         }
@@ -240,29 +247,15 @@ fn accumulate_portable(sources: &[Source], active: &[bool], padded: &[f32], widt
 /// The same loop compiled for AVX-512: the same operations, sixteen at a time.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,fma")]
-unsafe fn accumulate_avx512(
-    sources: &[Source],
-    active: &[bool],
-    padded: &[f32],
-    width: usize,
-    offset: usize,
-    acc: &mut [f32; CHUNK],
-) {
-    accumulate_portable(sources, active, padded, width, offset, acc)
+unsafe fn accumulate_avx512(sources: &[Source], rows: &Rows, offset: usize, acc: &mut [f32; CHUNK]) {
+    accumulate_portable(sources, rows, offset, acc)
 }
 
 /// The same loop compiled for AVX2: the same operations, eight at a time.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn accumulate_avx2(
-    sources: &[Source],
-    active: &[bool],
-    padded: &[f32],
-    width: usize,
-    offset: usize,
-    acc: &mut [f32; CHUNK],
-) {
-    accumulate_portable(sources, active, padded, width, offset, acc)
+unsafe fn accumulate_avx2(sources: &[Source], rows: &Rows, offset: usize, acc: &mut [f32; CHUNK]) {
+    accumulate_portable(sources, rows, offset, acc)
 }
 
 /// The neurons over `C_out × steps` synaptic input (channel-major): spikes, or the membrane.
@@ -375,36 +368,38 @@ pub fn prediction(scores: &[f32]) -> usize {
     scores.iter().enumerate().fold(0, |best, (i, &s)| if s > scores[best] { i } else { best })
 }
 
+/// A layer's view of its recent input at step `t`: the ring of the last `k` steps and when each
+/// channel last fired.
+struct Window<'a> {
+    ring: &'a [f32],
+    last_active: &'a [Option<usize>],
+    t: usize,
+    k: usize,
+}
+
 /// A streamed step's synaptic input: each input channel active in the last K steps, in input
 /// order, adds its synapses' terms `w · x[i, t − d]` to their outputs, so every output sums its
 /// terms in the order batch mode does.
-fn gather(fan_out: &[Vec<Target>], last_active: &[Option<usize>], ring: &[f32], t: usize, k: usize, current: &mut [f32]) {
+fn gather(fan_out: &[Vec<Target>], window: &Window, current: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU has FMA, checked just above.
-        return unsafe { gather_fma(fan_out, last_active, ring, t, k, current) };
+        return unsafe { gather_fma(fan_out, window, current) };
     }
-    gather_portable(fan_out, last_active, ring, t, k, current);
+    gather_portable(fan_out, window, current);
 }
 
 #[inline(always)]
-fn gather_portable(
-    fan_out: &[Vec<Target>],
-    last_active: &[Option<usize>],
-    ring: &[f32],
-    t: usize,
-    k: usize,
-    current: &mut [f32],
-) {
-    let c_in = fan_out.len();
+fn gather_portable(fan_out: &[Vec<Target>], window: &Window, current: &mut [f32]) {
+    let (c_in, t, k) = (fan_out.len(), window.t, window.k);
     for (i, targets) in fan_out.iter().enumerate() {
-        if last_active[i].is_none_or(|last| t - last >= k) {
+        if window.last_active[i].is_none_or(|last| t - last >= k) {
             continue;
         }
         for target in targets {
             let d = target.delay as usize;
             if d <= t {
-                let value = ring[((t - d) % k) * c_in + i];
+                let value = window.ring[((t - d) % k) * c_in + i];
                 if value != 0.0 {
                     let y = &mut current[target.output as usize];
                     *y = target.weight.mul_add(value, *y);
@@ -417,15 +412,8 @@ fn gather_portable(
 /// The same with the multiply-add as one instruction (the same result).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "fma")]
-unsafe fn gather_fma(
-    fan_out: &[Vec<Target>],
-    last_active: &[Option<usize>],
-    ring: &[f32],
-    t: usize,
-    k: usize,
-    current: &mut [f32],
-) {
-    gather_portable(fan_out, last_active, ring, t, k, current);
+unsafe fn gather_fma(fan_out: &[Vec<Target>], window: &Window, current: &mut [f32]) {
+    gather_portable(fan_out, window, current);
 }
 
 /// One recording fed a frame at a time.
@@ -516,7 +504,7 @@ impl<'m> Stream<'m> {
             }
             let current = &mut self.current[l];
             current.fill(0.0);
-            gather(&self.model.fan_out[l], last_active, ring, t, k, current);
+            gather(&self.model.fan_out[l], &Window { ring, last_active, t, k }, current);
             let membrane = l + 1 == layers.len() && !self.model.form.reads_spikes();
             let output = &mut later[0];
             for (o, ((y, v), out)) in current.iter().zip(self.membranes[l].iter_mut()).zip(output.iter_mut()).enumerate() {
