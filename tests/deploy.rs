@@ -152,6 +152,12 @@ fn netx_and_nir_exports_read_back_as_the_checkpoint() {
             snn(&["export", "--checkpoint", checkpoint.to_str().unwrap(), "--format", format, "--out", out.to_str().unwrap()]);
         assert!(export.status.success(), "{}", text(&export));
     }
+    let over =
+        snn(&["export", "--checkpoint", checkpoint.to_str().unwrap(), "--format", "nir", "--out", checkpoint.to_str().unwrap()]);
+    assert!(!over.status.success() && text(&over).contains("is the checkpoint"), "{}", text(&over));
+    let not_a_model = snn(&["infer", "--model", checkpoint.to_str().unwrap(), "--data", dir.to_str().unwrap()]);
+    let message = text(&not_a_model);
+    assert!(!not_a_model.status.success() && message.contains("last.safetensors") && !message.contains("panicked"), "{message}");
     let (dir_s, run_s) = (dir.to_str().unwrap(), run.to_str().unwrap());
     println!(
         "{}",
