@@ -8,7 +8,7 @@
 use super::ConfigArgs;
 use crate::config::{Config, ConfigSource};
 use crate::data::{DataSplits, Split, Subset};
-use crate::infer::{prediction, Model};
+use crate::infer::{prediction, ClassScores, Model};
 use crate::progress::{Progress, Unit};
 use anyhow::{ensure, Context, Result};
 use clap::Args;
@@ -122,18 +122,18 @@ fn stream(model: &Model, subset: &Subset, quiet: bool) -> Result<(Vec<usize>, Ve
     for (sample, &index) in subset.indices.iter().enumerate() {
         let frames = subset.source.frames(&[index])?.pop().context("a sample's frames")?;
         stream.reset();
-        let mut readout = Vec::new();
+        let mut scores = ClassScores::new(model.form().loss, model.n_outputs());
         let mut decision = None;
         for frame in frames.values.chunks_exact(frames.channels) {
-            readout.extend_from_slice(stream.step(frame)?);
-            let now = prediction(&model.scores(&readout));
+            scores.add(stream.step(frame)?);
+            let now = prediction(&scores.scores());
             if decision != Some(now) && !quiet {
                 println!("sample {sample}, {:.0} ms: class {now}", stream.steps() as f64 * step_ms);
             }
             decision = Some(now);
         }
-        readout.extend(stream.finish().into_iter().flatten());
-        let last = prediction(&model.scores(&readout));
+        stream.finish().iter().for_each(|row| scores.add(row));
+        let last = prediction(&scores.scores());
         if !quiet {
             println!("sample {sample}: decided class {last} after {} steps (label {})", stream.steps(), labels[sample]);
         }

@@ -38,7 +38,6 @@
 
 use crate::config::Loss;
 use crate::model::eval_form::{EvalLayer, EvalNetwork};
-use crate::model::fused_lif::Charge;
 use anyhow::{ensure, Result};
 use rayon::prelude::*;
 use std::path::Path;
@@ -270,53 +269,23 @@ fn neurons(layer: &EvalLayer, mut current: Vec<f32>, steps: usize, membrane: boo
     current
 }
 
-/// Time-major, so that each step updates every neuron in one vector loop; the charge formula
-/// and the BatchNorm are chosen once per layer.
+/// Time-major, so that each step updates every neuron in one loop of independent updates.
 #[inline(always)]
 fn neurons_portable(layer: &EvalLayer, current: &mut [f32], steps: usize, membrane: bool) {
     let channels = layer.synapse.out_channels;
     let mut by_time = transpose(current, channels, steps);
-    match layer.charge {
-        Charge::Divide(tau) => neurons_with(layer, &mut by_time, membrane, |v, c| (v - v / tau) + c),
-        Charge::Multiply(keep) | Charge::MultiplyOneMinus(keep) => {
-            neurons_with(layer, &mut by_time, membrane, |v, c| v * keep + c)
-        }
-        Charge::SubtractProduct(rate) => neurons_with(layer, &mut by_time, membrane, |v, c| (v - v * rate) + c),
-    }
-    current.copy_from_slice(&transpose(&by_time, steps, channels));
-}
-
-/// [`neuron_step`] over a `steps × C_out` input with the charge `charge`.
-#[inline(always)]
-fn neurons_with(layer: &EvalLayer, by_time: &mut [f32], membrane: bool, charge: impl Fn(f32, f32) -> f32) {
-    let channels = layer.synapse.out_channels;
-    let (scale, shift) = match &layer.norm {
-        Some(norm) => (norm.scale.clone(), norm.shift.clone()),
-        None => (Vec::new(), Vec::new()),
-    };
     let mut v = vec![0f32; channels];
     for row in by_time.chunks_exact_mut(channels) {
-        if scale.is_empty() {
-            fire(row, &mut v, layer.threshold, membrane, &charge);
-        } else {
-            for ((y, scale), shift) in row.iter_mut().zip(&scale).zip(&shift) {
+        if let Some(norm) = &layer.norm {
+            for ((y, scale), shift) in row.iter_mut().zip(&norm.scale).zip(&norm.shift) {
                 *y = y.mul_add(*scale, *shift);
             }
-            fire(row, &mut v, layer.threshold, membrane, &charge);
+        }
+        for (c, v) in row.iter_mut().zip(v.iter_mut()) {
+            *c = fire(layer, *c, v, membrane);
         }
     }
-}
-
-/// Charge, fire and reset one step of every neuron; `row` holds the current and gets the
-/// spikes, or the post-reset membrane when `membrane`.
-#[inline(always)]
-fn fire(row: &mut [f32], v: &mut [f32], threshold: f32, membrane: bool, charge: &impl Fn(f32, f32) -> f32) {
-    for (c, v) in row.iter_mut().zip(v.iter_mut()) {
-        let h = charge(*v, *c);
-        let fired = if h >= threshold { 1.0 } else { 0.0 };
-        *v = h * (1.0 - fired);
-        *c = if membrane { *v } else { fired };
-    }
+    current.copy_from_slice(&transpose(&by_time, steps, channels));
 }
 
 /// The same with the BatchNorm's fused multiply-add as one instruction (the same result).
@@ -330,7 +299,13 @@ unsafe fn neurons_fma(layer: &EvalLayer, current: &mut [f32], steps: usize, memb
 /// membrane when `membrane`.
 #[inline(always)]
 fn neuron_step(layer: &EvalLayer, o: usize, y: f32, v: &mut f32, membrane: bool) -> f32 {
-    let c = layer.norm.as_ref().map_or(y, |norm| norm.apply(y, o));
+    fire(layer, layer.norm.as_ref().map_or(y, |norm| norm.apply(y, o)), v, membrane)
+}
+
+/// Charge with the current `c`, fire and reset: the spike, or the post-reset membrane when
+/// `membrane`.
+#[inline(always)]
+fn fire(layer: &EvalLayer, c: f32, v: &mut f32, membrane: bool) -> f32 {
     let h = layer.charge.apply(*v, c);
     let fired = if h >= layer.threshold { 1.0 } else { 0.0 };
     *v = h * (1.0 - fired);
@@ -343,24 +318,45 @@ fn neuron_step(layer: &EvalLayer, o: usize, y: f32, v: &mut f32, membrane: bool)
 
 /// Class scores from a readout: `sum` Σ_t softmax, `mean`, `max`, `spike_count` Σ_t.
 pub fn class_scores(loss: Loss, readout: &[f32], classes: usize) -> Vec<f32> {
-    let mut scores = vec![if loss == Loss::Max { f32::NEG_INFINITY } else { 0.0 }; classes];
-    let steps = readout.len() / classes.max(1);
-    for row in readout.chunks_exact(classes) {
-        match loss {
+    let mut scores = ClassScores::new(loss, classes);
+    readout.chunks_exact(classes).for_each(|row| scores.add(row));
+    scores.scores()
+}
+
+/// Class scores accumulated one readout step at a time (for streaming decisions).
+pub struct ClassScores {
+    loss: Loss,
+    totals: Vec<f32>,
+    steps: usize,
+}
+
+impl ClassScores {
+    pub fn new(loss: Loss, classes: usize) -> ClassScores {
+        ClassScores { loss, totals: vec![if loss == Loss::Max { f32::NEG_INFINITY } else { 0.0 }; classes], steps: 0 }
+    }
+
+    /// Adds one step's readout (`classes` values).
+    pub fn add(&mut self, row: &[f32]) {
+        match self.loss {
             Loss::Sum => {
                 let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
                 let exps: Vec<f32> = row.iter().map(|v| (v - max).exp()).collect();
                 let total: f32 = exps.iter().sum();
-                scores.iter_mut().zip(&exps).for_each(|(s, e)| *s += e / total);
+                self.totals.iter_mut().zip(&exps).for_each(|(s, e)| *s += e / total);
             }
-            Loss::Mean | Loss::SpikeCount => scores.iter_mut().zip(row).for_each(|(s, v)| *s += v),
-            Loss::Max => scores.iter_mut().zip(row).for_each(|(s, v)| *s = s.max(*v)),
+            Loss::Mean | Loss::SpikeCount => self.totals.iter_mut().zip(row).for_each(|(s, v)| *s += v),
+            Loss::Max => self.totals.iter_mut().zip(row).for_each(|(s, v)| *s = s.max(*v)),
+        }
+        self.steps += 1;
+    }
+
+    /// The scores of the steps added so far.
+    pub fn scores(&self) -> Vec<f32> {
+        match self.loss {
+            Loss::Mean => self.totals.iter().map(|s| s / self.steps as f32).collect(),
+            _ => self.totals.clone(),
         }
     }
-    if loss == Loss::Mean {
-        scores.iter_mut().for_each(|s| *s /= steps as f32);
-    }
-    scores
 }
 
 /// The first index of the largest score, as argmax breaks ties.

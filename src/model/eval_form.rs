@@ -129,10 +129,19 @@ pub struct EvalKernels(pub Vec<Option<Tensor>>);
 
 impl EvalKernels {
     pub fn new(form: &EvalNetwork, device: Device) -> EvalKernels {
-        EvalKernels(
-            form.layers.iter().map(|layer| (layer.synapse.kernel_size > 1).then(|| layer.synapse.dense_kernel(device))).collect(),
-        )
+        EvalKernels(form.layers.iter().map(|layer| dense_kernel(&layer.synapse, device)).collect())
     }
+
+    /// The kernels of `network`'s eval form, without building the rest of the form.
+    pub fn of(network: &Network) -> EvalKernels {
+        let device = network.device();
+        tch::no_grad(|| EvalKernels(network.synapses().map(|synapse| dense_kernel(&eval_synapse(synapse), device)).collect()))
+    }
+}
+
+/// A DCLS synapse's dense kernel; `None` for a linear one.
+fn dense_kernel(synapse: &EvalSynapse, device: Device) -> Option<Tensor> {
+    (synapse.kernel_size > 1).then(|| synapse.dense_kernel(device))
 }
 
 fn eval_synapse(synapse: &Synapse) -> EvalSynapse {

@@ -307,7 +307,7 @@ impl Network {
 
     /// The dense kernels of the eval form (§4.7), built once for a whole evaluation pass.
     pub fn eval_kernels(&self) -> EvalKernels {
-        EvalKernels::new(&super::eval_form::EvalNetwork::of(self, 1.0), self.device())
+        EvalKernels::of(self)
     }
 
     /// Clamps every layer's positions to `[−K//2, K//2]`, as after each optimizer step.
