@@ -46,6 +46,18 @@ pub enum NeuronType {
     Plif,
 }
 
+/// Where a training batch's dropout masks come from (§2.6).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MaskDraw {
+    /// One `(B, C)` mask per batch from torch's global generator, as the reference draws it.
+    #[default]
+    Global,
+    /// Each sample's mask from its own seeded stream of (seed, epoch, sample, layer), so that it
+    /// does not depend on the batch or on which process of a data-parallel run holds the sample.
+    PerSample,
+}
+
 /// Which floating-point form of the membrane charge to use (§2.4).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -146,6 +158,9 @@ pub struct Config {
     /// Output neurons (classes); `null` takes the dataset's class count (20 SHD, 35 SSC/GSC).
     pub n_outputs: Option<usize>,
     pub dropout_p: f64,
+    /// `global` (the reference's) or `per_sample` (needed by data-parallel runs).
+    #[serde(default)]
+    pub dropout_masks: MaskDraw,
     pub v_threshold: f64,
     pub surrogate_alpha: f64,
     pub loss: Loss,
@@ -218,6 +233,7 @@ impl Config {
             n_hidden_neurons: 256,
             n_outputs: None,
             dropout_p: 0.4,
+            dropout_masks: MaskDraw::Global,
             v_threshold: 1.0,
             surrogate_alpha: 5.0,
             loss: Loss::Sum,

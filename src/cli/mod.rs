@@ -9,6 +9,7 @@ mod export_cmd;
 mod forward;
 mod infer_cmd;
 mod init;
+mod launch_cmd;
 mod replay_cmd;
 mod reproduce_cmd;
 mod schedule_cmd;
@@ -43,6 +44,8 @@ enum Command {
     Export(export_cmd::ExportArgs),
     /// Run an exported model with the pure-Rust integer-delay engine, in batches or streaming.
     Infer(infer_cmd::InferArgs),
+    /// Start N local ranks of a data-parallel `train` (as torchrun does on one machine).
+    Launch(launch_cmd::LaunchArgs),
     /// Evaluate a checkpoint with integer delays on one split.
     Eval(eval_cmd::EvalArgs),
     /// Print the learning rates, Adam beta1 and sigma in force during each epoch.
@@ -148,6 +151,7 @@ impl RunFlags {
             device_auto: self.device.is_auto(),
             memory: crate::memory::Budget::new(self.memory_limit_gb)?,
             threads: self.threads,
+            group: None,
         })
     }
 }
@@ -190,6 +194,7 @@ pub fn run() -> Result<()> {
         Command::Export(args) => export_cmd::run(&args),
         Command::Infer(args) => infer_cmd::run(&args),
         Command::Reproduce(args) => reproduce_cmd::run(&args),
+        Command::Launch(args) => launch_cmd::run(&args),
         Command::Schedule(args) => schedule_cmd::run(&args),
         Command::Replay(args) => replay_cmd::run(&args),
         Command::Init(args) => init::run(&args),

@@ -1,8 +1,10 @@
-//! `snn-delays train`: runs the paper's training procedure into a run directory.
+//! `snn-delays train`: runs the paper's training procedure into a run directory, in one process
+//! or, under torchrun, Slurm or `snn-delays launch`, as one rank of a data-parallel run.
 
 use super::{ConfigArgs, RunFlags};
 use crate::config::name_of;
-use crate::train::run::{train, Outcome};
+use crate::distributed::{timeout_from, Group, World};
+use crate::train::run::{train, Outcome, RunOptions};
 use anyhow::{bail, Result};
 use clap::Args;
 use std::path::{Path, PathBuf};
@@ -30,6 +32,9 @@ pub struct TrainArgs {
     /// Stop after this many epochs in total, leaving the run resumable
     #[arg(long, value_name = "N")]
     stop_after: Option<usize>,
+    /// Rank 0's host for a multi-process run whose launcher sets no MASTER_ADDR (Slurm)
+    #[arg(long, value_name = "HOST")]
+    master_addr: Option<String>,
     #[command(flatten)]
     run: RunFlags,
 }
@@ -44,9 +49,20 @@ pub fn run(args: &TrainArgs) -> Result<()> {
             PathBuf::from("runs").join(format!("{}-{}-{}", name_of(&config.dataset), name_of(&config.model_type), utc_stamp()))
         }
     };
-    let options = args.run.options(run_dir.clone(), args.resume, args.stop_after)?;
+    let world = World::from_env(|name| std::env::var(name).ok(), args.master_addr.as_deref())?;
+    let mut options = args.run.options(run_dir.clone(), args.resume, args.stop_after)?;
+    if let Some(world) = world {
+        options = join(world, options)?;
+    }
     let data = args.data.clone().unwrap_or_else(|| PathBuf::from(&config.data_dir));
-    match train(&config, &data, &options)? {
+    let outcome = train(&config, &data, &options)?;
+    if options.group.as_ref().is_some_and(|group| !group.is_leader()) {
+        return match outcome {
+            Outcome::Interrupted { .. } => Err(crate::train::run::Interrupted.into()),
+            _ => Ok(()),
+        };
+    }
+    match outcome {
         Outcome::Finished(summary) => {
             println!(
                 "best valid accuracy {:.2}% at epoch {} (test accuracy there: {}); summary in {}",
@@ -64,6 +80,26 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Joins the other ranks: on CUDA each local rank takes its own GPU and NCCL, on the CPU Gloo.
+fn join(world: World, options: RunOptions) -> Result<RunOptions> {
+    let device = match options.device {
+        tch::Device::Cuda(_) => {
+            let count = tch::Cuda::device_count() as usize;
+            anyhow::ensure!(
+                world.local_rank < count,
+                "local rank {} has no GPU of its own: this machine has {count}; start at most {count} processes per machine",
+                world.local_rank
+            );
+            anyhow::ensure!(crate::distributed::c10d::has_nccl(), "this binary was built without NCCL, which CUDA runs over several processes need; rebuild against a CUDA libtorch (see libtorch.md)");
+            tch::Device::Cuda(world.local_rank)
+        }
+        device => device,
+    };
+    let timeout = timeout_from(|name| std::env::var(name).ok())?;
+    let group = Group::join(world, device, timeout)?;
+    Ok(RunOptions { device, group: Some(std::rc::Rc::new(group)), ..options })
 }
 
 /// The preset or config file of the flags, or, when `--resume` is given with neither, the run's

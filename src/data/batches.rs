@@ -18,6 +18,8 @@ pub struct Batch {
     pub labels: Tensor,
     pub targets: Tensor,
     pub lengths: Vec<usize>,
+    /// The samples' indices in their source, in batch order.
+    pub indices: Vec<usize>,
 }
 
 /// Pads frames to the longest and stacks them as `(T_max, B, C)`.
@@ -38,7 +40,8 @@ pub fn collate(frames: &[Frames], labels: &[i64], classes: i64) -> Batch {
         one_hot[b * classes as usize + label as usize] = 1.0;
     }
     let targets = Tensor::from_slice(&one_hot).reshape([batch as i64, classes]);
-    Batch { x, labels: Tensor::from_slice(labels), targets, lengths: frames.iter().map(|f| f.steps).collect() }
+    let lengths = frames.iter().map(|f| f.steps).collect();
+    Batch { x, labels: Tensor::from_slice(labels), targets, lengths, indices: Vec::new() }
 }
 
 /// Iterates over the batches of a subset.
@@ -77,7 +80,8 @@ impl Iterator for Batches<'_> {
         self.next = end;
         let all_labels = self.subset.source.labels();
         let labels: Vec<i64> = indices.iter().map(|&i| all_labels[i]).collect();
-        Some(self.subset.source.frames(indices).map(|frames| collate(&frames, &labels, self.classes)))
+        let batch = self.subset.source.frames(indices).map(|frames| collate(&frames, &labels, self.classes));
+        Some(batch.map(|batch| Batch { indices: indices.to_vec(), ..batch }))
     }
 }
 

@@ -7,7 +7,7 @@
 use tch::{nn, Device, Kind, Tensor};
 
 pub const BN_EPS: f64 = 1e-5;
-const BN_MOMENTUM: f64 = 0.1;
+pub const BN_MOMENTUM: f64 = 0.1;
 
 /// BatchNorm over `T·B` per channel, with the reference's parameter and buffer names.
 #[derive(Debug)]

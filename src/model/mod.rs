@@ -3,6 +3,7 @@
 pub mod dcls;
 pub mod eval_form;
 pub mod fused_lif;
+pub mod global_norm;
 pub mod fused_lif_cuda;
 pub mod layers;
 pub mod loss;
@@ -10,4 +11,5 @@ pub mod network;
 pub mod neuron;
 pub mod time_conv;
 
+pub use global_norm::GlobalSum;
 pub use network::{DropoutMasks, Network, TrainPass};

@@ -8,15 +8,18 @@
 //! Training goes through [`Network::forward_train`], whose [`TrainPass::backward`] runs the
 //! fused neurons' segments after autograd; evaluation through [`Network::forward_eval`] with the
 //! kernels of the eval form ([`super::eval_form`]), which computes no surrogate and keeps no
-//! graph and leaves the network as it was.
+//! graph and leaves the network as it was. In a data-parallel run ([`Network::global_sum`] set)
+//! BatchNorm uses the global batch's statistics ([`super::global_norm`]).
 
 use super::dcls::{Dcls1d, DclsCompute, DclsShape};
 use super::eval_form::EvalKernels;
+use super::global_norm::{GlobalNormCut, GlobalSum};
 use super::layers::{Linear, MultiStepDropout, TimeBatchNorm};
 use super::neuron::{ATan, MultiStepLif, Readout, Segment};
 use crate::checkpoint::keys;
 use crate::config::{Config, Loss, NeuronBackend};
 use anyhow::{ensure, Result};
+use std::rc::Rc;
 use tch::{nn, Device, Kind, Tensor};
 
 /// A block's synapse: DCLS delays, or a plain linear map for the `snn` model.
@@ -89,22 +92,37 @@ pub struct Network {
     pub loss: Loss,
     /// Why the neurons do not run on the configured backend, if they do not.
     pub backend_note: Option<String>,
+    /// Sums over the processes of a data-parallel run; BatchNorm then normalises with the
+    /// global batch's statistics. `None` in a single process.
+    pub global_sum: Option<Rc<dyn GlobalSum>>,
+}
+
+/// A place where autograd stops and the backward continues by hand.
+enum Cut {
+    /// A fused neuron layer.
+    Neuron(Segment),
+    /// A BatchNorm over the global batch.
+    GlobalNorm(GlobalNormCut),
 }
 
 /// The output of a training forward pass, with what its backward needs.
 pub struct TrainPass {
     pub output: Tensor,
-    /// The fused neuron layers, first to last.
-    segments: Vec<Segment>,
+    /// The cuts, first to last.
+    cuts: Vec<Cut>,
 }
 
 impl TrainPass {
     /// Backpropagates `loss` (computed from `output`) to every parameter: autograd down to the
-    /// last fused layer, then each fused layer's segment from the last to the first.
+    /// last cut, then each cut (a fused layer's segment, a global BatchNorm) from the last to
+    /// the first.
     pub fn backward(&self, loss: &Tensor) -> Result<()> {
         loss.backward();
-        for segment in self.segments.iter().rev() {
-            segment.backward()?;
+        for cut in self.cuts.iter().rev() {
+            match cut {
+                Cut::Neuron(segment) => segment.backward()?,
+                Cut::GlobalNorm(norm) => norm.backward()?,
+            }
         }
         Ok(())
     }
@@ -171,7 +189,7 @@ impl Network {
             synapse: synapse(base, last_width, derived.n_outputs as i64),
             neuron: neuron(base + 1, derived.output_v_threshold),
         };
-        let mut network = Network { vs, hidden, output, loss: config.loss, backend_note };
+        let mut network = Network { vs, hidden, output, loss: config.loss, backend_note, global_sum: None };
         network.initialise(config);
         network.vs.set_device(device);
         network
@@ -245,18 +263,26 @@ impl Network {
             masks.0.len(),
             self.hidden.len()
         );
-        let mut segments = Vec::new();
+        let mut cuts = Vec::new();
         let mut h = x.shallow_clone();
         for (layer, block) in self.hidden.iter().enumerate() {
-            let current = block.norm.forward(&block.synapse.forward(&h), true);
+            let synaptic = block.synapse.forward(&h);
+            let current = match &self.global_sum {
+                Some(sum) => {
+                    let (current, cut) = block.norm.forward_global(&synaptic, sum.clone())?;
+                    cuts.push(Cut::GlobalNorm(cut));
+                    current
+                }
+                None => block.norm.forward(&synaptic, true),
+            };
             let out = block.neuron.forward(&current, true, Readout::SPIKES)?;
-            segments.extend(out.segment);
+            cuts.extend(out.segment.map(Cut::Neuron));
             let spikes = out.spikes.expect("spikes were asked for");
             h = block.dropout.apply(&spikes, &self.mask(layer, &spikes, masks)?);
         }
         let mut out = self.output.neuron.forward(&self.output.synapse.forward(&h), true, self.readout())?;
-        segments.extend(out.segment.take());
-        Ok(TrainPass { output: self.read(out), segments })
+        cuts.extend(out.segment.take().map(Cut::Neuron));
+        Ok(TrainPass { output: self.read(out), cuts })
     }
 
     /// Runs `(T, B, n_inputs)` to `(T_out, B, n_outputs)` in eval mode with the eval form's

@@ -6,12 +6,13 @@
 
 use crate::data::batches::batches;
 use crate::data::Subset;
+use crate::distributed::Group;
 use crate::model::eval_form::EvalKernels;
 use crate::model::loss::{class_scores, cross_entropy, hit_rate};
 use crate::model::Network;
 use crate::progress::{Progress, Unit};
 use anyhow::Result;
-use tch::{Kind, Tensor};
+use tch::{Kind, Reduction, Tensor};
 
 /// A pass's loss and accuracy over `samples` samples.
 #[derive(Clone, Copy, Debug, serde::Serialize)]
@@ -57,6 +58,44 @@ pub struct Pass<'a> {
 pub fn evaluate(network: &Network, subset: &Subset, pass: &Pass) -> Result<Scores> {
     let kernels = network.eval_kernels();
     tch::no_grad(|| mean_scores(network, &kernels, subset, pass))
+}
+
+/// [`evaluate`] shared by the ranks of `group`: the same figures, up to summation order.
+pub fn evaluate_sharded(network: &Network, subset: &Subset, pass: &Pass, group: &Group) -> Result<Scores> {
+    let kernels = network.eval_kernels();
+    tch::no_grad(|| sharded_scores(network, &kernels, subset, pass, group))
+}
+
+fn sharded_scores(network: &Network, kernels: &EvalKernels, subset: &Subset, pass: &Pass, group: &Group) -> Result<Scores> {
+    let device = network.device();
+    let (mut sums, mut sizes) = (Vec::new(), Vec::new());
+    let progress = Progress::new(pass.label, subset.len() as u64, Unit::Items, pass.quiet);
+    for batch in batches(subset, pass.batch_size, pass.classes, None) {
+        let batch = batch?;
+        let size = batch.lengths.len();
+        progress.advance(size as u64);
+        let rows = group.world.shard(size);
+        let mut sum = Tensor::zeros([2], (Kind::Double, device));
+        if !rows.is_empty() {
+            let (start, len) = (rows.start as i64, rows.len() as i64);
+            let x = batch.x.narrow(1, start, len).to_device(device);
+            let targets = batch.targets.narrow(0, start, len).to_device(device);
+            let scores = class_scores(&network.forward_eval(&x, kernels)?, network.loss);
+            let losses = scores.cross_entropy_loss::<Tensor>(&targets, None, Reduction::None, -100, 0.0);
+            let hits = scores.argmax(1, false).eq_tensor(&targets.argmax(1, false));
+            sum = Tensor::stack(&[losses.sum(Kind::Double), hits.sum(Kind::Double)], 0);
+        }
+        sums.push(sum);
+        sizes.push(size);
+    }
+    if sums.is_empty() {
+        return Ok(Scores::from_batches(&[], &[], &[]));
+    }
+    let totals = Tensor::stack(&sums, 0);
+    group.sum(&totals)?;
+    let totals = Vec::<f64>::try_from(totals.to_device(tch::Device::Cpu).flatten(0, -1))?;
+    let per_batch = |column: usize| totals.chunks(2).zip(&sizes).map(|(row, &n)| row[column] / n as f64).collect::<Vec<_>>();
+    Ok(Scores::from_batches(&per_batch(0), &per_batch(1), &sizes))
 }
 
 fn mean_scores(network: &Network, kernels: &EvalKernels, subset: &Subset, pass: &Pass) -> Result<Scores> {

@@ -2,7 +2,9 @@
 //! optimizers and their schedules, and performs one batch step and one end of epoch exactly as
 //! the reference orders them. [`run`] drives whole runs; [`eval`] evaluates with integer delays.
 
+pub mod data_parallel;
 pub mod eval;
+pub mod masks;
 pub mod optim;
 pub mod protocols;
 pub mod run;
@@ -16,6 +18,14 @@ use anyhow::{bail, Result};
 use optim::Adam;
 use schedule::{sigma_decays, LrSchedule};
 use tch::{Device, Tensor};
+
+/// The loss, when it is finite; otherwise an error raised before any parameter changes.
+fn check_finite(loss: f64) -> Result<f64> {
+    if !loss.is_finite() {
+        bail!("the training loss is {loss}; stopping before this step changes any parameter");
+    }
+    Ok(loss)
+}
 
 /// Loss and accuracy of one batch. The loss is read (its finiteness is checked); the accuracy
 /// stays on the device, a 0-dim float64 tensor, until the caller reads many at once.
@@ -75,25 +85,46 @@ impl Trainer {
     /// The loss is read once, after the backward is queued, and a non-finite loss stops before
     /// any parameter changes.
     pub fn train_step(&mut self, x: &Tensor, targets: &Tensor, masks: DropoutMasks) -> Result<BatchResult> {
-        self.weights.zero_grad();
-        if let Some(adam) = &mut self.positions {
-            adam.zero_grad();
-        }
+        self.zero_grad();
+        let (loss, scores) = self.compute_gradients(x, targets, masks, None)?;
+        let value = check_finite(loss.double_value(&[]))?;
+        self.apply_gradients();
+        let accuracy = tch::no_grad(|| hit_rate(&scores, targets));
+        Ok(BatchResult { loss: value, accuracy })
+    }
+
+    /// Clears the gradients of every optimized parameter.
+    pub fn zero_grad(&mut self) {
+        self.optimizers_mut().for_each(Adam::zero_grad);
+    }
+
+    /// Forward, loss and backward of a batch, leaving the gradients on the parameters; returns
+    /// the batch's mean loss and class scores. With `share = Some(s)` the gradients are those
+    /// of `s·loss`, this batch's weight in a larger one (a rank's shard of a global batch); an
+    /// empty shard gives zero gradients, and still takes part in every collective of the pass.
+    pub fn compute_gradients(&mut self, x: &Tensor, targets: &Tensor, masks: DropoutMasks, share: Option<f64>) -> Result<(Tensor, Tensor)> {
         let pass = self.network.forward_train(x, masks)?;
         let scores = class_scores(&pass.output, self.config.loss);
+        if targets.size()[0] == 0 {
+            pass.backward(&pass.output.sum(tch::Kind::Float))?;
+            return Ok((Tensor::zeros([], (tch::Kind::Float, x.device())), scores));
+        }
         let loss = cross_entropy(&scores, targets);
-        pass.backward(&loss)?;
-        let value = loss.double_value(&[]);
-        if !value.is_finite() {
-            bail!("the training loss is {value}; stopping before this step changes any parameter");
+        match share {
+            Some(share) => pass.backward(&(&loss * share))?,
+            None => pass.backward(&loss)?,
         }
-        self.weights.step();
-        if let Some(adam) = &mut self.positions {
-            adam.step();
-        }
-        let accuracy = tch::no_grad(|| hit_rate(&scores, targets));
+        Ok((loss.detach(), scores))
+    }
+
+    /// Steps both optimizers with the gradients in place, then clamps the positions.
+    pub fn apply_gradients(&mut self) {
+        self.optimizers_mut().for_each(Adam::step);
         self.network.clamp_positions();
-        Ok(BatchResult { loss: value, accuracy })
+    }
+
+    fn optimizers_mut(&mut self) -> impl Iterator<Item = &mut Adam> {
+        std::iter::once(&mut self.weights).chain(self.positions.as_mut())
     }
 
     /// §4.5 steps 2–3 after epoch `epoch`: step the schedules, then decay sigma.

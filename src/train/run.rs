@@ -5,17 +5,26 @@
 //!
 //! Determinism: the data order, augmentation and the torch generator (dropout masks) are
 //! reseeded from (seed, epoch) at every epoch, so a resumed run equals an uninterrupted one.
+//!
+//! Data-parallel runs ([`RunOptions::group`]): every rank makes each global batch, trains on its
+//! shard ([`super::data_parallel`]) and evaluates its shard; only rank 0 (the observer) locks
+//! and writes the run directory, logs and prints. Any rank resumes from `last.safetensors`,
+//! whatever the world size that wrote it.
 
-use super::eval::{evaluate, read_all, Pass, Scores};
+use super::data_parallel::{broadcast_state, define_gradients, synced_step};
+use super::eval::{evaluate, evaluate_sharded, read_all, Pass, Scores};
+use super::masks::per_sample_masks;
 use super::state::{load_last, save_last, EpochRecord, RunState};
 use super::Trainer;
 use crate::atomic;
 use crate::checkpoint;
-use crate::config::Config;
+use crate::config::{Config, MaskDraw};
 use crate::data::augment::Augment;
 use crate::data::batches::batches;
 use crate::data::prefetch::{prefetched, to_device};
-use crate::data::DataSplits;
+use crate::data::batches::Batch;
+use crate::data::{DataSplits, Subset};
+use crate::distributed::Group;
 use crate::logging::{Board, MetricsFile};
 use crate::model::DropoutMasks;
 use crate::progress::{Progress, Unit};
@@ -23,6 +32,7 @@ use anyhow::{bail, Context, Result};
 use std::io::Write;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -43,6 +53,8 @@ pub struct RunOptions {
     pub memory: crate::memory::Budget,
     /// `--threads`, when given.
     pub threads: Option<usize>,
+    /// The other processes of a data-parallel run; `None` for one process.
+    pub group: Option<Rc<Group>>,
 }
 
 /// How a run ended.
@@ -92,10 +104,24 @@ impl RunFiles {
     }
 }
 
+/// What rank 0 alone keeps: TensorBoard and `metrics.jsonl`.
+struct Observer {
+    board: Board,
+    metrics: MetricsFile,
+}
+
 pub fn train(config: &Config, data_dir: &Path, options: &RunOptions) -> Result<Outcome> {
+    let group = options.group.as_deref();
+    if group.is_some() {
+        check_shardable(config)?;
+    }
+    let leader = group.is_none_or(Group::is_leader);
     let files = RunFiles::new(&options.run_dir);
-    let _lock = lock_run_dir(&options.run_dir)?;
-    let resume = check_run_dir(config, &files, options)?;
+    let _lock = leader.then(|| lock_run_dir(&options.run_dir)).transpose()?;
+    let mut resume = leader && check_run_dir(config, &files, options)?;
+    if let Some(group) = group {
+        resume = group.leader_value(i64::from(resume))? != 0;
+    }
     let data = DataSplits::open(config, data_dir)?;
     let steps = data.max_steps()?;
     let what = format!("a training step at batch {} and up to {steps} steps", config.batch_size);
@@ -107,26 +133,31 @@ pub fn train(config: &Config, data_dir: &Path, options: &RunOptions) -> Result<O
         (state, marks)
     } else {
         let state = RunState::new(&trainer);
-        let mut written = config.to_json();
-        written[crate::config::RUN_ID_KEY] = serde_json::Value::from(state.run_id.clone());
-        atomic::write_bytes(&files.config, serde_json::to_string_pretty(&written)?.as_bytes())?;
+        if leader {
+            let mut written = config.to_json();
+            written[crate::config::RUN_ID_KEY] = serde_json::Value::from(state.run_id.clone());
+            atomic::write_bytes(&files.config, serde_json::to_string_pretty(&written)?.as_bytes())?;
+        }
         (state, positions_now(&trainer))
     };
-    let mut board = Board::open(&options.run_dir)?;
-    if !resume {
-        board.text("config", &format!("```\n{}\n```", serde_json::to_string_pretty(&config.to_json())?), 0);
+    if let Some(group) = &options.group {
+        join_training(&mut trainer, &state, group)?;
     }
-    let mut metrics =
-        MetricsFile::new(files.metrics.clone(), state.history.iter().map(|r| serde_json::to_string(r).unwrap()).collect());
+    let mut observer = leader.then(|| open_observer(&options.run_dir, &files, config, &state, resume)).transpose()?;
     let interrupted = interrupt_flag();
-    println!("{} | {}", data.protocol(), run_header(&trainer, &data, options));
+    if leader {
+        println!("{} | {}", data.protocol(), run_header(&trainer, &data, options));
+    }
     while state.epochs_done < config.epochs {
         let epoch = state.epochs_done;
         let started = Instant::now();
-        let trained = train_epoch(&mut trainer, &data, epoch, &mut state, &mut board, options, &interrupted)
+        let board = observer.as_mut().map(|o| &mut o.board);
+        let trained = train_epoch(&mut trainer, &data, epoch, &mut state, board, options, &interrupted)
             .map_err(|e| e.context(format!("stopped in epoch {} ({})", epoch + 1, saved_so_far(&files, epoch))))?;
         let Some(train) = trained else {
-            println!("interrupted during epoch {}: {}", epoch + 1, saved_so_far(&files, epoch));
+            if leader {
+                println!("interrupted during epoch {}: {}", epoch + 1, saved_so_far(&files, epoch));
+            }
             return Ok(Outcome::Interrupted { epochs_done: epoch });
         };
         trainer.end_epoch(epoch);
@@ -138,9 +169,13 @@ pub fn train(config: &Config, data_dir: &Path, options: &RunOptions) -> Result<O
             );
         }
         let classes = config.derived().n_outputs as i64;
-        let pass = |label| Pass { batch_size: config.batch_size, classes, label, quiet: options.quiet };
-        let valid = evaluate(&trainer.network, &data.valid, &pass("valid"))?;
-        let test = data.test.as_ref().map(|t| evaluate(&trainer.network, t, &pass("test"))).transpose()?;
+        let pass = |label| Pass { batch_size: config.batch_size, classes, label, quiet: options.quiet || !leader };
+        let score = |subset: &Subset, label| match group {
+            Some(group) => evaluate_sharded(&trainer.network, subset, &pass(label), group),
+            None => evaluate(&trainer.network, subset, &pass(label)),
+        };
+        let valid = score(&data.valid, "valid")?;
+        let test = data.test.as_ref().map(|t| score(t, "test")).transpose()?;
         state.seconds += started.elapsed().as_secs_f64();
         let record = EpochRecord {
             lr_w: trainer.lr_w.lr,
@@ -149,21 +184,63 @@ pub fn train(config: &Config, data_dir: &Path, options: &RunOptions) -> Result<O
             seconds: started.elapsed().as_secs_f64(),
             ..EpochRecord::new(epoch + 1, &train, &valid, test.as_ref())
         };
-        update_best(&mut state, &record, &trainer, &files, data.valid_is_test)?;
-        log_epoch(&mut board, &trainer, &record, &mut marks);
+        update_best(&mut state, &record, &trainer, leader.then_some(&files), data.valid_is_test)?;
+        if let Some(observer) = observer.as_mut() {
+            log_epoch(&mut observer.board, &trainer, &record, &mut marks);
+        }
         state.history.push(record.clone());
         state.epochs_done += 1;
-        println!("{}", epoch_line(&record, &state, config.epochs));
-        metrics.append(&serde_json::to_value(&record)?)?;
-        save_last(&files.last, &trainer, &state, &marks)?;
-        board.flush()?;
+        if let Some(observer) = observer.as_mut() {
+            println!("{}", epoch_line(&record, &state, config.epochs));
+            observer.metrics.append(&serde_json::to_value(&record)?)?;
+            save_last(&files.last, &trainer, &state, &marks)?;
+            observer.board.flush()?;
+        }
         if options.stop_after.is_some_and(|n| state.epochs_done >= n) && state.epochs_done < config.epochs {
             return Ok(Outcome::Paused { epochs_done: state.epochs_done });
         }
     }
     let summary = summary(&trainer, &state, &data, options);
-    atomic::write_bytes(&files.summary, serde_json::to_string_pretty(&summary)?.as_bytes())?;
+    if leader {
+        atomic::write_bytes(&files.summary, serde_json::to_string_pretty(&summary)?.as_bytes())?;
+    }
     Ok(Outcome::Finished(summary))
+}
+
+/// A data-parallel run splits batches over ranks, which the reference's per-batch dropout masks
+/// (drawn from the global generator) cannot follow.
+fn check_shardable(config: &Config) -> Result<()> {
+    if config.dropout_p > 0.0 && config.dropout_masks == MaskDraw::Global {
+        bail!(
+            "a run over several processes needs per-sample dropout masks (the reference draws one mask per batch from the global generator, which cannot be split over ranks): add --set dropout_masks=per_sample, in a one-process run too if you want to compare with it"
+        );
+    }
+    Ok(())
+}
+
+/// Makes this rank's trainer one of the group's: BatchNorm over the global batch, gradients
+/// defined everywhere, rank 0's parameters; every rank must have resumed from the same epoch.
+fn join_training(trainer: &mut Trainer, state: &RunState, group: &Rc<Group>) -> Result<()> {
+    let leader_epochs = group.leader_value(state.epochs_done as i64)?;
+    anyhow::ensure!(
+        leader_epochs == state.epochs_done as i64,
+        "rank {} resumed after epoch {} but rank 0 after epoch {leader_epochs}: every rank must see the same run directory (a shared file system)",
+        group.world.rank,
+        state.epochs_done
+    );
+    trainer.network.global_sum = Some(group.clone() as Rc<dyn crate::model::GlobalSum>);
+    define_gradients(trainer);
+    broadcast_state(trainer, group)
+}
+
+/// Opens TensorBoard and `metrics.jsonl` for rank 0; a new run's board gets its config.
+fn open_observer(dir: &Path, files: &RunFiles, config: &Config, state: &RunState, resume: bool) -> Result<Observer> {
+    let mut board = Board::open(dir)?;
+    if !resume {
+        board.text("config", &format!("```\n{}\n```", serde_json::to_string_pretty(&config.to_json())?), 0);
+    }
+    let lines = state.history.iter().map(serde_json::to_string).collect::<Result<Vec<_>, _>>()?;
+    Ok(Observer { board, metrics: MetricsFile::new(files.metrics.clone(), lines) })
 }
 
 /// What a stopped run leaves to continue from, for messages: never a file that does not exist.
@@ -327,7 +404,7 @@ fn train_epoch(
     data: &DataSplits,
     epoch: usize,
     state: &mut RunState,
-    board: &mut Board,
+    board: Option<&mut Board>,
     options: &RunOptions,
     interrupted: &AtomicBool,
 ) -> Result<Option<Scores>> {
@@ -342,14 +419,16 @@ fn train_epoch(
     let (mut losses, mut accuracies, mut sizes) = (Vec::new(), Vec::new(), Vec::new());
     let epoch_batches = batches(&data.train, config.batch_size, classes, Some((seed, epoch as u64)));
     let label = format!("epoch {}/{}", epoch + 1, config.epochs);
-    let mut progress = Progress::new(&label, epoch_batches.batch_count() as u64, Unit::Items, options.quiet);
+    let group = options.group.as_deref();
+    let quiet = options.quiet || group.is_some_and(|g| !g.is_leader());
+    let mut progress = Progress::new(&label, epoch_batches.batch_count() as u64, Unit::Items, quiet);
     let device = options.device;
     let finished = prefetched(epoch_batches, device, |index, mut batch| {
         if let Some(augment) = &augment {
             augment.apply(&mut batch, seed, epoch as u64, index as u64);
         }
         sizes.push(batch.lengths.len());
-        let step = trainer.train_step(&to_device(&batch.x, device), &to_device(&batch.targets, device), DropoutMasks::DRAW)?;
+        let (step, stop) = batch_step(trainer, &batch, epoch, group, interrupted.load(Ordering::SeqCst), device)?;
         losses.push(step.loss);
         accuracies.push(step.accuracy);
         let now = positions_now(trainer);
@@ -362,32 +441,67 @@ fn train_epoch(
             let scores = Scores::from_batches(&losses, &read_all(&accuracies), &sizes);
             format!("loss {:.4} acc {:.2}%", scores.loss, 100.0 * scores.accuracy)
         });
-        Ok(if interrupted.load(Ordering::SeqCst) { ControlFlow::Break(()) } else { ControlFlow::Continue(()) })
+        Ok(if stop { ControlFlow::Break(()) } else { ControlFlow::Continue(()) })
     })?;
     progress.finish();
     if !finished {
         return Ok(None);
     }
-    for (layer, changes) in moves.iter().enumerate() {
-        for (offset, change) in read_all(changes).into_iter().enumerate() {
-            board.scalar(&format!("dpos{layer}"), change, state.batches_done + offset);
+    if let Some(board) = board {
+        for (layer, changes) in moves.iter().enumerate() {
+            for (offset, change) in read_all(changes).into_iter().enumerate() {
+                board.scalar(&format!("dpos{layer}"), change, state.batches_done + offset);
+            }
+        }
+        for (layer, (before, after)) in at_start.iter().zip(&previous).enumerate() {
+            board.scalar(&format!("dpos{layer}_epoch"), mean_abs_change(before, after).double_value(&[]), epoch);
         }
     }
     state.batches_done += losses.len();
-    for (layer, (before, after)) in at_start.iter().zip(&previous).enumerate() {
-        board.scalar(&format!("dpos{layer}_epoch"), mean_abs_change(before, after).double_value(&[]), epoch);
-    }
     Ok(Some(Scores::from_batches(&losses, &read_all(&accuracies), &sizes)))
+}
+
+/// One training step on a batch: the whole of it in one process, this rank's shard in a group.
+/// Returns the step's result and whether to stop after it (Ctrl-C here, or on any rank).
+fn batch_step(
+    trainer: &mut Trainer,
+    batch: &Batch,
+    epoch: usize,
+    group: Option<&Group>,
+    stop_requested: bool,
+    device: Device,
+) -> Result<(super::BatchResult, bool)> {
+    let Some(group) = group else {
+        let masks = dropout_masks(&trainer.config, epoch, &batch.indices, device);
+        let step = trainer.train_step(&to_device(&batch.x, device), &to_device(&batch.targets, device), DropoutMasks(&masks))?;
+        return Ok((step, stop_requested));
+    };
+    let rows = group.world.shard(batch.lengths.len());
+    let (start, len) = (rows.start as i64, rows.len() as i64);
+    let x = to_device(&batch.x.narrow(1, start, len).contiguous(), device);
+    let targets = to_device(&batch.targets.narrow(0, start, len).contiguous(), device);
+    let masks = dropout_masks(&trainer.config, epoch, &batch.indices[rows], device);
+    let synced = synced_step(trainer, group, (&x, &targets), DropoutMasks(&masks), batch.lengths.len(), stop_requested)?;
+    Ok((synced.result, synced.stop))
+}
+
+/// Per-sample masks when the config asks for them; none (drawn by the network) otherwise.
+fn dropout_masks(config: &Config, epoch: usize, indices: &[usize], device: Device) -> Vec<Option<Tensor>> {
+    match config.dropout_masks {
+        MaskDraw::PerSample => per_sample_masks(config, epoch as u64, indices, device),
+        MaskDraw::Global => Vec::new(),
+    }
 }
 
 /// Keeps the best checkpoints (§4.7): strictly higher valid accuracy, strictly lower valid loss.
 /// The first epoch is always the best so far (the reference starts from accuracy 0, so a run
 /// that never rose above 0 had no best epoch and no test accuracy to report).
+/// Only rank 0 passes `files` and saves.
 fn update_best(
     state: &mut RunState,
     record: &EpochRecord,
     trainer: &Trainer,
-    files: &RunFiles,
+    files: Option<&RunFiles>,
     valid_is_test: bool,
 ) -> Result<()> {
     let test_acc = if valid_is_test { Some(record.valid_acc) } else { record.test_acc };
@@ -398,11 +512,15 @@ fn update_best(
         state.best_valid_acc = record.valid_acc;
         state.best_valid_epoch = Some(record.epoch);
         state.test_acc_at_best_valid = test_acc;
-        checkpoint::save(&trainer.network.vs, &files.best_acc)?;
+        if let Some(files) = files {
+            checkpoint::save(&trainer.network.vs, &files.best_acc)?;
+        }
     }
     if record.valid_loss < state.best_valid_loss {
         state.best_valid_loss = record.valid_loss;
-        checkpoint::save(&trainer.network.vs, &files.best_loss)?;
+        if let Some(files) = files {
+            checkpoint::save(&trainer.network.vs, &files.best_loss)?;
+        }
     }
     Ok(())
 }
@@ -505,8 +623,12 @@ fn run_header(trainer: &Trainer, data: &DataSplits, options: &RunOptions) -> Str
         (true, _) => " (auto: CUDA present)",
     };
     let note = trainer.network.backend_note.as_ref().map_or(String::new(), |why| format!(" ({why})"));
+    let processes = options.group.as_ref().map_or(String::new(), |group| {
+        let backend = if group.device.is_cuda() { "NCCL" } else { "Gloo" };
+        format!(" × {} processes ({backend}, {})", group.world.size, group.world.launcher)
+    });
     format!(
-        "{} {}: {} trainable parameters, {} train samples, device {}{chosen}, {} neurons{note}, run {}",
+        "{} {}: {} trainable parameters, {} train samples, device {}{chosen}{processes}, {} neurons{note}, run {}",
         crate::config::name_of(&trainer.config.dataset),
         crate::config::name_of(&trainer.config.model_type),
         trainer.network.trainable_parameter_count(),
@@ -548,6 +670,7 @@ fn summary(trainer: &Trainer, state: &RunState, data: &DataSplits, options: &Run
         "valid_is_test": data.valid_is_test,
         "model_type": trainer.config.model_type,
         "device": crate::device::name(options.device),
+        "processes": options.group.as_ref().map_or(1, |group| group.world.size),
         "neuron_backend": trainer.network.neuron_backend(),
     })
 }

@@ -1,0 +1,137 @@
+//! The binding to libtorch's own c10d through the C++ shim in `csrc/` (compiled by `build.rs`):
+//! a TCPStore rendezvous at `MASTER_ADDR:MASTER_PORT` (rank 0 serves it), a Gloo (CPU) or NCCL
+//! (CUDA) process group, and in-place all-reduce and broadcast of tch tensors. Every failure of
+//! libtorch, a timeout included, comes back as an error carrying its message.
+
+use anyhow::{bail, Result};
+use std::ffi::{c_char, c_int, c_void, CString};
+use std::time::Duration;
+use tch::Tensor;
+
+extern "C" {
+    fn snn_c10d_has_nccl() -> c_int;
+    fn snn_c10d_new(
+        backend: *const c_char,
+        host: *const c_char,
+        port: c_int,
+        rank: c_int,
+        world: c_int,
+        timeout_ms: i64,
+        error: *mut c_char,
+        capacity: usize,
+    ) -> *mut c_void;
+    fn snn_c10d_free(group: *mut c_void);
+    fn snn_c10d_all_reduce(group: *mut c_void, tensor: *mut c_void, op: c_int, error: *mut c_char, capacity: usize) -> c_int;
+    fn snn_c10d_broadcast(group: *mut c_void, tensor: *mut c_void, root: c_int, error: *mut c_char, capacity: usize) -> c_int;
+}
+
+const ERROR_CAPACITY: usize = 4096;
+
+/// Which c10d backend carries the collectives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Gloo,
+    Nccl,
+}
+
+impl Backend {
+    fn name(self) -> &'static str {
+        match self {
+            Backend::Gloo => "gloo",
+            Backend::Nccl => "nccl",
+        }
+    }
+}
+
+/// Whether this binary was built with NCCL.
+pub fn has_nccl() -> bool {
+    // SAFETY: a constant query of the shim.
+    unsafe { snn_c10d_has_nccl() != 0 }
+}
+
+/// The reduction of an all-reduce.
+#[derive(Clone, Copy, Debug)]
+pub enum Reduce {
+    Sum,
+    Max,
+}
+
+/// A joined process group; left when dropped.
+pub struct ProcessGroup {
+    handle: *mut c_void,
+}
+
+/// Where and how to join.
+pub struct Rendezvous<'a> {
+    pub backend: Backend,
+    pub host: &'a str,
+    pub port: u16,
+    pub rank: usize,
+    pub world_size: usize,
+    pub timeout: Duration,
+}
+
+impl ProcessGroup {
+    /// Joins the group; fails when the other ranks do not all arrive within the timeout.
+    pub fn join(rendezvous: &Rendezvous) -> Result<ProcessGroup> {
+        let backend = CString::new(rendezvous.backend.name())?;
+        let host = CString::new(rendezvous.host)?;
+        let mut error = vec![0 as c_char; ERROR_CAPACITY];
+        // SAFETY: the strings outlive the call; the error buffer's capacity is passed.
+        let handle = unsafe {
+            snn_c10d_new(
+                backend.as_ptr(),
+                host.as_ptr(),
+                c_int::from(rendezvous.port),
+                rendezvous.rank as c_int,
+                rendezvous.world_size as c_int,
+                rendezvous.timeout.as_millis() as i64,
+                error.as_mut_ptr(),
+                error.len(),
+            )
+        };
+        if handle.is_null() {
+            bail!("{}", message(&error));
+        }
+        Ok(ProcessGroup { handle })
+    }
+
+    /// Reduces `tensor` in place over every rank.
+    pub fn all_reduce(&self, tensor: &Tensor, reduce: Reduce) -> Result<()> {
+        let op = match reduce {
+            Reduce::Sum => 0,
+            Reduce::Max => 1,
+        };
+        // SAFETY: the handle is live; the tensor pointer is tch's `at::Tensor*`.
+        self.call(|error, capacity| unsafe { snn_c10d_all_reduce(self.handle, tensor.as_ptr() as *mut c_void, op, error, capacity) })
+    }
+
+    /// Overwrites `tensor` on every rank with rank `root`'s.
+    pub fn broadcast(&self, tensor: &Tensor, root: usize) -> Result<()> {
+        // SAFETY: as for `all_reduce`.
+        self.call(|error, capacity| unsafe {
+            snn_c10d_broadcast(self.handle, tensor.as_ptr() as *mut c_void, root as c_int, error, capacity)
+        })
+    }
+
+    fn call(&self, collective: impl FnOnce(*mut c_char, usize) -> c_int) -> Result<()> {
+        let mut error = vec![0 as c_char; ERROR_CAPACITY];
+        if collective(error.as_mut_ptr(), error.len()) != 0 {
+            bail!("{}", message(&error));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        // SAFETY: the handle came from `snn_c10d_new` and is freed once.
+        unsafe { snn_c10d_free(self.handle) }
+    }
+}
+
+/// The shim's NUL-terminated message.
+fn message(buffer: &[c_char]) -> String {
+    let bytes: Vec<u8> = buffer.iter().take_while(|&&c| c != 0).map(|&c| c as u8).collect();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
