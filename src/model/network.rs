@@ -285,6 +285,21 @@ impl Network {
         Ok(TrainPass { output: self.read(out), cuts })
     }
 
+    /// Takes part in a data-parallel training pass without samples (an empty shard of a small
+    /// last batch): the global BatchNorms' sums in the order of a pass with samples, adding
+    /// nothing to them, and the same running-statistics updates.
+    pub fn idle_train_pass(&self) -> Result<()> {
+        let Some(sum) = &self.global_sum else {
+            return Ok(());
+        };
+        let mut cuts = Vec::new();
+        for block in &self.hidden {
+            let empty = Tensor::zeros([1, 0, block.norm.weight.size()[0]], (Kind::Float, self.device()));
+            cuts.push(block.norm.forward_global(&empty, sum.clone())?.1);
+        }
+        cuts.iter().rev().try_for_each(GlobalNormCut::backward)
+    }
+
     /// Runs `(T, B, n_inputs)` to `(T_out, B, n_outputs)` in eval mode with the eval form's
     /// kernels (integer delays, [`super::eval_form`]), running BatchNorm statistics and no
     /// dropout, without gradients: no graph is kept and no surrogate computed.

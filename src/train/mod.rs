@@ -103,12 +103,13 @@ impl Trainer {
     /// of `s·loss`, this batch's weight in a larger one (a rank's shard of a global batch); an
     /// empty shard gives zero gradients, and still takes part in every collective of the pass.
     pub fn compute_gradients(&mut self, x: &Tensor, targets: &Tensor, masks: DropoutMasks, share: Option<f64>) -> Result<(Tensor, Tensor)> {
+        if targets.size()[0] == 0 {
+            self.network.idle_train_pass()?;
+            let zeros = |shape: &[i64]| Tensor::zeros(shape, (tch::Kind::Float, x.device()));
+            return Ok((zeros(&[]), zeros(&targets.size())));
+        }
         let pass = self.network.forward_train(x, masks)?;
         let scores = class_scores(&pass.output, self.config.loss);
-        if targets.size()[0] == 0 {
-            pass.backward(&pass.output.sum(tch::Kind::Float))?;
-            return Ok((Tensor::zeros([], (tch::Kind::Float, x.device())), scores));
-        }
         let loss = cross_entropy(&scores, targets);
         match share {
             Some(share) => pass.backward(&(&loss * share))?,
