@@ -16,7 +16,7 @@ ifndef LIBTORCH
 export LIBTORCH_USE_PYTORCH := 1
 endif
 
-.PHONY: all venv build test run parity bench bench-delays gpu-kit gpu-check gsc-mini clean
+.PHONY: all venv gloo build test run parity bench bench-delays gpu-kit gpu-check gsc-mini clean
 
 all: build
 
@@ -27,10 +27,14 @@ $(STAMP): requirements.txt
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	@touch $@
 
-build: $(STAMP)
+# gloo's headers, for the c10d shim's Gloo backend (multi-process training on the CPU).
+gloo:
+	@bash scripts/ensure_gloo.sh
+
+build: $(STAMP) gloo
 	cargo build --release
 
-test: $(STAMP)
+test: $(STAMP) gloo
 	cargo test --release
 
 # The main job: learn delays on a generated delay task (no download), a few minutes on 2 cores.
@@ -43,11 +47,13 @@ parity: build
 	$(PYTHON) tests/oracle/parity_network.py --bin $(BIN) --set convolution=direct
 
 # Speed: ours against the reference in the same run, printed as ratios (about 20 minutes on 2
-# cores): training steps, evaluation, a whole epoch and peak memory, then the data loader.
+# cores): training steps, evaluation, a whole epoch and peak memory, then the data loader, the
+# deployment engine, and training in 1 against 2 processes.
 bench: build
 	$(PYTHON) bench/speed_bench.py --bin $(BIN)
 	$(PYTHON) bench/data_bench.py --bin $(BIN)
 	$(PYTHON) bench/engine_bench.py --bin $(BIN)
+	$(PYTHON) bench/scale_bench.py --bin $(BIN)
 
 # Learned delays against fixed and no delays on the generated task (the README's accuracy table).
 bench-delays: build

@@ -17,6 +17,7 @@ fn main() {
     println!("cargo:rerun-if-changed=csrc");
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
     println!("cargo:rerun-if-env-changed=GLOO_INCLUDE_DIR");
+    println!("cargo:rerun-if-changed=/usr/include/gloo/config.h");
     let Ok(lib_dir) = std::env::var("DEP_TCH_LIBTORCH_LIB") else {
         println!("cargo:warning=torch-sys did not report its libtorch directory; no rpath added");
         return;

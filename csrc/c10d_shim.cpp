@@ -81,6 +81,15 @@ void wait(Group* group, c10::intrusive_ptr<c10d::Work> work) {
 
 extern "C" {
 
+// Whether this build can make Gloo groups.
+int snn_c10d_has_gloo() {
+#ifdef SNN_WITH_GLOO
+  return 1;
+#else
+  return 0;
+#endif
+}
+
 // Whether this build can make NCCL groups.
 int snn_c10d_has_nccl() {
 #ifdef SNN_WITH_NCCL

@@ -26,9 +26,20 @@ fn dataset(dir: &Path) -> PathBuf {
 
 fn train_args(data: &Path, run: &Path, extra: &[&str]) -> Vec<String> {
     let mut args: Vec<String> = [
-        "train", "--preset", "shd", "--quiet", "--set", "epochs=3",
-        "--set", "n_hidden_neurons=16", "--set", "batch_size=32", "--set", "max_delay_ms=100",
-        "--set", "dropout_masks=per_sample",
+        "train",
+        "--preset",
+        "shd",
+        "--quiet",
+        "--set",
+        "epochs=3",
+        "--set",
+        "n_hidden_neurons=16",
+        "--set",
+        "batch_size=32",
+        "--set",
+        "max_delay_ms=100",
+        "--set",
+        "dropout_masks=per_sample",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -66,7 +77,9 @@ fn assert_same_metrics(ours: &Path, reference: &Path) {
         for (key, expected) in b.as_object().unwrap() {
             let got = &a[key];
             match (got.as_f64(), expected.as_f64()) {
-                (Some(x), Some(y)) if key.contains("loss") => assert!((x - y).abs() <= TOLERANCE * y.abs().max(1.0), "{key}: {x} vs {y}"),
+                (Some(x), Some(y)) if key.contains("loss") => {
+                    assert!((x - y).abs() <= TOLERANCE * y.abs().max(1.0), "{key}: {x} vs {y}")
+                }
                 _ => assert_eq!(got, expected, "{key}"),
             }
         }

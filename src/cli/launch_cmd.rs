@@ -24,7 +24,11 @@ pub struct LaunchArgs {
 
 pub fn run(args: &LaunchArgs) -> Result<()> {
     ensure!((1..=1024).contains(&args.nproc), "--nproc must be between 1 and 1024, got {}", args.nproc);
-    ensure!(args.command.first().map(String::as_str) == Some("train"), "launch runs `train` on every rank: `snn-delays launch --nproc {} -- train …`", args.nproc);
+    ensure!(
+        args.command.first().map(String::as_str) == Some("train"),
+        "launch runs `train` on every rank: `snn-delays launch --nproc {} -- train …`",
+        args.nproc
+    );
     let port = match args.master_port {
         Some(port) => port,
         None => free_port()?,

@@ -98,7 +98,7 @@ mod tests {
         let x = Tensor::ones([30, 6, 140], (Kind::Float, Device::Cpu));
         let labels = Tensor::from_slice(&[0i64, 1, 2, 3, 4, 5]);
         let targets = labels.one_hot(6).to_kind(Kind::Float);
-        Batch { x, labels, targets, lengths: vec![30; 6] }
+        Batch { x, labels, targets, lengths: vec![30; 6], indices: (0..6).collect() }
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::time::Duration;
 use tch::Tensor;
 
 extern "C" {
+    fn snn_c10d_has_gloo() -> c_int;
     fn snn_c10d_has_nccl() -> c_int;
     fn snn_c10d_new(
         backend: *const c_char,
@@ -41,6 +42,12 @@ impl Backend {
             Backend::Nccl => "nccl",
         }
     }
+}
+
+/// Whether this binary was built with Gloo.
+pub fn has_gloo() -> bool {
+    // SAFETY: a constant query of the shim.
+    unsafe { snn_c10d_has_gloo() != 0 }
 }
 
 /// Whether this binary was built with NCCL.
@@ -103,7 +110,9 @@ impl ProcessGroup {
             Reduce::Max => 1,
         };
         // SAFETY: the handle is live; the tensor pointer is tch's `at::Tensor*`.
-        self.call(|error, capacity| unsafe { snn_c10d_all_reduce(self.handle, tensor.as_ptr() as *mut c_void, op, error, capacity) })
+        self.call(|error, capacity| unsafe {
+            snn_c10d_all_reduce(self.handle, tensor.as_ptr() as *mut c_void, op, error, capacity)
+        })
     }
 
     /// Overwrites `tensor` on every rank with rank `root`'s.
@@ -134,4 +143,38 @@ impl Drop for ProcessGroup {
 fn message(buffer: &[c_char]) -> String {
     let bytes: Vec<u8> = buffer.iter().take_while(|&&c| c != 0).map(|&c| c as u8).collect();
     String::from_utf8_lossy(&bytes).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `make` installs gloo's headers, and the torch wheel is a CUDA build with NCCL's: both
+    /// backends must be compiled in.
+    #[test]
+    fn gloo_is_built_and_nccl_wherever_libtorch_has_cuda() {
+        assert!(has_gloo(), "built without gloo's headers (scripts/ensure_gloo.sh installs them)");
+        assert_eq!(has_nccl(), tch::utils::has_cudart(), "NCCL must be built exactly when libtorch has CUDA");
+    }
+
+    #[test]
+    fn a_group_of_one_sums_and_broadcasts_in_place() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let rendezvous = Rendezvous {
+            backend: Backend::Gloo,
+            host: "127.0.0.1",
+            port,
+            rank: 0,
+            world_size: 1,
+            timeout: Duration::from_secs(20),
+        };
+        let group = ProcessGroup::join(&rendezvous).unwrap();
+        let tensor = Tensor::from_slice(&[1.5f64, -2.0]);
+        group.all_reduce(&tensor, Reduce::Sum).unwrap();
+        group.all_reduce(&tensor, Reduce::Max).unwrap();
+        group.broadcast(&tensor, 0).unwrap();
+        assert_eq!(Vec::<f64>::try_from(&tensor).unwrap(), vec![1.5, -2.0]);
+        let error = format!("{:#}", group.broadcast(&tensor, 3).unwrap_err());
+        assert!(!error.is_empty());
+    }
 }

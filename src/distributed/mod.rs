@@ -43,7 +43,11 @@ impl World {
     pub fn from_env(variable: impl Fn(&str) -> Option<String>, master_addr: Option<&str>) -> Result<Option<World>> {
         let read = |name: &str| -> Result<Option<usize>> {
             variable(name)
-                .map(|text| text.trim().parse::<usize>().with_context(|| format!("environment variable {name}={text:?} is not a non-negative integer")))
+                .map(|text| {
+                    text.trim()
+                        .parse::<usize>()
+                        .with_context(|| format!("environment variable {name}={text:?} is not a non-negative integer"))
+                })
                 .transpose()
         };
         let (launcher, rank, size, local_rank) = if let (Some(rank), Some(size)) = (read("RANK")?, read("WORLD_SIZE")?) {
@@ -65,9 +69,12 @@ impl World {
             ),
         };
         let master_port = match variable("MASTER_PORT") {
-            Some(text) => text.trim().parse::<u16>().ok().filter(|&port| port > 0).with_context(|| {
-                format!("environment variable MASTER_PORT={text:?} is not a port number (1–65535)")
-            })?,
+            Some(text) => text
+                .trim()
+                .parse::<u16>()
+                .ok()
+                .filter(|&port| port > 0)
+                .with_context(|| format!("environment variable MASTER_PORT={text:?} is not a port number (1–65535)"))?,
             None => DEFAULT_PORT,
         };
         Ok(Some(World { rank, size, local_rank, master_addr, master_port, launcher }))
@@ -201,7 +208,8 @@ mod tests {
 
     #[test]
     fn torchrun_and_slurm_variables_describe_the_world() {
-        let torchrun = [("RANK", "1"), ("WORLD_SIZE", "4"), ("LOCAL_RANK", "1"), ("MASTER_ADDR", "node0"), ("MASTER_PORT", "1234")];
+        let torchrun =
+            [("RANK", "1"), ("WORLD_SIZE", "4"), ("LOCAL_RANK", "1"), ("MASTER_ADDR", "node0"), ("MASTER_PORT", "1234")];
         let w = world(&torchrun, None).unwrap().unwrap();
         assert_eq!((w.rank, w.size, w.local_rank, w.master_addr.as_str(), w.master_port), (1, 4, 1, "node0", 1234));
         let slurm = [("SLURM_PROCID", "3"), ("SLURM_NTASKS", "8"), ("SLURM_LOCALID", "3")];

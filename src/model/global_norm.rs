@@ -42,7 +42,13 @@ impl TimeBatchNorm {
         let leaf = x.detach().set_requires_grad(true);
         let flat = leaf.reshape([shape[0] * shape[1], shape[2]]);
         let values = flat.detach().to_kind(Kind::Double);
-        let totals = Tensor::cat(&[values.sum_dim_intlist(0, false, Kind::Double), values.new_full([1], values.size()[0] as f64, (Kind::Double, values.device()))], 0);
+        let totals = Tensor::cat(
+            &[
+                values.sum_dim_intlist(0, false, Kind::Double),
+                values.new_full([1], values.size()[0] as f64, (Kind::Double, values.device())),
+            ],
+            0,
+        );
         sum.sum(&totals)?;
         let channels = shape[2];
         let count = totals.double_value(&[channels]);
@@ -78,7 +84,11 @@ impl GlobalNormCut {
     pub fn backward(&self) -> Result<()> {
         let grad_of = |t: &Tensor| {
             let grad = t.grad();
-            if grad.defined() { grad } else { t.zeros_like() }
+            if grad.defined() {
+                grad
+            } else {
+                t.zeros_like()
+            }
         };
         let stats = Tensor::cat(&[grad_of(&self.mean), grad_of(&self.var)], 0).to_kind(Kind::Double);
         self.sum.sum(&stats)?;
@@ -91,5 +101,58 @@ impl GlobalNormCut {
             (&self.input * grad).sum(Kind::Float).backward();
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::{nn, Device};
+
+    /// The sum over a world of one process.
+    struct OneProcess;
+
+    impl GlobalSum for OneProcess {
+        fn sum(&self, _: &Tensor) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
+        (a - b).abs().max().double_value(&[])
+    }
+
+    #[test]
+    fn in_one_process_it_is_batch_norm_forward_and_backward() {
+        tch::manual_seed(3);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let (native, global) = (TimeBatchNorm::new(&(vs.root() / "a"), 3), TimeBatchNorm::new(&(vs.root() / "b"), 3));
+        tch::no_grad(|| {
+            for norm in [&native, &global] {
+                norm.weight.shallow_clone().copy_(&Tensor::from_slice(&[0.5f32, 2.0, -1.0]));
+                norm.bias.shallow_clone().copy_(&Tensor::from_slice(&[0.1f32, 0.0, 3.0]));
+            }
+        });
+        let x = (Tensor::randn([5, 4, 3], (Kind::Float, Device::Cpu)) * 2.0 + 1.0).set_requires_grad(true);
+        let upstream = Tensor::randn([5, 4, 3], (Kind::Float, Device::Cpu));
+        let (x1, x2) = (&x * 1.0, &x * 1.0);
+        let y1 = native.forward(&x1, true);
+        (&y1 * &upstream).sum(Kind::Float).backward();
+        let grad_native = x.grad().copy();
+        let _ = x.grad().zero_();
+        let (y2, cut) = global.forward_global(&x2, Rc::new(OneProcess)).unwrap();
+        (&y2 * &upstream).sum(Kind::Float).backward();
+        cut.backward().unwrap();
+        assert!(max_diff(&y1, &y2) < 1e-5);
+        assert!(max_diff(&grad_native, &x.grad()) < 1e-5, "input gradient differs by {}", max_diff(&grad_native, &x.grad()));
+        for (a, b) in [
+            (&native.weight.grad(), &global.weight.grad()),
+            (&native.bias.grad(), &global.bias.grad()),
+            (&native.running_mean, &global.running_mean),
+            (&native.running_var, &global.running_var),
+        ] {
+            assert!(max_diff(a, b) < 1e-5, "{a:?} vs {b:?}");
+        }
+        assert_eq!(global.num_batches_tracked.int64_value(&[]), 1);
     }
 }

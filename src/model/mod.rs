@@ -3,8 +3,8 @@
 pub mod dcls;
 pub mod eval_form;
 pub mod fused_lif;
-pub mod global_norm;
 pub mod fused_lif_cuda;
+pub mod global_norm;
 pub mod layers;
 pub mod loss;
 pub mod network;

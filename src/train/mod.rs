@@ -102,7 +102,13 @@ impl Trainer {
     /// the batch's mean loss and class scores. With `share = Some(s)` the gradients are those
     /// of `s·loss`, this batch's weight in a larger one (a rank's shard of a global batch); an
     /// empty shard gives zero gradients, and still takes part in every collective of the pass.
-    pub fn compute_gradients(&mut self, x: &Tensor, targets: &Tensor, masks: DropoutMasks, share: Option<f64>) -> Result<(Tensor, Tensor)> {
+    pub fn compute_gradients(
+        &mut self,
+        x: &Tensor,
+        targets: &Tensor,
+        masks: DropoutMasks,
+        share: Option<f64>,
+    ) -> Result<(Tensor, Tensor)> {
         if targets.size()[0] == 0 {
             self.network.idle_train_pass()?;
             let zeros = |shape: &[i64]| Tensor::zeros(shape, (tch::Kind::Float, x.device()));
