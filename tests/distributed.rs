@@ -3,8 +3,10 @@
 //! that dies or never arrives ends the run on the others with an error within the timeout.
 //!
 //! Tolerance: the ranks sum gradients, BatchNorm statistics and losses in another order than one
-//! process, so parameters agree to 1e-4 (relative to max(1, |value|)) after 3 epochs, not bit for
-//! bit; accuracies are equal.
+//! process, so after 3 epochs values agree to 2e-5 (relative to max(1, |value|)), not bit for bit,
+//! and positions to 1e-3 time steps: Adam divides by the root of the squared gradients, which
+//! magnifies rounding differences where a near-silent synapse's gradient is close to 0 (observed:
+//! 1.2e-6 for weights, 9.8e-5 for first-layer positions). Accuracies are equal.
 
 mod common;
 
@@ -14,7 +16,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const TOLERANCE: f64 = 1e-4;
+const TOLERANCE: f64 = 2e-5;
+/// Positions' tolerance, in time steps.
+const POSITION_TOLERANCE: f64 = 1e-3;
 /// The collectives' timeout in these tests (SNN_DELAYS_DIST_TIMEOUT).
 const TIMEOUT_S: u64 = 20;
 
@@ -90,11 +94,15 @@ fn assert_same_metrics(ours: &Path, reference: &Path) {
 fn assert_same_parameters(ours: &Path, reference: &Path) {
     let (ours, reference) = (read(&ours.join("last.safetensors")), read(&reference.join("last.safetensors")));
     let mut compared = 0;
+    let mut largest = 0f64;
     for (key, expected) in reference.iter().filter(|(key, _)| key.starts_with("model.")) {
-        let found = agreement(&ours[key], expected, TOLERANCE);
+        let tolerance = if key.ends_with(".P") { POSITION_TOLERANCE } else { TOLERANCE };
+        let found = agreement(&ours[key], expected, tolerance);
         assert!(found.within, "{key}: max |diff| {}", found.max_abs_diff);
+        largest = largest.max(found.max_abs_diff);
         compared += 1;
     }
+    println!("{compared} tensors agree, largest difference {largest:e}");
     assert!(compared >= 10, "only {compared} tensors compared");
 }
 
@@ -179,6 +187,7 @@ fn a_killed_rank_ends_the_run_on_the_other() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("rank 0 of 2") && stderr.contains("another rank has stopped"), "{stderr}");
+    println!("rank 0 stopped {took:?} after rank 1 was killed");
     assert!(took < Duration::from_secs(TIMEOUT_S + 10), "rank 0 took {took:?} to stop");
 }
 
@@ -192,6 +201,7 @@ fn a_rank_that_never_arrives_ends_the_run_within_the_timeout() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("rank 0 of 2 could not join"), "{stderr}");
+    println!("rank 0 alone stopped after {took:?} (timeout 3 s)");
     assert!(took < Duration::from_secs(3 + 20), "took {took:?}");
     assert!(!dir.join("run").join("last.safetensors").exists());
 }

@@ -226,3 +226,21 @@ fn learned_delays_solve_the_generated_task_and_no_delays_cannot() {
     assert!(delays >= 0.9, "learned delays reach only {delays}");
     assert!(none <= 0.5, "no delays reach {none}: the task no longer needs delays");
 }
+
+/// A run whose `config.json` was written before `dropout_masks` existed resumes with the key's
+/// default.
+#[test]
+fn a_run_from_before_a_config_key_existed_resumes_with_its_default() {
+    let dir = scratch("older-config");
+    let data = dataset(&dir);
+    let run = dir.join("run");
+    let output = train(&data, &run, &["--stop-after", "1"]);
+    assert!(output.status.success(), "{}", text(&output));
+    let path = run.join("config.json");
+    let mut saved: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert!(saved.as_object_mut().unwrap().remove("dropout_masks").is_some());
+    std::fs::write(&path, serde_json::to_string_pretty(&saved).unwrap()).unwrap();
+    let output = train(&data, &run, &["--resume"]);
+    assert!(output.status.success(), "{}", text(&output));
+    assert_eq!(metrics_without_time(&run).len(), 3);
+}

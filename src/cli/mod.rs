@@ -102,7 +102,8 @@ impl ConfigArgs {
 /// Where to compute; the same flags on every subcommand that takes a device.
 #[derive(Args, Debug, Clone)]
 pub struct DeviceArgs {
-    /// auto (CUDA device 0 when present, else the CPU), cpu, cuda or cuda:N
+    /// auto (CUDA device 0 when present, else the CPU), cpu, cuda or cuda:N (each rank of a
+    /// multi-process CUDA run takes cuda:LOCAL_RANK)
     #[arg(long, default_value = "auto")]
     pub device: String,
     /// Use cuDNN, deterministic and with TF32 off (off by default, as in the reference)

@@ -377,9 +377,10 @@ fn read_run_config(files: &RunFiles) -> Result<serde_json::Value> {
     serde_json::from_str(&text).with_context(|| format!("{} is not JSON", files.config.display()))
 }
 
-/// The configuration must equal the run's `config.json` (the data folder may move).
+/// The configuration must equal the run's `config.json` (the data folder may move). A key that
+/// the run's file lacks (added to the configuration after the run was written) takes its default.
 fn check_same_config(config: &Config, files: &RunFiles) -> Result<()> {
-    let saved = read_run_config(files)?;
+    let saved = with_defaults(read_run_config(files)?);
     let current = config.to_json();
     let differing: Vec<String> = current
         .as_object()
@@ -394,6 +395,17 @@ fn check_same_config(config: &Config, files: &RunFiles) -> Result<()> {
         bail!("the configuration differs from the run's {}: {}", files.config.display(), differing.join("; "));
     }
     Ok(())
+}
+
+/// A saved configuration with the defaults of keys it lacks filled in; as it is if it does not
+/// parse (the comparison then names the differing keys).
+fn with_defaults(saved: serde_json::Value) -> serde_json::Value {
+    let mut fields = saved.clone();
+    if let Some(map) = fields.as_object_mut() {
+        map.remove("derived");
+        map.remove(crate::config::RUN_ID_KEY);
+    }
+    serde_json::from_value::<Config>(fields).map_or(saved, |parsed| parsed.to_json())
 }
 
 /// Trains one epoch; `None` when interrupted by Ctrl-C. Batches are made one ahead on a helper
