@@ -132,7 +132,10 @@ pub fn train(config: &Config, data_dir: &Path, options: &RunOptions) -> Result<O
         check_resumed_state(&state, &files, options)?;
         (state, marks)
     } else {
-        let state = RunState::new(&trainer);
+        let mut state = RunState::new(&trainer);
+        if group.is_some() {
+            state.threads = None;
+        }
         if leader {
             let mut written = config.to_json();
             written[crate::config::RUN_ID_KEY] = serde_json::Value::from(state.run_id.clone());
@@ -344,7 +347,9 @@ fn check_run_dir(config: &Config, files: &RunFiles, options: &RunOptions) -> Res
 }
 
 /// `last.safetensors` must belong to this run (the id in `config.json`); libtorch runs on the
-/// run's thread count unless `--threads` says otherwise, which the log then flags.
+/// run's thread count unless `--threads` says otherwise, which the log then flags. The ranks of
+/// a multi-process run keep their launcher's threads (and record none: a run resumed at another
+/// world size cannot repeat its rounding anyway).
 fn check_resumed_state(state: &RunState, files: &RunFiles, options: &RunOptions) -> Result<()> {
     let saved = read_run_config(files)?;
     if let Some(id) = saved.get(crate::config::RUN_ID_KEY).and_then(serde_json::Value::as_str) {
@@ -355,6 +360,9 @@ fn check_resumed_state(state: &RunState, files: &RunFiles, options: &RunOptions)
             state.run_id,
             files.config.display()
         );
+    }
+    if options.group.is_some() {
+        return Ok(());
     }
     match (state.threads, options.threads) {
         (Some(recorded), None) => tch::set_num_threads(recorded),
