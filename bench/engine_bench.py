@@ -15,21 +15,15 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 
 import torch
 from safetensors.torch import save_file
 
+from command import run
+
 HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def run(cmd):
-    done = subprocess.run([str(c) for c in cmd], capture_output=True, text=True)
-    if done.returncode != 0:
-        sys.exit(f"{' '.join(map(str, cmd))} failed:\n{done.stdout}{done.stderr}")
-    return done.stdout
 
 
 def timing(cmd):

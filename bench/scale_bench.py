@@ -18,22 +18,15 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
+
+from command import run
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SIZES = {
     "make run (64 hidden, batch 64)": ["--set", "n_hidden_neurons=64", "--set", "batch_size=64"],
     "SHD preset (256 hidden, batch 256)": [],
 }
-
-
-def run(cmd):
-    done = subprocess.run([str(c) for c in cmd], capture_output=True, text=True)
-    if done.returncode != 0:
-        sys.exit(f"{' '.join(map(str, cmd))} failed:\n{done.stdout}{done.stderr}")
-    return done.stdout
 
 
 def epoch_seconds(run_dir):
