@@ -1,6 +1,6 @@
 // A thin C interface to libtorch's own c10d (docs/method.md, "Data-parallel training"): a
-// TCPStore rendezvous, a Gloo or NCCL process group, and the three collectives training needs
-// (all-reduce, broadcast, barrier) on tch tensors. Every call catches C++ exceptions and returns
+// TCPStore rendezvous, a Gloo or NCCL process group, and the two collectives training needs
+// (a summing all-reduce and a broadcast) on tch tensors. Every call catches C++ exceptions and returns
 // their message, so that Rust reports them as errors instead of aborting.
 
 #include <torch/csrc/distributed/c10d/Backend.hpp>
@@ -131,13 +131,13 @@ void snn_c10d_free(void* group) {
   delete static_cast<Group*>(group);
 }
 
-// op: 0 sum, 1 max. `tensor` is a tch tensor (an at::Tensor*), reduced in place.
-int snn_c10d_all_reduce(void* handle, void* tensor, int op, char* error, size_t capacity) {
+// `tensor` is a tch tensor (an at::Tensor*), summed in place.
+int snn_c10d_all_reduce_sum(void* handle, void* tensor, char* error, size_t capacity) {
   return guarded(error, capacity, [&] {
     auto group = static_cast<Group*>(handle);
     std::vector<at::Tensor> tensors{*static_cast<at::Tensor*>(tensor)};
     c10d::AllreduceOptions options;
-    options.reduceOp = op == 1 ? c10d::ReduceOp(c10d::ReduceOp::MAX) : c10d::ReduceOp(c10d::ReduceOp::SUM);
+    options.reduceOp = c10d::ReduceOp(c10d::ReduceOp::SUM);
     options.timeout = group->timeout;
     wait(group, group->backend->allreduce(tensors, options));
   });

@@ -39,7 +39,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     let split = format!("{:?}", args.split).to_lowercase();
     let pass =
         Pass { batch_size: config.batch_size, classes: config.derived().n_outputs as i64, label: &split, quiet: args.json };
-    let scores = evaluate(&network, &subset, &pass).with_context(|| format!("evaluating {}", args.checkpoint.display()))?;
+    let scores = evaluate(&network, &subset, &pass, None).with_context(|| format!("evaluating {}", args.checkpoint.display()))?;
     if args.json {
         let mut report = serde_json::to_value(scores)?;
         report["split"] = split.into();

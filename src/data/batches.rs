@@ -7,6 +7,7 @@ use super::frames::Frames;
 use super::rng::SplitMix64;
 use super::Subset;
 use anyhow::Result;
+use std::ops::Range;
 use tch::Tensor;
 
 /// Data-order stream of the generator, kept apart from augmentation and hold-out streams.
@@ -22,8 +23,17 @@ pub struct Batch {
     pub indices: Vec<usize>,
 }
 
-/// Pads frames to the longest and stacks them as `(T_max, B, C)`.
-pub fn collate(frames: &[Frames], labels: &[i64], classes: i64) -> Batch {
+impl Batch {
+    /// Inputs `(T_max, b, C)` and targets `(b, classes)` of the samples at `rows`, contiguous:
+    /// a rank's shard, padded as the whole batch is.
+    pub fn rows(&self, rows: Range<usize>) -> (Tensor, Tensor) {
+        let (start, len) = (rows.start as i64, rows.len() as i64);
+        (self.x.narrow(1, start, len).contiguous(), self.targets.narrow(0, start, len).contiguous())
+    }
+}
+
+/// Pads the frames of the samples `indices` to the longest and stacks them as `(T_max, B, C)`.
+pub fn collate(frames: &[Frames], indices: &[usize], labels: &[i64], classes: i64) -> Batch {
     let batch = frames.len();
     let channels = frames.first().map_or(0, |f| f.channels);
     let steps = frames.iter().map(|f| f.steps).max().unwrap_or(0);
@@ -41,7 +51,7 @@ pub fn collate(frames: &[Frames], labels: &[i64], classes: i64) -> Batch {
     }
     let targets = Tensor::from_slice(&one_hot).reshape([batch as i64, classes]);
     let lengths = frames.iter().map(|f| f.steps).collect();
-    Batch { x, labels: Tensor::from_slice(labels), targets, lengths, indices: Vec::new() }
+    Batch { x, labels: Tensor::from_slice(labels), targets, lengths, indices: indices.to_vec() }
 }
 
 /// Iterates over the batches of a subset.
@@ -80,8 +90,7 @@ impl Iterator for Batches<'_> {
         self.next = end;
         let all_labels = self.subset.source.labels();
         let labels: Vec<i64> = indices.iter().map(|&i| all_labels[i]).collect();
-        let batch = self.subset.source.frames(indices).map(|frames| collate(&frames, &labels, self.classes));
-        Some(batch.map(|batch| Batch { indices: indices.to_vec(), ..batch }))
+        Some(self.subset.source.frames(indices).map(|frames| collate(&frames, indices, &labels, self.classes)))
     }
 }
 
@@ -93,11 +102,12 @@ mod tests {
     fn collate_pads_at_the_end_in_time_major_layout() {
         let a = Frames { steps: 2, channels: 3, values: vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0] };
         let b = Frames { steps: 1, channels: 3, values: vec![7.0, 8.0, 9.0] };
-        let batch = collate(&[a, b], &[1, 0], 2);
+        let batch = collate(&[a, b], &[7, 3], &[1, 0], 2);
         assert_eq!(batch.x.size(), [2, 2, 3]);
         let values = Vec::<f32>::try_from(batch.x.flatten(0, -1)).unwrap();
         assert_eq!(values, vec![1.0, 2.0, 3.0, 7.0, 8.0, 9.0, 4.0, 5.0, 6.0, 0.0, 0.0, 0.0]);
         assert_eq!(batch.lengths, vec![2, 1]);
+        assert_eq!(batch.indices, vec![7, 3]);
         assert_eq!(Vec::<f32>::try_from(batch.targets.flatten(0, -1)).unwrap(), vec![0.0, 1.0, 1.0, 0.0]);
     }
 }

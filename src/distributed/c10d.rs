@@ -1,6 +1,6 @@
 //! The binding to libtorch's own c10d through the C++ shim in `csrc/` (compiled by `build.rs`):
 //! a TCPStore rendezvous at `MASTER_ADDR:MASTER_PORT` (rank 0 serves it), a Gloo (CPU) or NCCL
-//! (CUDA) process group, and in-place all-reduce and broadcast of tch tensors. Every failure of
+//! (CUDA) process group, and in-place sums (all-reduce) and broadcasts of tch tensors. Every failure of
 //! libtorch, a timeout included, comes back as an error carrying its message.
 
 use anyhow::{bail, Result};
@@ -22,7 +22,7 @@ extern "C" {
         capacity: usize,
     ) -> *mut c_void;
     fn snn_c10d_free(group: *mut c_void);
-    fn snn_c10d_all_reduce(group: *mut c_void, tensor: *mut c_void, op: c_int, error: *mut c_char, capacity: usize) -> c_int;
+    fn snn_c10d_all_reduce_sum(group: *mut c_void, tensor: *mut c_void, error: *mut c_char, capacity: usize) -> c_int;
     fn snn_c10d_broadcast(group: *mut c_void, tensor: *mut c_void, root: c_int, error: *mut c_char, capacity: usize) -> c_int;
 }
 
@@ -54,13 +54,6 @@ pub fn has_gloo() -> bool {
 pub fn has_nccl() -> bool {
     // SAFETY: a constant query of the shim.
     unsafe { snn_c10d_has_nccl() != 0 }
-}
-
-/// The reduction of an all-reduce.
-#[derive(Clone, Copy, Debug)]
-pub enum Reduce {
-    Sum,
-    Max,
 }
 
 /// A joined process group; left when dropped.
@@ -103,15 +96,11 @@ impl ProcessGroup {
         Ok(ProcessGroup { handle })
     }
 
-    /// Reduces `tensor` in place over every rank.
-    pub fn all_reduce(&self, tensor: &Tensor, reduce: Reduce) -> Result<()> {
-        let op = match reduce {
-            Reduce::Sum => 0,
-            Reduce::Max => 1,
-        };
+    /// Sums `tensor` in place over every rank.
+    pub fn all_reduce_sum(&self, tensor: &Tensor) -> Result<()> {
         // SAFETY: the handle is live; the tensor pointer is tch's `at::Tensor*`.
         self.call(|error, capacity| unsafe {
-            snn_c10d_all_reduce(self.handle, tensor.as_ptr() as *mut c_void, op, error, capacity)
+            snn_c10d_all_reduce_sum(self.handle, tensor.as_ptr() as *mut c_void, error, capacity)
         })
     }
 
@@ -170,8 +159,7 @@ mod tests {
         };
         let group = ProcessGroup::join(&rendezvous).unwrap();
         let tensor = Tensor::from_slice(&[1.5f64, -2.0]);
-        group.all_reduce(&tensor, Reduce::Sum).unwrap();
-        group.all_reduce(&tensor, Reduce::Max).unwrap();
+        group.all_reduce_sum(&tensor).unwrap();
         group.broadcast(&tensor, 0).unwrap();
         assert_eq!(Vec::<f64>::try_from(&tensor).unwrap(), vec![1.5, -2.0]);
         let error = format!("{:#}", group.broadcast(&tensor, 3).unwrap_err());

@@ -12,10 +12,10 @@
 pub mod c10d;
 
 use anyhow::{bail, ensure, Context, Result};
-use c10d::{Backend, ProcessGroup, Reduce, Rendezvous};
+use c10d::{Backend, ProcessGroup, Rendezvous};
 use std::ops::Range;
 use std::time::Duration;
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Tensor};
 
 /// torch.distributed's default port.
 pub const DEFAULT_PORT: u16 = 29500;
@@ -153,12 +153,7 @@ impl Group {
 
     /// Sums `tensor` in place over every rank.
     pub fn sum(&self, tensor: &Tensor) -> Result<()> {
-        self.collective("all-reduce", || self.process_group.all_reduce(tensor, Reduce::Sum))
-    }
-
-    /// Takes the element-wise maximum of `tensor` over every rank, in place.
-    pub fn max(&self, tensor: &Tensor) -> Result<()> {
-        self.collective("all-reduce", || self.process_group.all_reduce(tensor, Reduce::Max))
+        self.collective("all-reduce", || self.process_group.all_reduce_sum(tensor))
     }
 
     /// Overwrites `tensor` with rank 0's.
@@ -171,11 +166,6 @@ impl Group {
         let tensor = Tensor::from_slice(&[value]).to_device(self.device);
         self.broadcast(&tensor)?;
         Ok(tensor.int64_value(&[0]))
-    }
-
-    /// Waits until every rank arrives here.
-    pub fn barrier(&self) -> Result<()> {
-        self.sum(&Tensor::zeros([1], (Kind::Float, self.device)))
     }
 
     fn collective(&self, what: &str, run: impl FnOnce() -> Result<()>) -> Result<()> {

@@ -28,6 +28,11 @@ pub fn cross_entropy(scores: &Tensor, targets: &Tensor) -> Tensor {
     scores.cross_entropy_loss::<Tensor>(targets, None, Reduction::Mean, -100, 0.0)
 }
 
+/// Each sample's cross-entropy, `(B,)`.
+pub fn sample_cross_entropy(scores: &Tensor, targets: &Tensor) -> Tensor {
+    scores.cross_entropy_loss::<Tensor>(targets, None, Reduction::None, -100, 0.0)
+}
+
 /// Fraction of samples whose top score is the top target class.
 pub fn accuracy(scores: &Tensor, targets: &Tensor) -> f64 {
     hit_rate(scores, targets).double_value(&[])
@@ -35,8 +40,12 @@ pub fn accuracy(scores: &Tensor, targets: &Tensor) -> f64 {
 
 /// [`accuracy`] as a 0-dim float64 tensor on the scores' device, read by nobody yet.
 pub fn hit_rate(scores: &Tensor, targets: &Tensor) -> Tensor {
-    let hits = scores.argmax(1, false).eq_tensor(&targets.argmax(1, false));
-    hits.to_kind(Kind::Double).mean(Kind::Double)
+    hits(scores, targets).to_kind(Kind::Double).mean(Kind::Double)
+}
+
+/// Whether each sample's top score is its top target class, `(B,)` booleans.
+pub fn hits(scores: &Tensor, targets: &Tensor) -> Tensor {
+    scores.argmax(1, false).eq_tensor(&targets.argmax(1, false))
 }
 
 #[cfg(test)]

@@ -5,8 +5,10 @@
 //! every rank applies the same update. BatchNorm's global statistics are summed inside the
 //! forward and backward ([`crate::model::global_norm`]).
 
+use super::optim::Adam;
 use super::{check_finite, BatchResult, Trainer};
 use crate::distributed::Group;
+use crate::model::loss::hits;
 use crate::model::DropoutMasks;
 use anyhow::Result;
 use tch::{Kind, Tensor};
@@ -45,8 +47,9 @@ pub fn synced_step(
     let samples = targets.size()[0];
     let share = samples as f64 / global_batch as f64;
     let (loss, scores) = trainer.compute_gradients(x, targets, masks, Some(share))?;
-    let hits = tch::no_grad(|| scores.argmax(1, false).eq_tensor(&targets.argmax(1, false)).sum(Kind::Float));
-    let tail = Tensor::stack(&[loss * share, hits, Tensor::from(f32::from(u8::from(stop_requested))).to_device(x.device())], 0);
+    let hit_count = tch::no_grad(|| hits(&scores, targets).sum(Kind::Float));
+    let stop = Tensor::from(if stop_requested { 1f32 } else { 0f32 }).to_device(x.device());
+    let tail = Tensor::stack(&[loss * share, hit_count, stop], 0);
     let grads: Vec<Tensor> = optimized(trainer).map(|p| p.grad()).collect();
     let flat: Vec<Tensor> = grads.iter().map(|g| g.flatten(0, -1)).chain([tail.to_kind(Kind::Float)]).collect();
     let buffer = Tensor::cat(&flat, 0);
@@ -66,5 +69,5 @@ pub fn synced_step(
 
 /// The parameters the optimizers step, in their order.
 fn optimized(trainer: &Trainer) -> impl Iterator<Item = Tensor> + '_ {
-    trainer.weights.params().chain(trainer.positions.iter().flat_map(|adam| adam.params())).map(|p| p.param.shallow_clone())
+    trainer.optimizers().flat_map(Adam::params).map(|p| p.param.shallow_clone())
 }

@@ -4,15 +4,16 @@
 //! pass; [`Scores`] holds their sample-weighted means (each sample counts once) and, for parity,
 //! the reference's unweighted mean over batches (docs/method.md §3).
 
-use crate::data::batches::batches;
+use crate::data::batches::{batches, Batch};
 use crate::data::Subset;
 use crate::distributed::Group;
 use crate::model::eval_form::EvalKernels;
-use crate::model::loss::{class_scores, cross_entropy, hit_rate};
+use crate::model::loss::{class_scores, cross_entropy, hit_rate, hits, sample_cross_entropy};
 use crate::model::Network;
 use crate::progress::{Progress, Unit};
 use anyhow::Result;
-use tch::{Kind, Reduction, Tensor};
+use std::ops::Range;
+use tch::{Kind, Tensor};
 
 /// A pass's loss and accuracy over `samples` samples.
 #[derive(Clone, Copy, Debug, serde::Serialize)]
@@ -55,64 +56,60 @@ pub struct Pass<'a> {
     pub quiet: bool,
 }
 
-pub fn evaluate(network: &Network, subset: &Subset, pass: &Pass) -> Result<Scores> {
+/// Evaluates `subset`. With a group, each rank evaluates its shard of every batch and the
+/// per-batch sums are added over the ranks: the figures of one process, up to summation order.
+pub fn evaluate(network: &Network, subset: &Subset, pass: &Pass, group: Option<&Group>) -> Result<Scores> {
     let kernels = network.eval_kernels();
-    tch::no_grad(|| mean_scores(network, &kernels, subset, pass))
+    tch::no_grad(|| pass_scores(network, &kernels, subset, pass, group))
 }
 
-/// [`evaluate`] shared by the ranks of `group`: the same figures, up to summation order.
-pub fn evaluate_sharded(network: &Network, subset: &Subset, pass: &Pass, group: &Group) -> Result<Scores> {
-    let kernels = network.eval_kernels();
-    tch::no_grad(|| sharded_scores(network, &kernels, subset, pass, group))
-}
-
-fn sharded_scores(network: &Network, kernels: &EvalKernels, subset: &Subset, pass: &Pass, group: &Group) -> Result<Scores> {
-    let device = network.device();
-    let (mut sums, mut sizes) = (Vec::new(), Vec::new());
+fn pass_scores(network: &Network, kernels: &EvalKernels, subset: &Subset, pass: &Pass, group: Option<&Group>) -> Result<Scores> {
+    let (mut figures, mut sizes) = (Vec::new(), Vec::new());
     let progress = Progress::new(pass.label, subset.len() as u64, Unit::Items, pass.quiet);
     for batch in batches(subset, pass.batch_size, pass.classes, None) {
         let batch = batch?;
         let size = batch.lengths.len();
         progress.advance(size as u64);
-        let rows = group.world.shard(size);
-        let mut sum = Tensor::zeros([2], (Kind::Double, device));
-        if !rows.is_empty() {
-            let (start, len) = (rows.start as i64, rows.len() as i64);
-            let x = batch.x.narrow(1, start, len).to_device(device);
-            let targets = batch.targets.narrow(0, start, len).to_device(device);
-            let scores = class_scores(&network.forward_eval(&x, kernels)?, network.loss);
-            let losses = scores.cross_entropy_loss::<Tensor>(&targets, None, Reduction::None, -100, 0.0);
-            let hits = scores.argmax(1, false).eq_tensor(&targets.argmax(1, false));
-            sum = Tensor::stack(&[losses.sum(Kind::Double), hits.sum(Kind::Double)], 0);
-        }
-        sums.push(sum);
+        figures.push(match group {
+            None => batch_means(network, kernels, &batch)?,
+            Some(group) => shard_sums(network, kernels, &batch, group.world.shard(size))?,
+        });
         sizes.push(size);
     }
-    if sums.is_empty() {
+    if figures.is_empty() {
         return Ok(Scores::from_batches(&[], &[], &[]));
     }
-    let totals = Tensor::stack(&sums, 0);
-    group.sum(&totals)?;
-    let totals = Vec::<f64>::try_from(totals.to_device(tch::Device::Cpu).flatten(0, -1))?;
-    let per_batch = |column: usize| totals.chunks(2).zip(&sizes).map(|(row, &n)| row[column] / n as f64).collect::<Vec<_>>();
-    Ok(Scores::from_batches(&per_batch(0), &per_batch(1), &sizes))
+    let mut table = Tensor::stack(&figures, 0);
+    if let Some(group) = group {
+        group.sum(&table)?;
+        let counts: Vec<f64> = sizes.iter().map(|&n| n as f64).collect();
+        let counts = Tensor::from_slice(&counts).to_device(table.device()).unsqueeze(1);
+        table /= counts;
+    }
+    let values = Vec::<f64>::try_from(table.to_device(tch::Device::Cpu).flatten(0, -1))?;
+    let column = |c: usize| values.chunks(2).map(|row| row[c]).collect::<Vec<_>>();
+    Ok(Scores::from_batches(&column(0), &column(1), &sizes))
 }
 
-fn mean_scores(network: &Network, kernels: &EvalKernels, subset: &Subset, pass: &Pass) -> Result<Scores> {
+/// A whole batch's mean loss and accuracy, `[2]` float64.
+fn batch_means(network: &Network, kernels: &EvalKernels, batch: &Batch) -> Result<Tensor> {
     let device = network.device();
-    let (mut losses, mut accuracies, mut sizes) = (Vec::new(), Vec::new(), Vec::new());
-    let progress = Progress::new(pass.label, subset.len() as u64, Unit::Items, pass.quiet);
-    for batch in batches(subset, pass.batch_size, pass.classes, None) {
-        let batch = batch?;
-        progress.advance(batch.lengths.len() as u64);
-        let targets = batch.targets.to_device(device);
-        let output = network.forward_eval(&batch.x.to_device(device), kernels)?;
-        let scores = class_scores(&output, network.loss);
-        losses.push(cross_entropy(&scores, &targets));
-        accuracies.push(hit_rate(&scores, &targets));
-        sizes.push(batch.lengths.len());
+    let targets = batch.targets.to_device(device);
+    let scores = class_scores(&network.forward_eval(&batch.x.to_device(device), kernels)?, network.loss);
+    Ok(Tensor::stack(&[cross_entropy(&scores, &targets).to_kind(Kind::Double), hit_rate(&scores, &targets)], 0))
+}
+
+/// The summed loss and hits of the samples at `rows` of a batch, `[2]` float64 (zeros for none).
+fn shard_sums(network: &Network, kernels: &EvalKernels, batch: &Batch, rows: Range<usize>) -> Result<Tensor> {
+    let device = network.device();
+    if rows.is_empty() {
+        return Ok(Tensor::zeros([2], (Kind::Double, device)));
     }
-    Ok(Scores::from_batches(&read_all(&losses), &read_all(&accuracies), &sizes))
+    let (x, targets) = batch.rows(rows);
+    let targets = targets.to_device(device);
+    let scores = class_scores(&network.forward_eval(&x.to_device(device), kernels)?, network.loss);
+    let losses = sample_cross_entropy(&scores, &targets);
+    Ok(Tensor::stack(&[losses.sum(Kind::Double), hits(&scores, &targets).sum(Kind::Double)], 0))
 }
 
 /// Unweighted mean (NaN for none).

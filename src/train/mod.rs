@@ -130,6 +130,11 @@ impl Trainer {
         self.network.clamp_positions();
     }
 
+    /// The weights' optimizer, then the positions' when there is one.
+    pub fn optimizers(&self) -> impl Iterator<Item = &Adam> {
+        std::iter::once(&self.weights).chain(self.positions.as_ref())
+    }
+
     fn optimizers_mut(&mut self) -> impl Iterator<Item = &mut Adam> {
         std::iter::once(&mut self.weights).chain(self.positions.as_mut())
     }

@@ -12,7 +12,7 @@
 //! whatever the world size that wrote it.
 
 use super::data_parallel::{broadcast_state, define_gradients, synced_step};
-use super::eval::{evaluate, evaluate_sharded, read_all, Pass, Scores};
+use super::eval::{evaluate, read_all, Pass, Scores};
 use super::masks::per_sample_masks;
 use super::state::{load_last, save_last, EpochRecord, RunState};
 use super::Trainer;
@@ -23,7 +23,7 @@ use crate::data::augment::Augment;
 use crate::data::batches::batches;
 use crate::data::batches::Batch;
 use crate::data::prefetch::{prefetched, to_device};
-use crate::data::{DataSplits, Subset};
+use crate::data::DataSplits;
 use crate::distributed::Group;
 use crate::logging::{Board, MetricsFile};
 use crate::model::DropoutMasks;
@@ -173,12 +173,8 @@ pub fn train(config: &Config, data_dir: &Path, options: &RunOptions) -> Result<O
         }
         let classes = config.derived().n_outputs as i64;
         let pass = |label| Pass { batch_size: config.batch_size, classes, label, quiet: options.quiet || !leader };
-        let score = |subset: &Subset, label| match group {
-            Some(group) => evaluate_sharded(&trainer.network, subset, &pass(label), group),
-            None => evaluate(&trainer.network, subset, &pass(label)),
-        };
-        let valid = score(&data.valid, "valid")?;
-        let test = data.test.as_ref().map(|t| score(t, "test")).transpose()?;
+        let valid = evaluate(&trainer.network, &data.valid, &pass("valid"), group)?;
+        let test = data.test.as_ref().map(|t| evaluate(&trainer.network, t, &pass("test"), group)).transpose()?;
         state.seconds += started.elapsed().as_secs_f64();
         let record = EpochRecord {
             lr_w: trainer.lr_w.lr,
@@ -188,12 +184,10 @@ pub fn train(config: &Config, data_dir: &Path, options: &RunOptions) -> Result<O
             ..EpochRecord::new(epoch + 1, &train, &valid, test.as_ref())
         };
         update_best(&mut state, &record, &trainer, leader.then_some(&files), data.valid_is_test)?;
-        if let Some(observer) = observer.as_mut() {
-            log_epoch(&mut observer.board, &trainer, &record, &mut marks);
-        }
         state.history.push(record.clone());
         state.epochs_done += 1;
         if let Some(observer) = observer.as_mut() {
+            log_epoch(&mut observer.board, &trainer, &record, &mut marks);
             println!("{}", epoch_line(&record, &state, config.epochs));
             observer.metrics.append(&serde_json::to_value(&record)?)?;
             save_last(&files.last, &trainer, &state, &marks)?;
@@ -497,10 +491,9 @@ fn batch_step(
         return Ok((step, stop_requested));
     };
     let rows = group.world.shard(batch.lengths.len());
-    let (start, len) = (rows.start as i64, rows.len() as i64);
-    let x = to_device(&batch.x.narrow(1, start, len).contiguous(), device);
-    let targets = to_device(&batch.targets.narrow(0, start, len).contiguous(), device);
-    let masks = dropout_masks(&trainer.config, epoch, &batch.indices[rows], device);
+    let masks = dropout_masks(&trainer.config, epoch, &batch.indices[rows.clone()], device);
+    let (x, targets) = batch.rows(rows);
+    let (x, targets) = (to_device(&x, device), to_device(&targets, device));
     let synced = synced_step(trainer, group, (&x, &targets), DropoutMasks(&masks), batch.lengths.len(), stop_requested)?;
     Ok((synced.result, synced.stop))
 }
