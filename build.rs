@@ -1,5 +1,6 @@
 //! Link libtorch so that the binary runs without `LD_LIBRARY_PATH` and keeps CUDA support, and
-//! compile the c10d shim (`csrc/`) against the same libtorch's headers.
+//! compile the C++ shims (`csrc/`: c10d, pinned memory, the op counter) against the same
+//! libtorch's headers, and the fused neuron's CUDA source for the host (for the tests).
 //!
 //! torch-sys reports the libtorch library directory as `DEP_TCH_LIBTORCH_LIB`. We add it as an
 //! rpath, and force `libtorch.so` (which pulls in `libtorch_cuda` on CUDA builds) to stay a
@@ -25,6 +26,7 @@ fn main() {
     let lib_dir = PathBuf::from(lib_dir);
     let cuda = lib_dir.join("libtorch_cuda.so").exists();
     compile_shim(&lib_dir, cuda);
+    compile_host_kernels();
     println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib_dir.display());
     println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
     println!("cargo:rustc-link-arg=-ltorch");
@@ -44,7 +46,8 @@ fn compile_shim(lib_dir: &Path, cuda: bool) {
         .include(include.join("torch/csrc/api/include"))
         .define("_GLIBCXX_USE_CXX11_ABI", "1")
         .flag_if_supported("-w")
-        .file("csrc/c10d_shim.cpp");
+        .file("csrc/c10d_shim.cpp")
+        .file("csrc/libtorch_extras.cpp");
     match gloo_headers() {
         Some(dir) => {
             build.include(dir).define("USE_C10D_GLOO", None).define("SNN_WITH_GLOO", None);
@@ -68,6 +71,19 @@ fn compile_shim(lib_dir: &Path, cuda: bool) {
         println!("cargo:warning=NCCL headers not found beside libtorch: multi-process training on CUDA is disabled");
     }
     build.compile("c10d_shim");
+}
+
+/// The fused neuron's CUDA source compiled for the host (csrc/fused_lif_host.cpp), which the tests
+/// run against the CPU kernel: no contraction into fused multiply-adds and no fast-math, so that
+/// each float32 operation rounds as the CUDA intrinsic does.
+fn compile_host_kernels() {
+    cc::Build::new()
+        .cpp(true)
+        .std("c++17")
+        .flag("-ffp-contract=off")
+        .flag_if_supported("-fno-fast-math")
+        .file("csrc/fused_lif_host.cpp")
+        .compile("fused_lif_host");
 }
 
 fn gloo_headers() -> Option<PathBuf> {

@@ -48,7 +48,7 @@ def main():
         run([args.bin, "export", "--checkpoint", weights, "--config", config, "--format", "delays", "--out", model])
         sizes = {"checkpoint_kib": os.path.getsize(weights) / 1024, "delays_kib": os.path.getsize(model) / 1024}
         for threads in args.threads:
-            base = [args.bin, "bench", "--config", config, "--weights", weights, "--batch", batch, "--eval",
+            base = [args.bin, "bench", "--json", "--config", config, "--weights", weights, "--batch", batch, "--eval",
                     "--threads", threads, "--device", "cpu"]
             fft = timing(base)
             direct = timing(base + ["--set", "convolution=direct"])

@@ -83,7 +83,7 @@ def step_times(args, paths, sigma, evaluate, threads, side):
         cmd = [sys.executable, os.path.join(HERE, "reference_step.py"), "--config", paths["json"], *common]
     else:
         sets = [a for s in (EXACT if side == "exact" else []) for a in ("--set", s)]
-        cmd = [args.bin, "bench", "--config", paths["json"], *sets, "--device", "cpu", *common]
+        cmd = [args.bin, "bench", "--json", "--config", paths["json"], *sets, "--device", "cpu", *common]
     result = last_json(run(cmd))
     return statistics.median(result["seconds"]), result["peak_rss_mib"]
 

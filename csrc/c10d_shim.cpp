@@ -2,6 +2,13 @@
 // TCPStore rendezvous, a Gloo or NCCL process group, and the two collectives training needs
 // (a summing all-reduce and a broadcast) on tch tensors. Every call catches C++ exceptions and returns
 // their message, so that Rust reports them as errors instead of aborting.
+//
+// Collectives are waited for without a timeout: for NCCL, `wait()` then only orders the current
+// CUDA stream after the collective and returns at once (a timeout would make the host poll until
+// the collective ends, a full sync per call), while the group's own timeout and watchdog still bound
+// it. A collective that fails or times out later is reported by `snn_c10d_check`, which the caller
+// runs after it has read the collectives' results. Freeing a group shuts it down (aborts it after an
+// error), so that a process exits quietly.
 
 #include <torch/csrc/distributed/c10d/Backend.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
@@ -13,6 +20,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #ifdef SNN_WITH_NCCL
 c10::intrusive_ptr<c10d::Backend> snn_nccl_backend(
@@ -25,6 +33,9 @@ struct Group {
   c10::intrusive_ptr<c10d::Store> store;
   c10::intrusive_ptr<c10d::Backend> backend;
   std::chrono::milliseconds timeout;
+  // Collectives issued since the last check, which may still fail on the device.
+  std::vector<c10::intrusive_ptr<c10d::Work>> pending;
+  bool failed = false;
 };
 
 void write_error(char* error, size_t capacity, const std::string& message) {
@@ -47,6 +58,16 @@ int guarded(char* error, size_t capacity, F&& body) {
     write_error(error, capacity, "unknown C++ exception");
   }
   return 1;
+}
+
+// As `guarded`, marking the group failed on an error (it is then aborted, not shut down).
+template <typename F>
+int guarded_on(void* handle, char* error, size_t capacity, F&& body) {
+  int status = guarded(error, capacity, body);
+  if (status != 0) {
+    static_cast<Group*>(handle)->failed = true;
+  }
+  return status;
 }
 
 #ifdef SNN_WITH_GLOO
@@ -73,8 +94,24 @@ c10::intrusive_ptr<c10d::Backend> gloo_backend(const c10::intrusive_ptr<c10d::St
 }
 #endif
 
+// Forgets the collectives that finished well; rethrows the first failure among the finished ones.
+void settle(Group* group) {
+  std::vector<c10::intrusive_ptr<c10d::Work>> unfinished;
+  for (auto& work : group->pending) {
+    if (!work->isCompleted()) {
+      unfinished.push_back(work);
+    } else if (auto failure = work->exception()) {
+      group->pending.clear();
+      std::rethrow_exception(failure);
+    }
+  }
+  group->pending = std::move(unfinished);
+}
+
 void wait(Group* group, c10::intrusive_ptr<c10d::Work> work) {
-  work->wait(group->timeout);
+  settle(group);
+  work->wait();
+  group->pending.push_back(std::move(work));
 }
 
 }  // namespace
@@ -127,13 +164,29 @@ void* snn_c10d_new(const char* backend, const char* host, int port, int rank, in
   return group;
 }
 
-void snn_c10d_free(void* group) {
-  delete static_cast<Group*>(group);
+// Leaves the group: shuts the backend down (aborts it after an error), then frees it.
+void snn_c10d_free(void* handle) {
+  auto group = static_cast<Group*>(handle);
+  try {
+    if (group->failed) {
+      group->backend->abort();
+    } else {
+      group->backend->shutdown();
+    }
+  } catch (...) {
+  }
+  delete group;
+}
+
+// Fails with the first error of a collective issued since the last check that has finished with one
+// (a timeout or a failed peer, noticed by the backend's watchdog); forgets the finished ones.
+int snn_c10d_check(void* handle, char* error, size_t capacity) {
+  return guarded_on(handle, error, capacity, [&] { settle(static_cast<Group*>(handle)); });
 }
 
 // `tensor` is a tch tensor (an at::Tensor*), summed in place.
 int snn_c10d_all_reduce_sum(void* handle, void* tensor, char* error, size_t capacity) {
-  return guarded(error, capacity, [&] {
+  return guarded_on(handle, error, capacity, [&] {
     auto group = static_cast<Group*>(handle);
     std::vector<at::Tensor> tensors{*static_cast<at::Tensor*>(tensor)};
     c10d::AllreduceOptions options;
@@ -144,7 +197,7 @@ int snn_c10d_all_reduce_sum(void* handle, void* tensor, char* error, size_t capa
 }
 
 int snn_c10d_broadcast(void* handle, void* tensor, int root, char* error, size_t capacity) {
-  return guarded(error, capacity, [&] {
+  return guarded_on(handle, error, capacity, [&] {
     auto group = static_cast<Group*>(handle);
     std::vector<at::Tensor> tensors{*static_cast<at::Tensor*>(tensor)};
     c10d::BroadcastOptions options;

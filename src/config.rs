@@ -81,7 +81,8 @@ impl ChargeFormula {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum NeuronBackend {
-    /// One kernel over all time steps, forward and backward (CPU); on CUDA the `ops` path runs.
+    /// One kernel over all time steps, forward and backward, on the CPU or on CUDA (there once it
+    /// has matched the CPU kernel bit for bit; otherwise the `ops` path runs and the run says why).
     Fused,
     /// libtorch ops step by step with autograd: the oracle that the fused kernel is tested against.
     Ops,

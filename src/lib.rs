@@ -17,6 +17,7 @@ pub mod infer;
 pub mod logging;
 pub mod memory;
 pub mod model;
+pub mod op_count;
 pub mod process;
 pub mod progress;
 pub mod train;

@@ -10,6 +10,8 @@
 //! - the input batch, three times (prefetched, current, on the device).
 //!
 //! The estimates err on the high side; the limit is the machine's memory unless a flag raises it.
+//! On CUDA the step lives on the device: its free memory (the driver's `cuMemGetInfo`, before the
+//! first step) is the limit too.
 
 use crate::config::Config;
 use anyhow::{ensure, Result};
@@ -20,6 +22,8 @@ const KERNEL_TENSORS: u64 = 6;
 /// neuron's saved membrane, spikes and their gradient, dropout).
 const ACTIVATION_TENSORS: u64 = 12;
 const GIB: f64 = (1u64 << 30) as f64;
+/// The source of a budget set on the command line.
+const FLAG: &str = "--memory-limit-gb";
 
 /// The most memory a run may use, and where that number comes from (for the message).
 #[derive(Clone, Copy, Debug)]
@@ -34,7 +38,7 @@ impl Budget {
         match limit_gb {
             Some(gb) => {
                 ensure!(gb.is_finite() && gb > 0.0, "--memory-limit-gb must be a positive number, got {gb}");
-                Ok(Budget { bytes: (gb * GIB) as u64, source: "--memory-limit-gb" })
+                Ok(Budget { bytes: (gb * GIB) as u64, source: FLAG })
             }
             None => Ok(Budget { bytes: machine_bytes(), source: "this machine's memory; raise it with --memory-limit-gb" }),
         }
@@ -43,6 +47,20 @@ impl Budget {
     /// The machine's total memory (for commands without the flag).
     pub fn machine() -> Budget {
         Budget { bytes: machine_bytes(), source: "this machine's memory" }
+    }
+
+    /// A CUDA device's free memory, or `self` where it is lower and was set by the flag.
+    pub fn on_device(self, free_bytes: u64) -> Budget {
+        if self.source == FLAG && self.bytes <= free_bytes {
+            return self;
+        }
+        Budget { bytes: free_bytes, source: "the CUDA device's free memory; free some, or use a smaller batch" }
+    }
+
+    /// [`Budget::on_device`] for CUDA device `index`, as its driver reports it now.
+    pub fn cuda(self, index: usize) -> Result<Budget> {
+        let gpu = crate::device::cuda::info(index)?;
+        Ok(self.on_device(gpu.free_bytes))
     }
 
     /// Fails, naming the parts, when their sum exceeds the budget.
@@ -128,5 +146,16 @@ mod tests {
             format!("{:#}", budget.check("a step", &training_step(&shd(&["n_hidden_neurons=100000"]), 150, 256)).unwrap_err());
         assert!(message.contains("kernels") && message.contains("--memory-limit-gb"), "{message}");
         assert!(Budget::new(Some(0.0)).is_err() && machine_bytes() > 1 << 30);
+    }
+
+    #[test]
+    fn on_cuda_the_device_s_free_memory_limits_the_step() {
+        let step = training_step(&shd(&[]), 150, 256);
+        let tight = Budget::machine().on_device(64 << 20);
+        let message = format!("{:#}", tight.check("a step", &step).unwrap_err());
+        assert!(message.contains("CUDA device's free memory") && message.contains("0.1 GiB"), "{message}");
+        let flag = Budget::new(Some(1.0)).unwrap();
+        assert_eq!(flag.on_device(8 << 30).bytes, 1 << 30);
+        assert_eq!(flag.on_device(1 << 20).bytes, 1 << 20);
     }
 }

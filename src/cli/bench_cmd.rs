@@ -1,13 +1,18 @@
 //! `snn-delays bench`: times our training step, or an evaluation pass, on a given batch and
 //! weights: the same work that bench/reference_step.py times for the reference (`make bench`).
-//! Prints one JSON line: the seconds of each repeat and the peak resident memory.
+//! Reports the seconds of each repeat, the time to the end of the first step (start-up, the CUDA
+//! kernel's compile and self-check included), the peak resident memory, and what one step (one
+//! evaluation batch) dispatches: libtorch ops, nested ones included, the leaves among them, our
+//! kernel launches and the reads of the device by the host ([`crate::op_count`]). `--json`
+//! prints it as one JSON line.
 
 use super::{ConfigArgs, DeviceArgs};
 use crate::checkpoint;
 use crate::infer::Model;
-use crate::model::eval_form::EvalNetwork;
+use crate::model::eval_form::{EvalKernels, EvalNetwork};
 use crate::model::loss::{class_scores, cross_entropy, one_hot};
 use crate::model::DropoutMasks;
+use crate::op_count::count;
 use crate::train::Trainer;
 use anyhow::{ensure, Context, Result};
 use clap::Args;
@@ -48,11 +53,15 @@ pub struct BenchArgs {
     /// CPU threads for libtorch and the fused kernels [default: all cores]
     #[arg(long)]
     threads: Option<usize>,
+    /// Print the report as one JSON line
+    #[arg(long)]
+    json: bool,
     #[command(flatten)]
     device: DeviceArgs,
 }
 
 pub fn run(args: &BenchArgs) -> Result<()> {
+    let started = Instant::now();
     ensure!(args.repeats > 0, "--repeats must be at least 1");
     super::set_threads(args.threads)?;
     let config = args.config.load_for_network(1, 1)?;
@@ -74,30 +83,83 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                 model.run_all(samples)?;
             }
         } else if args.eval {
-            eval_pass(&mut trainer, &x, &targets)?;
+            eval_pass(&trainer, &x, &targets)?;
         } else {
             trainer.train_step(&x, &targets, DropoutMasks::DRAW)?;
         }
-        if let tch::Device::Cuda(index) = device {
-            tch::Cuda::synchronize(index as i64);
-        }
+        synchronize(device);
         Ok(())
     };
-    for _ in 0..args.warmup {
-        once()?;
-    }
     let mut seconds = Vec::with_capacity(args.repeats);
-    for _ in 0..args.repeats {
-        let started = Instant::now();
+    for repeat in 0..args.warmup + args.repeats {
+        let step = Instant::now();
         once()?;
-        seconds.push(started.elapsed().as_secs_f64());
+        if repeat >= args.warmup {
+            seconds.push(step.elapsed().as_secs_f64());
+        }
     }
-    let mut report = serde_json::json!({ "seconds": seconds, "peak_rss_mib": peak_rss_mib() });
+    let startup_seconds = started.elapsed().as_secs_f64() - seconds.iter().sum::<f64>();
+    let mut report = serde_json::json!({
+        "seconds": seconds,
+        "median_seconds": median(&seconds),
+        "startup_seconds": startup_seconds,
+        "peak_rss_mib": peak_rss_mib(),
+        "device": crate::device::name(device),
+        "neuron_backend": trainer.network.neuron_backend(),
+        "backend_note": trainer.network.backend_note,
+    });
     if let (Some(model), Some(samples)) = (&engine, &samples) {
         report["stream_seconds_per_frame"] = stream_latency(model, &samples[0])?.into();
+    } else if args.eval {
+        let kernels = trainer.network.eval_kernels();
+        report["per_batch"] = serde_json::to_value(count(|| eval_batch(&trainer, &kernels, &x, &targets)).1)?;
+        report["per_pass"] = serde_json::to_value(count(|| eval_pass(&trainer, &x, &targets)).1)?;
+    } else {
+        let (step, counts) = count(|| trainer.train_step(&x, &targets, DropoutMasks::DRAW));
+        step?;
+        report["per_step"] = serde_json::to_value(counts)?;
     }
-    println!("{report}");
+    if args.json {
+        println!("{report}");
+    } else {
+        print_report(&report);
+    }
     Ok(())
+}
+
+/// The report as text.
+fn print_report(report: &serde_json::Value) {
+    println!(
+        "median {:.4} s over {} repeats (start-up {:.2} s), peak RSS {:.0} MiB, {} neurons on {}",
+        report["median_seconds"].as_f64().unwrap_or(f64::NAN),
+        report["seconds"].as_array().map_or(0, Vec::len),
+        report["startup_seconds"].as_f64().unwrap_or(f64::NAN),
+        report["peak_rss_mib"].as_f64().unwrap_or(f64::NAN),
+        report["neuron_backend"].as_str().unwrap_or("?"),
+        report["device"].as_str().unwrap_or("?"),
+    );
+    for (key, what) in
+        [("per_step", "one training step"), ("per_batch", "one evaluation batch"), ("per_pass", "one evaluation pass")]
+    {
+        if let Some(counts) = report.get(key) {
+            println!(
+                "{what}: {} libtorch ops ({} leaves), {} kernel launches of ours, {} host reads",
+                counts["ops"], counts["leaf_ops"], counts["kernels"], counts["host_reads"]
+            );
+        }
+    }
+}
+
+fn synchronize(device: tch::Device) {
+    if let tch::Device::Cuda(index) = device {
+        tch::Cuda::synchronize(index as i64);
+    }
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted[sorted.len() / 2]
 }
 
 /// The batch `(T, B, C)` as B time-major samples.
@@ -124,13 +186,16 @@ fn stream_latency(model: &Model, sample: &(Vec<f32>, usize)) -> Result<f64> {
     Ok(best)
 }
 
-/// One evaluation pass as `eval` runs it: the eval form, [`EVAL_BATCHES`] batches, the losses read.
-fn eval_pass(trainer: &mut Trainer, x: &Tensor, targets: &Tensor) -> Result<()> {
+/// One evaluation batch as an evaluation pass runs it: forward and loss, nothing read.
+fn eval_batch(trainer: &Trainer, kernels: &EvalKernels, x: &Tensor, targets: &Tensor) -> Result<Tensor> {
     let network = &trainer.network;
-    let kernels = network.eval_kernels();
-    let losses: Result<Vec<Tensor>> = (0..EVAL_BATCHES)
-        .map(|_| Ok(cross_entropy(&class_scores(&network.forward_eval(x, &kernels)?, network.loss), targets)))
-        .collect();
+    Ok(cross_entropy(&class_scores(&network.forward_eval(x, kernels)?, network.loss), targets))
+}
+
+/// One evaluation pass as `eval` runs it: the eval form, [`EVAL_BATCHES`] batches, the losses read.
+fn eval_pass(trainer: &Trainer, x: &Tensor, targets: &Tensor) -> Result<()> {
+    let kernels = trainer.network.eval_kernels();
+    let losses: Result<Vec<Tensor>> = (0..EVAL_BATCHES).map(|_| eval_batch(trainer, &kernels, x, targets)).collect();
     crate::train::eval::read_all(&losses?);
     Ok(())
 }

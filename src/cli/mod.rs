@@ -4,6 +4,7 @@ mod bench_cmd;
 mod config_cmd;
 mod data_cmd;
 mod demo;
+mod devices_cmd;
 mod eval_cmd;
 mod export_cmd;
 mod forward;
@@ -68,6 +69,9 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Time training steps or evaluation passes on a given batch (used by `make bench`).
     Bench(bench_cmd::BenchArgs),
+    /// Print, as JSON, what this binary computes on here: libtorch's CUDA, NVRTC, each GPU and
+    /// whether the fused neuron kernel runs there.
+    Devices(devices_cmd::DevicesArgs),
 }
 
 /// Where the configuration comes from; the same flags on every subcommand that takes one.
@@ -202,6 +206,7 @@ pub fn run() -> Result<()> {
         Command::Forward(args) => forward::run(&args),
         Command::Demo(args) => demo::run(&args),
         Command::Bench(args) => bench_cmd::run(&args),
+        Command::Devices(args) => devices_cmd::run(&args),
         Command::Data(command) => data_cmd::run(&command),
         Command::Synth(args) => synth_cmd::run(&args),
     }

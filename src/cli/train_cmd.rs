@@ -82,18 +82,13 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     Ok(())
 }
 
-/// Joins the other ranks: on CUDA each local rank takes its own GPU and NCCL, on the CPU Gloo.
+/// Joins the other ranks: on CUDA each local rank takes one of the GPUs visible to it
+/// ([`World::gpu`]) and NCCL, on the CPU Gloo.
 fn join(world: World, options: RunOptions) -> Result<RunOptions> {
     let device = match options.device {
         tch::Device::Cuda(_) => {
-            let count = tch::Cuda::device_count() as usize;
-            anyhow::ensure!(
-                world.local_rank < count,
-                "local rank {} has no GPU of its own: this machine has {count}; start at most {count} processes per machine",
-                world.local_rank
-            );
             anyhow::ensure!(crate::distributed::c10d::has_nccl(), "this binary was built without NCCL, which CUDA runs over several processes need; rebuild against a CUDA libtorch (see libtorch.md)");
-            tch::Device::Cuda(world.local_rank)
+            tch::Device::Cuda(world.gpu(tch::Cuda::device_count() as usize)?)
         }
         device => device,
     };

@@ -36,6 +36,13 @@ impl Augment {
         }
     }
 
+    /// Whether [`Augment::apply`] draws from the torch generator (RNoise does), so that it must run
+    /// where the training step draws, in the same order; the other augmentations draw only from
+    /// their own seeded stream and may run on any thread.
+    pub fn draws_from_torch(&self) -> bool {
+        self.rnoise_sigma > 0.0
+    }
+
     /// Augments a batch in place, deterministically for `(seed, epoch, batch_index)`.
     pub fn apply(&self, batch: &mut Batch, seed: u64, epoch: u64, batch_index: u64) {
         let mut rng = SplitMix64::derived(seed ^ epoch.rotate_left(32), AUGMENT_STREAM, batch_index);

@@ -2,6 +2,10 @@
 //! a TCPStore rendezvous at `MASTER_ADDR:MASTER_PORT` (rank 0 serves it), a Gloo (CPU) or NCCL
 //! (CUDA) process group, and in-place sums (all-reduce) and broadcasts of tch tensors. Every failure of
 //! libtorch, a timeout included, comes back as an error carrying its message.
+//!
+//! A collective returns once it is queued (NCCL: on the current CUDA stream; Gloo: done); one that
+//! fails on the device later is reported by [`ProcessGroup::check`], which the caller runs after
+//! reading the results. Dropping the group shuts it down, or aborts it after an error.
 
 use anyhow::{bail, Result};
 use std::ffi::{c_char, c_int, c_void, CString};
@@ -22,6 +26,7 @@ extern "C" {
         capacity: usize,
     ) -> *mut c_void;
     fn snn_c10d_free(group: *mut c_void);
+    fn snn_c10d_check(group: *mut c_void, error: *mut c_char, capacity: usize) -> c_int;
     fn snn_c10d_all_reduce_sum(group: *mut c_void, tensor: *mut c_void, error: *mut c_char, capacity: usize) -> c_int;
     fn snn_c10d_broadcast(group: *mut c_void, tensor: *mut c_void, root: c_int, error: *mut c_char, capacity: usize) -> c_int;
 }
@@ -112,6 +117,13 @@ impl ProcessGroup {
         })
     }
 
+    /// Fails if a collective issued since the last check has finished with an error (a timeout
+    /// or a lost peer). Run it after reading the collectives' results.
+    pub fn check(&self) -> Result<()> {
+        // SAFETY: the handle is live.
+        self.call(|error, capacity| unsafe { snn_c10d_check(self.handle, error, capacity) })
+    }
+
     fn call(&self, collective: impl FnOnce(*mut c_char, usize) -> c_int) -> Result<()> {
         let mut error = vec![0 as c_char; ERROR_CAPACITY];
         if collective(error.as_mut_ptr(), error.len()) != 0 {
@@ -162,6 +174,7 @@ mod tests {
         group.all_reduce_sum(&tensor).unwrap();
         group.broadcast(&tensor, 0).unwrap();
         assert_eq!(Vec::<f64>::try_from(&tensor).unwrap(), vec![1.5, -2.0]);
+        group.check().unwrap();
         let error = format!("{:#}", group.broadcast(&tensor, 3).unwrap_err());
         assert!(!error.is_empty());
     }

@@ -84,6 +84,14 @@ impl World {
     pub fn shard(&self, len: usize) -> Range<usize> {
         shard(len, self.rank, self.size)
     }
+
+    /// The CUDA device this rank uses among the `visible` ones: `local_rank mod visible`. With
+    /// one GPU per process (Slurm's `--gpus-per-task=1` or `--gpu-bind`) every rank sees its own as
+    /// device 0; with all of a node's GPUs visible, local rank `r` takes device `r`.
+    pub fn gpu(&self, visible: usize) -> Result<usize> {
+        ensure!(visible > 0, "rank {} of {}: no CUDA device is visible to this process", self.rank, self.size);
+        Ok(self.local_rank % visible)
+    }
 }
 
 /// Rank `rank`'s contiguous share of `len` items split evenly over `size` ranks.
@@ -165,7 +173,15 @@ impl Group {
     pub fn leader_value(&self, value: i64) -> Result<i64> {
         let tensor = Tensor::from_slice(&[value]).to_device(self.device);
         self.broadcast(&tensor)?;
-        Ok(tensor.int64_value(&[0]))
+        let value = tensor.int64_value(&[0]);
+        self.check()?;
+        Ok(value)
+    }
+
+    /// Fails if a collective since the last check failed on the device (NCCL reports a timeout or
+    /// a lost peer after the fact). Run after reading the collectives' results.
+    pub fn check(&self) -> Result<()> {
+        self.collective("collective", || self.process_group.check())
     }
 
     fn collective(&self, what: &str, run: impl FnOnce() -> Result<()>) -> Result<()> {
@@ -221,6 +237,27 @@ mod tests {
             let error = format!("{:#}", world(pairs, None).unwrap_err());
             assert!(error.contains(expected), "{error}");
         }
+    }
+
+    /// The usual layouts: torchrun with every GPU visible, Slurm with one GPU bound per task, and
+    /// more local ranks than GPUs (ranks then share, round robin).
+    #[test]
+    fn each_rank_takes_its_visible_gpu() {
+        let at = |local_rank: usize| World {
+            rank: local_rank,
+            size: 8,
+            local_rank,
+            master_addr: "a".into(),
+            master_port: DEFAULT_PORT,
+            launcher: "test",
+        };
+        let all_visible: Vec<usize> = (0..8).map(|r| at(r).gpu(8).unwrap()).collect();
+        assert_eq!(all_visible, (0..8).collect::<Vec<_>>());
+        let one_per_task: Vec<usize> = (0..8).map(|r| at(r).gpu(1).unwrap()).collect();
+        assert_eq!(one_per_task, vec![0; 8]);
+        let shared: Vec<usize> = (0..8).map(|r| at(r).gpu(4).unwrap()).collect();
+        assert_eq!(shared, vec![0, 1, 2, 3, 0, 1, 2, 3]);
+        assert!(format!("{:#}", at(3).gpu(0).unwrap_err()).contains("no CUDA device"));
     }
 
     #[test]

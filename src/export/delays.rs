@@ -13,7 +13,7 @@
 use crate::checkpoint;
 use crate::config::{Config, Loss};
 use crate::model::eval_form::{EvalLayer, EvalNetwork, EvalSynapse, FoldedNorm};
-use crate::model::fused_lif::Charge;
+use crate::model::neuron::Charge;
 use anyhow::{bail, ensure, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;

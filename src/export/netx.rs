@@ -18,7 +18,7 @@
 
 use super::h5;
 use crate::model::eval_form::{EvalLayer, EvalNetwork};
-use crate::model::fused_lif::Charge;
+use crate::model::neuron::Charge;
 use anyhow::{bail, ensure, Context, Result};
 use std::path::Path;
 

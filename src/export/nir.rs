@@ -15,7 +15,7 @@
 
 use super::h5;
 use crate::model::eval_form::{EvalLayer, EvalNetwork};
-use crate::model::fused_lif::Charge;
+use crate::model::neuron::Charge;
 use anyhow::{Context, Result};
 use std::collections::BTreeMap;
 use std::path::Path;

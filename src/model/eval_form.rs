@@ -12,8 +12,8 @@
 //! When two taps of a synapse share a delay, the kernel holds their sum once: the first tap
 //! carries it and the other's weight is 0.
 
-use super::fused_lif::Charge;
 use super::network::{Network, Synapse};
+use super::neuron::Charge;
 use crate::config::Loss;
 use tch::{Device, Kind, Tensor};
 

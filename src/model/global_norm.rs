@@ -5,6 +5,7 @@
 //! Forward, per channel, summed over every process: `n = Σ T·b_r`, `μ = Σz/n`, then
 //! `σ² = Σ(z − μ)²/n` (two passes, in float64); `y = (z − μ)·(σ² + ε)^−½·γ + β`. Running
 //! statistics take `μ` and the unbiased `σ²·n/(n−1)` with momentum 0.1, identically everywhere.
+//! The count `n` is summed with the statistics and stays on the device: nothing is read back.
 //!
 //! Backward: `μ` and `σ²` are leaves, so autograd gives each process the part of the loss's
 //! gradient that flows through its own outputs. [`GlobalNormCut::backward`] sums those parts
@@ -30,7 +31,8 @@ pub struct GlobalNormCut {
     leaf: Tensor,
     mean: Tensor,
     var: Tensor,
-    count: f64,
+    /// `n`, a 0-dim float64 tensor on the device.
+    count: Tensor,
     sum: Rc<dyn GlobalSum>,
 }
 
@@ -51,12 +53,12 @@ impl TimeBatchNorm {
         );
         sum.sum(&totals)?;
         let channels = shape[2];
-        let count = totals.double_value(&[channels]);
-        let mean = totals.narrow(0, 0, channels) / count;
+        let count = totals.get(channels);
+        let mean = totals.narrow(0, 0, channels) / &count;
         let squares = (&values - &mean).square().sum_dim_intlist(0, false, Kind::Double);
         sum.sum(&squares)?;
-        let var = squares / count;
-        self.update_running(&mean, &var, count);
+        let var = squares / &count;
+        self.update_running(&mean, &var, &count);
         let mean = mean.to_kind(Kind::Float).set_requires_grad(true);
         let var = var.to_kind(Kind::Float).set_requires_grad(true);
         let y = (&flat - &mean) * (&var + BN_EPS).rsqrt() * &self.weight + &self.bias;
@@ -64,9 +66,9 @@ impl TimeBatchNorm {
         Ok((y.reshape(shape.as_slice()), cut))
     }
 
-    fn update_running(&self, mean: &Tensor, var: &Tensor, count: f64) {
+    fn update_running(&self, mean: &Tensor, var: &Tensor, count: &Tensor) {
         tch::no_grad(|| {
-            let unbiased = var * (count / (count - 1.0).max(1.0));
+            let unbiased = var * (count / (count - 1.0).clamp_min(1.0));
             let blend = |running: &Tensor, batch: &Tensor| {
                 let updated = running.to_kind(Kind::Double) * (1.0 - BN_MOMENTUM) + batch * BN_MOMENTUM;
                 running.shallow_clone().copy_(&updated);
@@ -95,7 +97,7 @@ impl GlobalNormCut {
         let channels = self.mean.size()[0];
         let (g_mean, g_var) = (stats.narrow(0, 0, channels), stats.narrow(0, channels, channels));
         let centred = self.leaf.detach().to_kind(Kind::Double) - self.mean.detach().to_kind(Kind::Double);
-        let through_stats = (centred * g_var * 2.0 + g_mean) / self.count;
+        let through_stats = (centred * g_var * 2.0 + g_mean) / &self.count;
         let grad = grad_of(&self.leaf) + through_stats.to_kind(Kind::Float);
         if self.input.requires_grad() && self.input.numel() > 0 {
             (&self.input * grad).sum(Kind::Float).backward();

@@ -2,8 +2,6 @@
 
 pub mod dcls;
 pub mod eval_form;
-pub mod fused_lif;
-pub mod fused_lif_cuda;
 pub mod global_norm;
 pub mod layers;
 pub mod loss;

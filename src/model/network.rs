@@ -128,20 +128,6 @@ impl TrainPass {
     }
 }
 
-/// The neuron backend that runs on `device`, chosen once: the configured one, except that the
-/// fused kernel runs on CUDA only once it has been checked there against the CPU kernel; the
-/// note says why it does not.
-pub fn neuron_backend_on(configured: NeuronBackend, device: Device) -> (NeuronBackend, Option<String>) {
-    match (configured, device) {
-        (NeuronBackend::Fused, Device::Cuda(index)) => match super::fused_lif_cuda::verified(index) {
-            Ok(()) => (NeuronBackend::Fused, None),
-            Err(why) => (NeuronBackend::Ops, Some(format!("the fused CUDA kernel is not used: {why}"))),
-        },
-        (NeuronBackend::Fused, Device::Cpu) | (NeuronBackend::Ops, _) => (configured, None),
-        (NeuronBackend::Fused, other) => (NeuronBackend::Ops, Some(format!("no fused kernel for {other:?}"))),
-    }
-}
-
 impl Network {
     /// Builds the network for `config` on `device`, initialised from `config.seed` as the
     /// reference does (on the CPU generator, then moved).
@@ -165,7 +151,7 @@ impl Network {
                 Synapse::Linear(Linear::new(&path, in_channels, out_channels))
             }
         };
-        let (backend, backend_note) = neuron_backend_on(config.neuron_backend, device);
+        let (backend, backend_note) = super::neuron::backend_on(config.neuron_backend, device);
         let neuron = |index: i64, threshold: f64| {
             MultiStepLif::new(&(&root / index), config.neuron, derived.tau_steps, threshold, surrogate, config.charge_formula)
                 .with_backend(backend)

@@ -14,7 +14,7 @@
 //!   `1e-5 · max|y|` (tested; typically 5e-7), gradients likewise.
 
 use serde::{Deserialize, Serialize};
-use tch::Tensor;
+use tch::{Device, Tensor};
 
 /// How a DCLS synapse computes its time convolution.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -24,6 +24,16 @@ pub enum Convolution {
     Fft,
     /// libtorch's `conv1d`, as the reference computes it (bitwise on the CPU).
     Direct,
+}
+
+/// Why `how` would be slow on `device` with cuDNN on or off, if it would: libtorch's `conv1d` on
+/// CUDA without cuDNN is its fallback convolution, one set of kernel launches per sample.
+pub fn slow_on(how: Convolution, device: Device, cudnn: bool) -> Option<String> {
+    (how == Convolution::Direct && device.is_cuda() && !cudnn).then(|| {
+        "convolution=direct on CUDA without cuDNN runs libtorch's fallback convolution, one launch set per sample: \
+         add --cudnn, or use convolution=fft"
+            .to_string()
+    })
 }
 
 /// Cross-correlates `(T, B, C_in)` with `(C_out, C_in, K)` after padding time by `[left, right]`.
@@ -71,6 +81,14 @@ mod tests {
 
     fn max_abs(t: &Tensor) -> f64 {
         t.abs().max().double_value(&[])
+    }
+
+    #[test]
+    fn direct_convolution_on_cuda_without_cudnn_is_flagged() {
+        assert!(slow_on(Convolution::Direct, Device::Cuda(0), false).unwrap().contains("--cudnn"));
+        assert_eq!(slow_on(Convolution::Fft, Device::Cuda(0), false), None);
+        assert_eq!(slow_on(Convolution::Direct, Device::Cpu, false), None);
+        assert_eq!(slow_on(Convolution::Direct, Device::Cuda(0), true), None);
     }
 
     #[test]

@@ -48,7 +48,7 @@ pub fn synced_step(
     let share = samples as f64 / global_batch as f64;
     let (loss, scores) = trainer.compute_gradients(x, targets, masks, Some(share))?;
     let hit_count = tch::no_grad(|| hits(&scores, targets).sum(Kind::Float));
-    let stop = Tensor::from(if stop_requested { 1f32 } else { 0f32 }).to_device(x.device());
+    let stop = Tensor::full([], if stop_requested { 1.0 } else { 0.0 }, (Kind::Float, x.device()));
     let tail = Tensor::stack(&[loss * share, hit_count, stop], 0);
     let grads: Vec<Tensor> = optimized(trainer).map(|p| p.grad()).collect();
     let flat: Vec<Tensor> = grads.iter().map(|g| g.flatten(0, -1)).chain([tail.to_kind(Kind::Float)]).collect();
@@ -61,6 +61,7 @@ pub fn synced_step(
         offset += n;
     }
     let totals = Vec::<f64>::try_from(buffer.narrow(0, offset, 3).to_kind(Kind::Double).to_device(tch::Device::Cpu))?;
+    group.check()?;
     let loss = check_finite(totals[0])?;
     trainer.apply_gradients();
     let accuracy = Tensor::from(totals[1] / global_batch as f64);

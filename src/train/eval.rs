@@ -1,10 +1,13 @@
 //! Evaluation (docs/method.md §4.7): apply the eval transform (integer delays, the kernel built
 //! once), run in eval mode (BatchNorm running statistics, no dropout) without gradients, restore
-//! the training form. Per-batch losses and accuracies stay on the device until the end of the
-//! pass; [`Scores`] holds their sample-weighted means (each sample counts once) and, for parity,
-//! the reference's unweighted mean over batches (docs/method.md §3).
+//! the training form. Batches are made one ahead on a helper thread, cut to this process's shard
+//! and pinned for a non-blocking copy ([`crate::data::prefetch`]). Per-batch losses and
+//! accuracies stay on the device until the end of the pass: a pass reads the device once.
+//! [`Scores`] holds their sample-weighted means (each sample counts once) and, for parity, the
+//! reference's unweighted mean over batches (docs/method.md §3).
 
-use crate::data::batches::{batches, Batch};
+use crate::data::batches::batches;
+use crate::data::prefetch::{pin, prefetched, to_device};
 use crate::data::Subset;
 use crate::distributed::Group;
 use crate::model::eval_form::EvalKernels;
@@ -12,7 +15,6 @@ use crate::model::loss::{class_scores, cross_entropy, hit_rate, hits, sample_cro
 use crate::model::Network;
 use crate::progress::{Progress, Unit};
 use anyhow::Result;
-use std::ops::Range;
 use tch::{Kind, Tensor};
 
 /// A pass's loss and accuracy over `samples` samples.
@@ -63,19 +65,35 @@ pub fn evaluate(network: &Network, subset: &Subset, pass: &Pass, group: Option<&
     tch::no_grad(|| pass_scores(network, &kernels, subset, pass, group))
 }
 
+/// One evaluation batch as staged on the helper thread: its size, and the pinned inputs and
+/// targets of the rows this process evaluates (all of them in one process).
+struct Staged {
+    size: usize,
+    x: Tensor,
+    targets: Tensor,
+}
+
 fn pass_scores(network: &Network, kernels: &EvalKernels, subset: &Subset, pass: &Pass, group: Option<&Group>) -> Result<Scores> {
     let (mut figures, mut sizes) = (Vec::new(), Vec::new());
     let progress = Progress::new(pass.label, subset.len() as u64, Unit::Items, pass.quiet);
-    for batch in batches(subset, pass.batch_size, pass.classes, None) {
-        let batch = batch?;
+    let (device, world) = (network.device(), group.map(|g| g.world.clone()));
+    let stage = |_, batch: crate::data::batches::Batch| {
         let size = batch.lengths.len();
-        progress.advance(size as u64);
+        let (x, targets) = match &world {
+            Some(world) => batch.rows(world.shard(size)),
+            None => (batch.x, batch.targets),
+        };
+        Ok(Staged { size, x: pin(x, device), targets: pin(targets, device) })
+    };
+    prefetched(batches(subset, pass.batch_size, pass.classes, None), stage, |_, staged: Staged| {
+        progress.advance(staged.size as u64);
         figures.push(match group {
-            None => batch_means(network, kernels, &batch)?,
-            Some(group) => shard_sums(network, kernels, &batch, group.world.shard(size))?,
+            None => batch_means(network, kernels, &staged)?,
+            Some(_) => shard_sums(network, kernels, &staged)?,
         });
-        sizes.push(size);
-    }
+        sizes.push(staged.size);
+        Ok(std::ops::ControlFlow::Continue(()))
+    })?;
     if figures.is_empty() {
         return Ok(Scores::from_batches(&[], &[], &[]));
     }
@@ -87,27 +105,32 @@ fn pass_scores(network: &Network, kernels: &EvalKernels, subset: &Subset, pass: 
         table /= counts;
     }
     let values = Vec::<f64>::try_from(table.to_device(tch::Device::Cpu).flatten(0, -1))?;
+    if let Some(group) = group {
+        group.check()?;
+    }
     let column = |c: usize| values.chunks(2).map(|row| row[c]).collect::<Vec<_>>();
     Ok(Scores::from_batches(&column(0), &column(1), &sizes))
 }
 
-/// A whole batch's mean loss and accuracy, `[2]` float64.
-fn batch_means(network: &Network, kernels: &EvalKernels, batch: &Batch) -> Result<Tensor> {
+/// The class scores of a staged batch, on the network's device.
+fn scores(network: &Network, kernels: &EvalKernels, staged: &Staged) -> Result<(Tensor, Tensor)> {
     let device = network.device();
-    let targets = batch.targets.to_device(device);
-    let scores = class_scores(&network.forward_eval(&batch.x.to_device(device), kernels)?, network.loss);
+    let targets = to_device(&staged.targets, device);
+    Ok((class_scores(&network.forward_eval(&to_device(&staged.x, device), kernels)?, network.loss), targets))
+}
+
+/// A whole batch's mean loss and accuracy, `[2]` float64.
+fn batch_means(network: &Network, kernels: &EvalKernels, staged: &Staged) -> Result<Tensor> {
+    let (scores, targets) = scores(network, kernels, staged)?;
     Ok(Tensor::stack(&[cross_entropy(&scores, &targets).to_kind(Kind::Double), hit_rate(&scores, &targets)], 0))
 }
 
-/// The summed loss and hits of the samples at `rows` of a batch, `[2]` float64 (zeros for none).
-fn shard_sums(network: &Network, kernels: &EvalKernels, batch: &Batch, rows: Range<usize>) -> Result<Tensor> {
-    let device = network.device();
-    if rows.is_empty() {
-        return Ok(Tensor::zeros([2], (Kind::Double, device)));
+/// The summed loss and hits of this process's rows of a batch, `[2]` float64 (zeros for none).
+fn shard_sums(network: &Network, kernels: &EvalKernels, staged: &Staged) -> Result<Tensor> {
+    if staged.targets.size()[0] == 0 {
+        return Ok(Tensor::zeros([2], (Kind::Double, network.device())));
     }
-    let (x, targets) = batch.rows(rows);
-    let targets = targets.to_device(device);
-    let scores = class_scores(&network.forward_eval(&x.to_device(device), kernels)?, network.loss);
+    let (scores, targets) = scores(network, kernels, staged)?;
     let losses = sample_cross_entropy(&scores, &targets);
     Ok(Tensor::stack(&[losses.sum(Kind::Double), hits(&scores, &targets).sum(Kind::Double)], 0))
 }

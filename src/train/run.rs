@@ -22,9 +22,9 @@ use crate::config::{Config, MaskDraw};
 use crate::data::augment::Augment;
 use crate::data::batches::batches;
 use crate::data::batches::Batch;
-use crate::data::prefetch::{prefetched, to_device};
+use crate::data::prefetch::{pin, prefetched, to_device};
 use crate::data::DataSplits;
-use crate::distributed::Group;
+use crate::distributed::{Group, World};
 use crate::logging::{Board, MetricsFile};
 use crate::model::DropoutMasks;
 use crate::progress::{Progress, Unit};
@@ -125,7 +125,11 @@ pub fn train(config: &Config, data_dir: &Path, options: &RunOptions) -> Result<O
     let data = DataSplits::open(config, data_dir)?;
     let steps = data.max_steps()?;
     let what = format!("a training step at batch {} and up to {steps} steps", config.batch_size);
-    options.memory.check(&what, &crate::memory::training_step(config, steps as u64, config.batch_size as u64))?;
+    let parts = crate::memory::training_step(config, steps as u64, config.batch_size as u64);
+    options.memory.check(&what, &parts)?;
+    if let Device::Cuda(index) = options.device {
+        options.memory.cuda(index)?.check(&format!("{what} on cuda:{index}"), &parts)?;
+    }
     let mut trainer = Trainer::new(config, options.device);
     let (mut state, mut marks) = if resume {
         let (state, marks) = load_last(&files.last, &mut trainer)?;
@@ -149,6 +153,10 @@ pub fn train(config: &Config, data_dir: &Path, options: &RunOptions) -> Result<O
     let mut observer = leader.then(|| open_observer(&options.run_dir, &files, config, &state, resume)).transpose()?;
     let interrupted = interrupt_flag();
     if leader {
+        let slow = crate::model::time_conv::slow_on(config.convolution, options.device, crate::device::cudnn_enabled());
+        if let Some(why) = slow.as_ref().filter(|_| config.has_delays()) {
+            eprintln!("warning: {why}");
+        }
         println!("{} | {}", data.protocol(), run_header(&trainer, &data, options));
     }
     while state.epochs_done < config.epochs {
@@ -437,11 +445,28 @@ fn train_epoch(
     let quiet = options.quiet || group.is_some_and(|g| !g.is_leader());
     let mut progress = Progress::new(&label, epoch_batches.batch_count() as u64, Unit::Items, quiet);
     let device = options.device;
-    let finished = prefetched(epoch_batches, device, |index, mut batch| {
+    let world = group.map(|g| g.world.clone());
+    let augment_here = augment.filter(Augment::draws_from_torch);
+    let stage = |index: usize, mut batch: Batch| -> Result<Staged> {
+        if augment_here.is_some() {
+            return Ok(Staged::Unaugmented(batch));
+        }
         if let Some(augment) = &augment {
             augment.apply(&mut batch, seed, epoch as u64, index as u64);
         }
-        sizes.push(batch.lengths.len());
+        Ok(Staged::Ready(StepBatch::of(batch, world.as_ref(), device)))
+    };
+    let finished = prefetched(epoch_batches, stage, |index, staged| {
+        let batch = match staged {
+            Staged::Ready(batch) => batch,
+            Staged::Unaugmented(mut batch) => {
+                if let Some(augment) = &augment_here {
+                    augment.apply(&mut batch, seed, epoch as u64, index as u64);
+                }
+                StepBatch::of(batch, world.as_ref(), device)
+            }
+        };
+        sizes.push(batch.size);
         let (step, stop) = batch_step(trainer, &batch, epoch, group, interrupted.load(Ordering::SeqCst), device)?;
         losses.push(step.loss);
         accuracies.push(step.accuracy);
@@ -475,27 +500,57 @@ fn train_epoch(
     Ok(Some(Scores::from_batches(&losses, &read_all(&accuracies), &sizes)))
 }
 
-/// One training step on a batch: the whole of it in one process, this rank's shard in a group.
-/// Returns the step's result and whether to stop after it (Ctrl-C here, or on any rank).
+/// A training batch staged for its step: the batch's size, and this process's rows of it (all of
+/// them in one process) with their sample indices, inputs and targets, pinned for a non-blocking
+/// copy on CUDA.
+struct StepBatch {
+    size: usize,
+    indices: Vec<usize>,
+    x: Tensor,
+    targets: Tensor,
+}
+
+impl StepBatch {
+    fn of(batch: Batch, world: Option<&World>, device: Device) -> StepBatch {
+        let size = batch.lengths.len();
+        let (indices, x, targets) = match world {
+            Some(world) => {
+                let rows = world.shard(size);
+                let (x, targets) = batch.rows(rows.clone());
+                (batch.indices[rows].to_vec(), x, targets)
+            }
+            None => (batch.indices, batch.x, batch.targets),
+        };
+        StepBatch { size, indices, x: pin(x, device), targets: pin(targets, device) }
+    }
+}
+
+/// What the helper thread hands over: a batch ready for its step, or one still to be augmented on
+/// this thread (its augmentation draws from the torch generator, whose order must not change).
+enum Staged {
+    Ready(StepBatch),
+    Unaugmented(Batch),
+}
+
+/// One training step on a staged batch: the whole of it in one process, this rank's shard in a
+/// group. Returns the step's result and whether to stop after it (Ctrl-C here, or on any rank).
 fn batch_step(
     trainer: &mut Trainer,
-    batch: &Batch,
+    batch: &StepBatch,
     epoch: usize,
     group: Option<&Group>,
     stop_requested: bool,
     device: Device,
 ) -> Result<(super::BatchResult, bool)> {
-    let Some(group) = group else {
-        let masks = dropout_masks(&trainer.config, epoch, &batch.indices, device);
-        let step = trainer.train_step(&to_device(&batch.x, device), &to_device(&batch.targets, device), DropoutMasks(&masks))?;
-        return Ok((step, stop_requested));
-    };
-    let rows = group.world.shard(batch.lengths.len());
-    let masks = dropout_masks(&trainer.config, epoch, &batch.indices[rows.clone()], device);
-    let (x, targets) = batch.rows(rows);
-    let (x, targets) = (to_device(&x, device), to_device(&targets, device));
-    let synced = synced_step(trainer, group, (&x, &targets), DropoutMasks(&masks), batch.lengths.len(), stop_requested)?;
-    Ok((synced.result, synced.stop))
+    let masks = dropout_masks(&trainer.config, epoch, &batch.indices, device);
+    let (x, targets) = (to_device(&batch.x, device), to_device(&batch.targets, device));
+    match group {
+        None => Ok((trainer.train_step(&x, &targets, DropoutMasks(&masks))?, stop_requested)),
+        Some(group) => {
+            let synced = synced_step(trainer, group, (&x, &targets), DropoutMasks(&masks), batch.size, stop_requested)?;
+            Ok((synced.result, synced.stop))
+        }
+    }
 }
 
 /// Per-sample masks when the config asks for them; none (drawn by the network) otherwise.
@@ -636,12 +691,18 @@ fn run_header(trainer: &Trainer, data: &DataSplits, options: &RunOptions) -> Str
         (true, _) => " (auto: CUDA present)",
     };
     let note = trainer.network.backend_note.as_ref().map_or(String::new(), |why| format!(" ({why})"));
+    let slow = crate::model::time_conv::slow_on(trainer.config.convolution, options.device, crate::device::cudnn_enabled());
+    let convolution = slow.filter(|_| trainer.config.has_delays()).map_or(String::new(), |why| format!(", {why}"));
+    let gpu = match options.device {
+        Device::Cuda(index) => format!(" ({})", crate::device::cuda::describe(index)),
+        _ => String::new(),
+    };
     let processes = options.group.as_ref().map_or(String::new(), |group| {
         let backend = if group.device.is_cuda() { "NCCL" } else { "Gloo" };
         format!(" × {} processes ({backend}, {})", group.world.size, group.world.launcher)
     });
     format!(
-        "{} {}: {} trainable parameters, {} train samples, device {}{chosen}{processes}, {} neurons{note}, run {}",
+        "{} {}: {} trainable parameters, {} train samples, device {}{gpu}{chosen}{processes}, {} neurons{note}{convolution}, run {}",
         crate::config::name_of(&trainer.config.dataset),
         crate::config::name_of(&trainer.config.model_type),
         trainer.network.trainable_parameter_count(),

@@ -2,7 +2,7 @@
 //! over all T steps of a `(T, B, C)` current, parallel over chunks of neurons, each chunk's
 //! recurrence running over time on contiguous rows.
 //!
-//! Forward per neuron, in float32 and in the order libtorch's ops round (see [`Charge`]):
+//! Forward per neuron, in float32 and in the order libtorch's ops round (see [`super::formula::Charge`]):
 //! `h_t = charge(v_{t−1}, x_t)`, `f_t = [h_t ≥ θ]`, `v_t = h_t·(1 − f_t)`; it keeps `h` for the
 //! backward. Backward, from the gradients of the spikes `g_s` and of the membrane `g_m`:
 //! - `g_v,t = g_m,t ⊕ carry(g_h,t+1)` (the charge's derivative in `v`, accumulated as autograd does);
@@ -10,140 +10,19 @@
 //! - `g_x,t = g_h,t`; for PLIF the per-step products with `v_{t−1}` give the gradient of
 //!   `sigmoid(w)`, summed per step by libtorch and over steps from the last, as autograd sums it.
 //!
-//! The result equals the op-by-op oracle ([`super::neuron`]) bitwise on the CPU (tested).
-//! [`forward`] and [`backward`] run CUDA tensors through [`super::fused_lif_cuda`], which
-//! computes the same float32 values.
+//! The result equals the op-by-op oracle ([`super::ops`]) bitwise on the CPU (tested); the CUDA
+//! kernel ([`super::cuda_kernel`]) computes the same float32 values.
 
-use super::neuron::Readout;
-use anyhow::Result;
+use super::formula::{Dynamics32, FusedForward, FusedGrads, Readout};
 use rayon::prelude::*;
 use tch::{Device, Kind, Tensor};
 
 /// Neurons per parallel task: large enough for vector loops, small enough to balance two cores.
 const CHUNK: usize = 2048;
 
-/// The charge `h = charge(v, x)` in float32, one variant per formula of §2.4.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Charge {
-    /// LIF, SpikingJelly 2.0: `(v − v/τ) + x`.
-    Divide(f32),
-    /// LIF, paper-era training: `v·fl32(1 − 1/τ) + x`.
-    Multiply(f32),
-    /// PLIF, SpikingJelly 2.0: `(v − v·r) + x` with `r = sigmoid(w)`.
-    SubtractProduct(f32),
-    /// PLIF, paper-era training: `v·fl32(1 − r) + x`.
-    MultiplyOneMinus(f32),
-}
-
-impl Charge {
-    #[inline(always)]
-    pub fn apply(self, v: f32, x: f32) -> f32 {
-        match self {
-            Charge::Divide(tau) => (v - v / tau) + x,
-            Charge::Multiply(keep) | Charge::MultiplyOneMinus(keep) => v * keep + x,
-            Charge::SubtractProduct(rate) => (v - v * rate) + x,
-        }
-    }
-
-    /// The gradient of `v_t`: the membrane's own `g_m` first, then the next step's charge terms.
-    #[inline(always)]
-    fn carry(self, grad_membrane: f32, grad_next: f32) -> f32 {
-        match self {
-            Charge::Divide(tau) => (grad_membrane + grad_next) + (-grad_next / tau),
-            Charge::Multiply(keep) | Charge::MultiplyOneMinus(keep) => grad_membrane + grad_next * keep,
-            Charge::SubtractProduct(rate) => (grad_membrane + grad_next) + (-grad_next * rate),
-        }
-    }
-
-    /// Whether the formula has a learned rate (PLIF), whose gradient the backward also returns.
-    pub fn learns_rate(self) -> bool {
-        matches!(self, Charge::SubtractProduct(_) | Charge::MultiplyOneMinus(_))
-    }
-
-    /// The sign that turns the summed per-step terms into the gradient of `sigmoid(w)`:
-    /// `1 − r` is differentiated for `MultiplyOneMinus`.
-    pub fn rate_sign(self) -> f64 {
-        if matches!(self, Charge::MultiplyOneMinus(_)) {
-            -1.0
-        } else {
-            1.0
-        }
-    }
-
-    /// The step's term of the gradient of `sigmoid(w)`, before summing over neurons; `None` for LIF.
-    #[inline(always)]
-    fn rate_term(self, grad_charged: f32, previous: f32) -> Option<f32> {
-        match self {
-            Charge::SubtractProduct(_) => Some(-grad_charged * previous),
-            Charge::MultiplyOneMinus(_) => Some(grad_charged * previous),
-            Charge::Divide(_) | Charge::Multiply(_) => None,
-        }
-    }
-}
-
-/// Everything the kernel needs, in float32.
-#[derive(Clone, Copy, Debug)]
-pub struct Dynamics32 {
-    pub charge: Charge,
-    pub threshold: f32,
-    /// `fl32(π·α/2)`.
-    pub z_scale: f32,
-    /// `fl32(α/2)`.
-    pub half_alpha: f32,
-}
-
-impl Dynamics32 {
-    #[inline(always)]
-    fn fired(&self, charged: f32) -> f32 {
-        if charged >= self.threshold {
-            1.0
-        } else {
-            0.0
-        }
-    }
-
-    #[inline(always)]
-    fn slope(&self, charged: f32) -> f32 {
-        let z = (charged - self.threshold) * self.z_scale;
-        (1.0 / (z * z + 1.0)) * self.half_alpha
-    }
-}
-
-/// The forward's outputs, `(T, B, C)` each; `charged` (the pre-reset `h`) only when saved.
-pub struct FusedForward {
-    pub spikes: Option<Tensor>,
-    pub membrane: Option<Tensor>,
-    pub charged: Option<Tensor>,
-}
-
-/// The gradient of the input current and, for PLIF, of `sigmoid(w)` (0-dim).
-pub struct FusedGrads {
-    pub input: Tensor,
-    pub rate: Option<Tensor>,
-}
-
-/// Runs the layer over a contiguous float32 `(T, B, C)` input on the CPU or on CUDA.
-pub fn forward(input: &Tensor, dynamics: &Dynamics32, readout: Readout, save: bool) -> Result<FusedForward> {
-    if input.device().is_cuda() {
-        return super::fused_lif_cuda::forward(input, dynamics, readout, save);
-    }
-    Ok(forward_cpu(input, dynamics, readout, save))
-}
-
-/// The backward from the saved `charged` and the gradients reaching the outputs.
-pub fn backward(
-    charged: &Tensor,
-    dynamics: &Dynamics32,
-    grad_spikes: Option<&Tensor>,
-    grad_membrane: Option<&Tensor>,
-) -> Result<FusedGrads> {
-    if charged.device().is_cuda() {
-        return super::fused_lif_cuda::backward(charged, dynamics, grad_spikes, grad_membrane);
-    }
-    Ok(backward_cpu(charged, dynamics, grad_spikes, grad_membrane))
-}
-
-fn forward_cpu(input: &Tensor, dynamics: &Dynamics32, readout: Readout, save: bool) -> FusedForward {
+/// Runs the layer over a contiguous float32 `(T, B, C)` CPU input.
+pub fn forward(input: &Tensor, dynamics: &Dynamics32, readout: Readout, save: bool) -> FusedForward {
+    crate::op_count::kernel_launched();
     let shape = input.size();
     let x = Rows::of(input);
     let new = |wanted: bool| wanted.then(|| Tensor::empty(shape.as_slice(), (Kind::Float, Device::Cpu)));
@@ -160,7 +39,7 @@ fn forward_cpu(input: &Tensor, dynamics: &Dynamics32, readout: Readout, save: bo
             );
             for j in 0..range.len() {
                 let charged = dynamics.charge.apply(v[j], inputs[j]);
-                let fired = dynamics.fired(charged);
+                let fired = dynamics.firing.fired(charged);
                 v[j] = charged * (1.0 - fired);
                 if let Some(row) = spike_row.as_deref_mut() {
                     row[j] = fired;
@@ -177,12 +56,14 @@ fn forward_cpu(input: &Tensor, dynamics: &Dynamics32, readout: Readout, save: bo
     FusedForward { spikes, membrane, charged }
 }
 
-fn backward_cpu(
+/// The backward from the saved `charged` and the gradients reaching the outputs.
+pub fn backward(
     charged: &Tensor,
     dynamics: &Dynamics32,
     grad_spikes: Option<&Tensor>,
     grad_membrane: Option<&Tensor>,
 ) -> FusedGrads {
+    crate::op_count::kernel_launched();
     let shape = charged.size();
     let contiguous = |g: Option<&Tensor>| g.map(|g| g.to_kind(Kind::Float).contiguous());
     let (grad_spikes, grad_membrane) = (contiguous(grad_spikes), contiguous(grad_membrane));
@@ -204,27 +85,28 @@ fn backward_cpu(
                 let charged = charged_row[j];
                 let grad_m = membrane_grads.map_or(0.0, |g| g[j]);
                 let grad_v = if t + 1 == h.steps { grad_m } else { dynamics.charge.carry(grad_m, grad_next[j]) };
-                let mut grad_h = grad_v * (1.0 - dynamics.fired(charged));
+                let mut grad_h = grad_v * (1.0 - dynamics.firing.fired(charged));
                 if let Some(g) = spike_grads {
-                    grad_h += g[j] * dynamics.slope(charged);
+                    grad_h += g[j] * dynamics.firing.slope(charged);
                 }
                 input_row[j] = grad_h;
                 if let Some(row) = term_row.as_deref_mut() {
-                    let previous = previous_row.map_or(0.0, |p| p[j] * (1.0 - dynamics.fired(p[j])));
+                    let previous = previous_row.map_or(0.0, |p| p[j] * (1.0 - dynamics.firing.fired(p[j])));
                     row[j] = dynamics.charge.rate_term(grad_h, previous).unwrap_or(0.0);
                 }
                 grad_next[j] = grad_h;
             }
         }
     });
-    FusedGrads { input, rate: terms.map(|terms| rate_gradient(&terms, dynamics.charge)) }
+    let rate = terms.as_ref().map(|terms| rate_gradient(terms, dynamics.charge.negates_rate_terms()));
+    FusedGrads { input, rate_terms: terms, rate }
 }
 
 /// Sums each step's terms with libtorch (as autograd reduces a broadcast scalar's gradient), then
 /// the steps from the last to the first, as autograd's buffer accumulates them.
-fn rate_gradient(terms: &Tensor, charge: Charge) -> Tensor {
+pub fn rate_gradient(terms: &Tensor, negate: bool) -> Tensor {
     let per_step: Vec<Tensor> = (0..terms.size()[0]).map(|t| terms.get(t).sum(Kind::Float)).collect();
-    let signed = |t: &Tensor| if charge.rate_sign() < 0.0 { t.neg() } else { t.shallow_clone() };
+    let signed = |t: &Tensor| if negate { t.neg() } else { t.shallow_clone() };
     let mut steps = per_step.iter().rev();
     match steps.next() {
         Some(last) => steps.fold(signed(last), |sum, term| sum + signed(term)),

@@ -1,5 +1,5 @@
 //! Multi-step LIF and PLIF neurons with a hard reset and a surrogate gradient (docs/method.md,
-//! "Neurons"; docs/method.md §2.4–§2.5).
+//! "Neurons"; docs/method.md §2.4–§2.5), and the choice of the backend that computes them.
 //!
 //! Per step t, with `decay_input = false`, `v_reset = 0` and `v_0 = 0`:
 //! - charge: `h = v − v/τ + x` (SpikingJelly 2.0) or `h = v·(1 − 1/τ) + x` (paper-era training);
@@ -10,45 +10,47 @@
 //!
 //! The membrane trace `v_seq` holds `v` after the reset.
 //!
-//! Two backends compute the same numbers, chosen once per layer ([`NeuronBackend`]):
-//! - `ops`, the oracle: libtorch ops step by step, autograd through them. The loop does only the
-//!   charge, the detached threshold test and the reset; the surrogate runs once over the stacked
-//!   pre-reset membrane, and only when a gradient is wanted;
-//! - `fused` ([`super::fused_lif`]): one CPU kernel over all steps, forward and backward, whose
-//!   backward is run by [`Segment::backward`] (segmented backward: tch has no custom autograd).
+//! The backends compute the same float32 numbers from the same formulas ([`formula`]), chosen
+//! once per network ([`backend_on`]):
+//! - `ops` ([`ops`]), the oracle: libtorch ops step by step, autograd through them;
+//! - `fused`: one kernel over all steps, forward and backward, on the CPU ([`cpu_kernel`]) or on
+//!   CUDA ([`cuda_kernel`], used once it has matched the CPU kernel there); its backward is run by
+//!   [`Segment::backward`] (segmented backward: tch has no custom autograd). On CUDA, PLIF's rate
+//!   stays on the device: no layer reads it back to the host.
 
-use super::fused_lif::{self, Charge, Dynamics32};
+pub mod cpu_kernel;
+pub mod cuda_kernel;
+pub mod formula;
+pub mod ops;
+
+pub use formula::{ATan, Charge, Readout};
+
 use crate::config::{ChargeFormula, NeuronBackend, NeuronType};
 use anyhow::Result;
-use std::f64::consts::PI;
-use tch::{nn, Kind, Tensor};
+use formula::{Dynamics32, Firing, FusedForward, FusedGrads, LayerCharge};
+use ops::Decay;
+use std::collections::HashSet;
+use std::sync::{Mutex, OnceLock};
+use tch::{nn, Device, Kind, Tensor};
 
-/// ATan surrogate: forward `H(u) = [u ≥ 0]`; backward `g · (α/2)/(1 + (π/2·α·u)²)`, written as
-/// SpikingJelly writes it (`reciprocal(1 + z·z)·(α/2)·g` with `z = fl32(π·α/2)·u`).
-#[derive(Clone, Copy, Debug)]
-pub struct ATan {
-    pub alpha: f64,
-}
-
-impl ATan {
-    /// The surrogate slope at `u`, with no gradient of its own.
-    pub fn slope(&self, u: &Tensor) -> Tensor {
-        let half_alpha = self.alpha / 2.0;
-        let z = u.detach() * self.z_scale();
-        (&z * &z + 1.0).reciprocal() * half_alpha
+/// The neuron backend that runs on `device`, chosen once: the configured one, except that the
+/// fused kernel runs on CUDA only once it has been checked there against the CPU kernel. The
+/// note says why it does not; it is also printed once per device on stderr.
+pub fn backend_on(configured: NeuronBackend, device: Device) -> (NeuronBackend, Option<String>) {
+    let why = match (configured, device) {
+        (NeuronBackend::Fused, Device::Cuda(index)) => match cuda_kernel::verified(index) {
+            Ok(()) => return (NeuronBackend::Fused, None),
+            Err(why) => format!("the fused CUDA kernel is not used: {why}"),
+        },
+        (NeuronBackend::Fused, Device::Cpu) | (NeuronBackend::Ops, _) => return (configured, None),
+        (NeuronBackend::Fused, other) => format!("no fused kernel for {other:?}"),
+    };
+    static TOLD: OnceLock<Mutex<HashSet<String>>> = OnceLock::new();
+    let mut told = TOLD.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    if told.insert(format!("{device:?}")) {
+        eprintln!("warning: {why}; the neurons run op by op (neuron_backend=ops)");
     }
-
-    /// `π·α/2`, the scale of `z`.
-    pub fn z_scale(&self) -> f64 {
-        PI * self.alpha / 2.0
-    }
-
-    /// Heaviside spikes whose gradient with respect to `u` is `g · slope(u)`.
-    pub fn spike(&self, u: &Tensor) -> Tensor {
-        let fired = u.ge(0.0).to_kind(u.kind());
-        let linear = u * self.slope(u);
-        fired + (&linear - linear.detach())
-    }
+    (NeuronBackend::Ops, Some(why))
 }
 
 /// How fast the membrane leaks: a fixed τ in steps (LIF) or a learned `w` with `1/τ = sigmoid(w)`.
@@ -56,19 +58,6 @@ impl ATan {
 pub enum Leak {
     Fixed { tau: f64 },
     Learned { w: Tensor },
-}
-
-/// Which sequences a caller reads from a layer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Readout {
-    pub spikes: bool,
-    pub membrane: bool,
-}
-
-impl Readout {
-    pub const SPIKES: Readout = Readout { spikes: true, membrane: false };
-    pub const MEMBRANE: Readout = Readout { spikes: false, membrane: true };
-    pub const BOTH: Readout = Readout { spikes: true, membrane: true };
 }
 
 /// A layer's output sequences, each `(T, B, C)`, as asked for by its [`Readout`]. With the fused
@@ -106,7 +95,7 @@ impl MultiStepLif {
         MultiStepLif { backend, ..self }
     }
 
-    /// The membrane time constant in steps (for PLIF, `1/sigmoid(w)`).
+    /// The membrane time constant in steps (for PLIF, `1/sigmoid(w)`, read from the device).
     pub fn tau_steps(&self) -> f64 {
         match &self.leak {
             Leak::Fixed { tau } => *tau,
@@ -118,41 +107,16 @@ impl MultiStepLif {
     /// formula (they differ only for a `paper2023` LIF). A gradient flows when the current or PLIF `w`
     /// requires one and grad mode is on; otherwise no surrogate is computed.
     pub fn forward(&self, current: &Tensor, train: bool, readout: Readout) -> Result<NeuronOutput> {
-        let multiply = self.charge_formula.multiplies(matches!(self.leak, Leak::Learned { .. }), train);
+        let multiply = self.multiplies(train);
         let decay = self.decay();
         let wants_grad = current.requires_grad() || matches!(&decay, Decay::Learned(rate) if rate.requires_grad());
         match self.backend {
-            NeuronBackend::Ops => Ok(self.forward_ops(current, &decay, multiply, wants_grad, readout)),
+            NeuronBackend::Ops => {
+                let out = ops::forward(current, &decay, multiply, self.v_threshold, self.surrogate, wants_grad, readout);
+                Ok(NeuronOutput { spikes: out.spikes, membrane: out.membrane, segment: None })
+            }
             NeuronBackend::Fused => self.forward_fused(current, decay, multiply, wants_grad, readout),
         }
-    }
-
-    /// The oracle: per step the charge, the detached threshold test and the reset.
-    fn forward_ops(&self, current: &Tensor, decay: &Decay, multiply: bool, wants_grad: bool, readout: Readout) -> NeuronOutput {
-        let inputs = current.unbind(0);
-        let mut v = inputs[0].zeros_like();
-        let mut charged = Vec::with_capacity(inputs.len());
-        let mut membrane = Vec::with_capacity(inputs.len());
-        for x in &inputs {
-            let h = charge(&v, x, decay, multiply);
-            let fired = h.ge(self.v_threshold).to_kind(h.kind());
-            v = &h * (fired.neg() + 1.0);
-            if readout.spikes {
-                charged.push(if wants_grad { h } else { fired });
-            }
-            if readout.membrane {
-                membrane.push(v.shallow_clone());
-            }
-        }
-        let spikes = readout.spikes.then(|| {
-            let stacked = Tensor::stack(&charged, 0);
-            if wants_grad {
-                self.surrogate.spike(&(stacked - self.v_threshold))
-            } else {
-                stacked
-            }
-        });
-        NeuronOutput { spikes, membrane: readout.membrane.then(|| Tensor::stack(&membrane, 0)), segment: None }
     }
 
     /// One fused kernel over all steps; with a gradient wanted, the outputs are leaves and the
@@ -165,15 +129,10 @@ impl MultiStepLif {
         wants_grad: bool,
         readout: Readout,
     ) -> Result<NeuronOutput> {
-        let (charge, rate) = fused_charge(decay, multiply);
-        let dynamics = Dynamics32 {
-            charge,
-            threshold: self.v_threshold as f32,
-            z_scale: self.surrogate.z_scale() as f32,
-            half_alpha: (self.surrogate.alpha / 2.0) as f32,
-        };
+        let charge = layer_charge(decay, multiply);
+        let firing = Firing::new(self.v_threshold, self.surrogate);
         let input = current.detach().to_kind(Kind::Float).contiguous();
-        let pass = fused_lif::forward(&input, &dynamics, readout, wants_grad)?;
+        let pass = fused_forward(&input, &charge, firing, readout, wants_grad)?;
         if !wants_grad {
             return Ok(NeuronOutput { spikes: pass.spikes, membrane: pass.membrane, segment: None });
         }
@@ -181,22 +140,24 @@ impl MultiStepLif {
         let (spikes, membrane) = (leaf(pass.spikes), leaf(pass.membrane));
         let segment = Segment {
             current: current.shallow_clone(),
-            rate: rate.filter(Tensor::requires_grad),
             spikes: spikes.as_ref().map(Tensor::shallow_clone),
             membrane: membrane.as_ref().map(Tensor::shallow_clone),
             charged: pass.charged.expect("saved for the backward"),
-            dynamics,
+            charge,
+            firing,
         };
         Ok(NeuronOutput { spikes, membrane, segment: Some(segment) })
     }
 
     /// The float32 charge that eval mode computes, for engines outside libtorch.
     pub fn eval_charge(&self) -> Charge {
-        let multiply = self.charge_formula.multiplies(matches!(self.leak, Leak::Learned { .. }), false);
-        tch::no_grad(|| fused_charge(self.decay(), multiply).0)
+        tch::no_grad(|| layer_charge(self.decay(), self.multiplies(false)).on_host())
     }
 
-    /// `1/τ` as an f64 (LIF) or as the tensor `sigmoid(w)` (PLIF), computed once per sequence.
+    fn multiplies(&self, train: bool) -> bool {
+        self.charge_formula.multiplies(matches!(self.leak, Leak::Learned { .. }), train)
+    }
+
     fn decay(&self) -> Decay {
         match &self.leak {
             Leak::Fixed { tau } => Decay::Fixed(*tau),
@@ -205,32 +166,35 @@ impl MultiStepLif {
     }
 }
 
-enum Decay {
-    Fixed(f64),
-    Learned(Tensor),
-}
-
-/// The fused kernel's float32 charge for a decay, and PLIF's rate tensor.
-fn fused_charge(decay: Decay, multiply: bool) -> (Charge, Option<Tensor>) {
+/// The fused kernels' charge for a decay: a float32 constant for LIF, the rate tensor for PLIF.
+fn layer_charge(decay: Decay, multiply: bool) -> LayerCharge {
     match decay {
-        Decay::Fixed(tau) if multiply => (Charge::Multiply((1.0 - 1.0 / tau) as f32), None),
-        Decay::Fixed(tau) => (Charge::Divide(tau as f32), None),
-        Decay::Learned(rate) => {
-            let value = rate.double_value(&[]) as f32;
-            let charge = if multiply { Charge::MultiplyOneMinus(1.0 - value) } else { Charge::SubtractProduct(value) };
-            (charge, Some(rate))
-        }
+        Decay::Fixed(tau) if multiply => LayerCharge::Constant(Charge::Multiply((1.0 - 1.0 / tau) as f32)),
+        Decay::Fixed(tau) => LayerCharge::Constant(Charge::Divide(tau as f32)),
+        Decay::Learned(rate) => LayerCharge::Learned { multiply, rate },
     }
 }
 
-/// The membrane charge `h` from the previous membrane `v` and the input `x` (§2.4).
-fn charge(v: &Tensor, x: &Tensor, decay: &Decay, multiply: bool) -> Tensor {
-    match (decay, multiply) {
-        (Decay::Fixed(tau), false) => v - v / *tau + x,
-        (Decay::Fixed(tau), true) => v * (1.0 - 1.0 / *tau) + x,
-        (Decay::Learned(rate), false) => v - v * rate + x,
-        (Decay::Learned(rate), true) => v * (rate.neg() + 1.0) + x,
+/// The fused forward over a contiguous float32 `(T, B, C)` input, on its device.
+fn fused_forward(input: &Tensor, charge: &LayerCharge, firing: Firing, readout: Readout, save: bool) -> Result<FusedForward> {
+    if input.device().is_cuda() {
+        return cuda_kernel::forward(input, charge, firing, readout, save);
     }
+    Ok(cpu_kernel::forward(input, &Dynamics32 { charge: charge.on_host(), firing }, readout, save))
+}
+
+/// The fused backward from the saved `charged` and the outputs' gradients, on their device.
+fn fused_backward(
+    charged: &Tensor,
+    charge: &LayerCharge,
+    firing: Firing,
+    grad_spikes: Option<&Tensor>,
+    grad_membrane: Option<&Tensor>,
+) -> Result<FusedGrads> {
+    if charged.device().is_cuda() {
+        return cuda_kernel::backward(charged, charge, firing, grad_spikes, grad_membrane);
+    }
+    Ok(cpu_kernel::backward(charged, &Dynamics32 { charge: charge.on_host(), firing }, grad_spikes, grad_membrane))
 }
 
 /// The backward of one fused layer, run after the gradient has reached its output leaves: it
@@ -239,11 +203,11 @@ fn charge(v: &Tensor, x: &Tensor, decay: &Decay, multiply: bool) -> Tensor {
 #[derive(Debug)]
 pub struct Segment {
     current: Tensor,
-    rate: Option<Tensor>,
     spikes: Option<Tensor>,
     membrane: Option<Tensor>,
     charged: Tensor,
-    dynamics: Dynamics32,
+    charge: LayerCharge,
+    firing: Firing,
 }
 
 impl Segment {
@@ -253,13 +217,15 @@ impl Segment {
         if grad_spikes.is_none() && grad_membrane.is_none() {
             return Ok(());
         }
-        let grads = fused_lif::backward(&self.charged, &self.dynamics, grad_spikes.as_ref(), grad_membrane.as_ref())?;
+        let grads = fused_backward(&self.charged, &self.charge, self.firing, grad_spikes.as_ref(), grad_membrane.as_ref())?;
         let mut objective = Vec::new();
         if self.current.requires_grad() {
             objective.push((&self.current * grads.input).sum(Kind::Float));
         }
-        if let (Some(rate), Some(grad_rate)) = (&self.rate, grads.rate) {
-            objective.push((rate * grad_rate).sum(Kind::Float));
+        if let (LayerCharge::Learned { rate, .. }, Some(grad_rate)) = (&self.charge, grads.rate) {
+            if rate.requires_grad() {
+                objective.push((rate * grad_rate).sum(Kind::Float));
+            }
         }
         if let Some(first) = objective.first() {
             objective[1..].iter().fold(first.shallow_clone(), |sum, term| sum + term).backward();
@@ -271,6 +237,7 @@ impl Segment {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::f64::consts::PI;
     use tch::Device;
 
     fn lif(threshold: f64, backend: NeuronBackend) -> MultiStepLif {

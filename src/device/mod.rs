@@ -6,6 +6,9 @@
 //! the other two are libtorch's own `at::Context` setters, called through their exported symbols
 //! (see libtorch.md).
 
+pub mod cuda;
+pub mod nvrtc;
+
 use anyhow::{bail, Result};
 use std::ffi::c_void;
 use tch::Device;
@@ -19,6 +22,8 @@ extern "C" {
     fn at_set_allow_tf32_cudnn(context: *mut c_void, on: bool);
     #[link_name = "_ZNK2at7Context18deterministicCuDNNEv"]
     fn at_deterministic_cudnn(context: *const c_void) -> bool;
+    #[link_name = "_ZNK2at7Context16userEnabledCuDNNEv"]
+    fn at_user_enabled_cudnn(context: *const c_void) -> bool;
 }
 
 /// Parses `auto`, `cpu`, `cuda` or `cuda:N`, and checks that the device exists.
@@ -68,6 +73,12 @@ pub fn cudnn_is_deterministic() -> bool {
     unsafe { at_deterministic_cudnn(at_global_context()) }
 }
 
+/// Whether libtorch may use cuDNN (`--cudnn`).
+pub fn cudnn_enabled() -> bool {
+    // SAFETY: as in `set_cudnn`; the getter reads a flag.
+    unsafe { at_user_enabled_cudnn(at_global_context()) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,8 +96,8 @@ mod tests {
     #[test]
     fn cudnn_switch_reaches_libtorch() {
         set_cudnn(true);
-        assert!(cudnn_is_deterministic());
+        assert!(cudnn_is_deterministic() && cudnn_enabled());
         set_cudnn(false);
-        assert!(!cudnn_is_deterministic());
+        assert!(!cudnn_is_deterministic() && !cudnn_enabled());
     }
 }

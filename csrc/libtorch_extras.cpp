@@ -1,0 +1,97 @@
+// Two pieces of libtorch's C++ API that tch does not expose:
+// - pinning host memory with `Tensor::pin_memory()` (tch always passes the device argument, which
+//   libtorch 2.11 deprecates and warns about);
+// - counting the ops a piece of work dispatches: a RecordFunction observer on every aten op
+//   (nested ops included), which also counts the leaves (ops with no op recorded inside them) and
+//   the reads of a tensor's value by the host (`aten::_local_scalar_dense`, behind `item()`, and
+//   `aten::to` with a CPU target, behind every copy to the host). Used by `snn-delays bench`, to
+//   show on a CPU how many kernel launches and device syncs a GPU step would cost.
+#include <ATen/ATen.h>
+#include <ATen/record_function.h>
+
+#include <atomic>
+#include <cstring>
+#include <vector>
+
+namespace {
+
+std::atomic<long long> ops{0}, leaves{0}, host_reads{0};
+// Per thread, one flag per op being recorded: whether an op was recorded inside it.
+thread_local std::vector<bool> open;
+std::atomic<bool> registered{false};
+at::CallbackHandle handle = 0;
+
+bool reads_host(const at::RecordFunction& fn) {
+  const char* name = fn.name();
+  if (std::strcmp(name, "aten::_local_scalar_dense") == 0) {
+    return true;
+  }
+  if (std::strcmp(name, "aten::to") != 0) {
+    return false;
+  }
+  for (const auto& input : fn.inputs()) {
+    if (input.isDevice() && input.toDevice().is_cpu()) {
+      return true;
+    }
+  }
+  return false;
+}
+
+std::unique_ptr<at::ObserverContext> on_start(const at::RecordFunction& fn) {
+  if (!open.empty()) {
+    open.back() = true;
+  }
+  open.push_back(false);
+  ops.fetch_add(1, std::memory_order_relaxed);
+  if (reads_host(fn)) {
+    host_reads.fetch_add(1, std::memory_order_relaxed);
+  }
+  return nullptr;
+}
+
+void on_end(const at::RecordFunction&, at::ObserverContext*) {
+  if (open.empty()) {
+    return;
+  }
+  if (!open.back()) {
+    leaves.fetch_add(1, std::memory_order_relaxed);
+  }
+  open.pop_back();
+}
+
+}  // namespace
+
+extern "C" {
+
+// `*pinned` gets a new at::Tensor*, the pinned copy of `tensor`; 1 when libtorch cannot pin.
+int snn_pin_memory(void* tensor, void** pinned) {
+  try {
+    *pinned = new at::Tensor(static_cast<at::Tensor*>(tensor)->pin_memory());
+    return 0;
+  } catch (...) {
+    return 1;
+  }
+}
+
+// Starts counting (from zero) every op dispatched from now on, on every thread.
+void snn_ops_begin() {
+  ops = 0;
+  leaves = 0;
+  host_reads = 0;
+  if (!registered.exchange(true)) {
+    handle = at::addGlobalCallback(
+        at::RecordFunctionCallback(on_start, on_end).needsInputs(true).scopes({at::RecordScope::FUNCTION}));
+  }
+}
+
+// Stops counting; `counts` gets the ops, the leaf ops and the host reads since `snn_ops_begin`.
+void snn_ops_end(long long* counts) {
+  if (registered.exchange(false)) {
+    at::removeCallback(handle);
+  }
+  counts[0] = ops;
+  counts[1] = leaves;
+  counts[2] = host_reads;
+}
+
+}  // extern "C"

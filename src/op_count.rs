@@ -1,0 +1,72 @@
+//! How many libtorch ops a piece of work dispatches, and how often it reads a value back to the
+//! host (docs/method.md, "Lean by construction"). On a GPU each dispatched op is about one kernel
+//! launch and each host read stalls the pipeline until the device catches up; both can be counted
+//! on the CPU. The counts come from a RecordFunction observer in `csrc/libtorch_extras.cpp`: every
+//! aten op (nested ones included), the leaves among them, and the host reads (`item()` and copies
+//! to the CPU). Our own kernel launches (the fused neurons') are counted beside them.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+extern "C" {
+    fn snn_ops_begin();
+    fn snn_ops_end(counts: *mut i64);
+}
+
+/// Fused kernel launches (CPU or CUDA) since the process started.
+static KERNEL_LAUNCHES: AtomicU64 = AtomicU64::new(0);
+/// One counter at a time: the observer is process-wide.
+static COUNTING: Mutex<()> = Mutex::new(());
+
+/// Records one launch of one of our own kernels.
+pub fn kernel_launched() {
+    KERNEL_LAUNCHES.fetch_add(1, Ordering::Relaxed);
+}
+
+/// What a piece of work dispatched.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct OpCounts {
+    /// libtorch ops, nested ones included.
+    pub ops: u64,
+    /// libtorch ops with no op inside them.
+    pub leaf_ops: u64,
+    /// Reads of a tensor's values by the host.
+    pub host_reads: u64,
+    /// Launches of our own kernels.
+    pub kernels: u64,
+}
+
+/// Runs `work`, counting what it dispatches on every thread.
+pub fn count<T>(work: impl FnOnce() -> T) -> (T, OpCounts) {
+    let _only = COUNTING.lock().unwrap_or_else(|e| e.into_inner());
+    let launches = KERNEL_LAUNCHES.load(Ordering::Relaxed);
+    // SAFETY: registers (once) and resets the shim's process-wide observer.
+    unsafe { snn_ops_begin() };
+    let result = work();
+    let mut counts = [0i64; 3];
+    // SAFETY: `counts` has room for the three counts the shim writes.
+    unsafe { snn_ops_end(counts.as_mut_ptr()) };
+    let kernels = KERNEL_LAUNCHES.load(Ordering::Relaxed) - launches;
+    (result, OpCounts { ops: counts[0] as u64, leaf_ops: counts[1] as u64, host_reads: counts[2] as u64, kernels })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::{Kind, Tensor};
+
+    #[test]
+    fn ops_leaves_and_host_reads_are_counted() {
+        let x = Tensor::ones([4, 3], (Kind::Float, tch::Device::Cpu));
+        let (value, counts) = count(|| {
+            let y = (&x * 2.0).sum(Kind::Float);
+            let _ = Vec::<f32>::try_from((&x + 1.0).flatten(0, -1)).unwrap();
+            y.double_value(&[])
+        });
+        assert_eq!(value, 24.0);
+        assert!(counts.ops >= 4 && counts.leaf_ops >= 3 && counts.leaf_ops <= counts.ops, "{counts:?}");
+        assert_eq!(counts.host_reads, 2, "{counts:?}");
+        let (_, none) = count(|| ());
+        assert_eq!(none, OpCounts::default());
+    }
+}
