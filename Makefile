@@ -64,9 +64,9 @@ bench-delays: build
 SITE = $(shell $(PYTHON) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])' 2>/dev/null)
 gpu-kit: build
 	rm -rf .gpu-kit && mkdir -p .gpu-kit/site
-	cp -r $(SITE)/DCLS $(SITE)/spikingjelly .gpu-kit/site/
+	cp -r $(SITE)/DCLS $(SITE)/spikingjelly $(SITE)/loguru .gpu-kit/site/
 
-# The GPU check (scripts/gpu_check.py); without a GPU it stops cleanly after one check (exit 2).
+# The GPU check (scripts/gpu_check.py): every section on CUDA; without a GPU, the CPU dry run.
 gpu-check: gpu-kit
 	PYTHON=$(PYTHON) bash scripts/gpu_check.sh
 

@@ -8,9 +8,20 @@ resident memory of this process.
 
 Usage: reference_step.py --config C.json --weights W.safetensors --batch B.safetensors
        [--sigma S] [--eval] [--repeats 3] [--warmup 1] [--threads 2] [--device cpu|cuda] [--profile]
+       [--count-ops]
 
 On CUDA, cuDNN is off (as in the reference's main.py), every repeat ends with a synchronisation,
-and the JSON also holds the peak CUDA memory allocated."""
+and the JSON also holds the peak CUDA memory allocated.
+
+--count-ops adds what one step (with --eval: one evaluation batch, forward and loss) dispatches,
+counted by PyTorch's profiler as `snn-delays bench` counts ours: `ops`, every aten op (RecordScope
+FUNCTION, nested ones included); `leaf_ops`, those with no aten op inside; `host_reads`, the
+`aten::_local_scalar_dense` calls (every `item()`: the reference's step copies nothing else to the
+host).
+
+Needs torch, dcls and spikingjelly; not numpy's or safetensors' Python packages of its own (files are
+read with scripts/tensorfile.py). `SNN_GPU_KIT`, when set, is a folder of packages searched after the
+interpreter's own (the GPU check's `.gpu-kit/site`)."""
 
 import argparse
 import json
@@ -20,10 +31,14 @@ import sys
 import time
 
 import torch
-from safetensors.torch import load_file
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "oracle"))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "scripts"))
+sys.path.insert(0, os.path.join(HERE, "..", "tests", "oracle"))
+if os.environ.get("SNN_GPU_KIT"):
+    sys.path.append(os.environ["SNN_GPU_KIT"])
 from reference import ReferenceSnn, paper_optimizers, paper_step, reference_loss  # noqa: E402
+from tensorfile import load as load_file  # noqa: E402
 
 
 def train_step(net, cfg, x, y, opt_w, opt_pos):
@@ -47,6 +62,16 @@ def eval_pass(net, cfg, x, y, batches=EVAL_BATCHES):
     return sum(losses) / len(losses)
 
 
+def dispatch_counts(work):
+    """What `work` dispatches, by PyTorch's profiler: aten ops, leaves among them, host reads."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        work()
+    ops = [e for e in prof.events() if int(e.scope) == 0]
+    leaves = [e for e in ops if not any(int(c.scope) == 0 for c in e.cpu_children)]
+    reads = [e for e in ops if e.name == "aten::_local_scalar_dense"]
+    return {"ops": len(ops), "leaf_ops": len(leaves), "host_reads": len(reads)}
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--config", required=True)
@@ -59,6 +84,7 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--count-ops", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -95,6 +121,15 @@ def main():
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25), file=sys.stderr)
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     result = {"seconds": seconds, "peak_rss_mib": peak_mib}
+    if args.count_ops:
+        if args.eval:
+            net.to_eval_form()
+            net.eval()
+            with torch.no_grad():
+                result["per_batch"] = dispatch_counts(lambda: reference_loss(net(x), y, cfg))
+            net.reset_state()
+        else:
+            result["per_step"] = dispatch_counts(lambda: train_step(net, cfg, x, y, opt_w, opt_pos))
     if device.type == "cuda":
         result["peak_cuda_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
     print(json.dumps(result))

@@ -11,6 +11,9 @@
 
 #include <atomic>
 #include <cstring>
+#include <map>
+#include <mutex>
+#include <string>
 #include <vector>
 
 namespace {
@@ -20,6 +23,9 @@ std::atomic<long long> ops{0}, leaves{0}, host_reads{0};
 thread_local std::vector<bool> open;
 std::atomic<bool> registered{false};
 at::CallbackHandle handle = 0;
+// Ops by name, for telling where the count comes from.
+std::mutex names_lock;
+std::map<std::string, long long> by_name;
 
 bool reads_host(const at::RecordFunction& fn) {
   const char* name = fn.name();
@@ -43,6 +49,10 @@ std::unique_ptr<at::ObserverContext> on_start(const at::RecordFunction& fn) {
   }
   open.push_back(false);
   ops.fetch_add(1, std::memory_order_relaxed);
+  {
+    std::lock_guard<std::mutex> guard(names_lock);
+    by_name[fn.name()] += 1;
+  }
   if (reads_host(fn)) {
     host_reads.fetch_add(1, std::memory_order_relaxed);
   }
@@ -78,6 +88,10 @@ void snn_ops_begin() {
   ops = 0;
   leaves = 0;
   host_reads = 0;
+  {
+    std::lock_guard<std::mutex> guard(names_lock);
+    by_name.clear();
+  }
   if (!registered.exchange(true)) {
     handle = at::addGlobalCallback(
         at::RecordFunctionCallback(on_start, on_end).needsInputs(true).scopes({at::RecordScope::FUNCTION}));
@@ -92,6 +106,24 @@ void snn_ops_end(long long* counts) {
   counts[0] = ops;
   counts[1] = leaves;
   counts[2] = host_reads;
+}
+
+// The ops counted since `snn_ops_begin`, by name, as "name count" lines, into `out` (at most `capacity`
+// bytes, NUL-terminated); returns the length the whole text needs.
+size_t snn_ops_by_name(char* out, size_t capacity) {
+  std::string text;
+  {
+    std::lock_guard<std::mutex> guard(names_lock);
+    for (const auto& [name, count] : by_name) {
+      text += name + " " + std::to_string(count) + "\n";
+    }
+  }
+  if (capacity > 0) {
+    size_t n = std::min(capacity - 1, text.size());
+    std::memcpy(out, text.data(), n);
+    out[n] = '\0';
+  }
+  return text.size();
 }
 
 }  // extern "C"

@@ -11,6 +11,7 @@ use std::sync::Mutex;
 extern "C" {
     fn snn_ops_begin();
     fn snn_ops_end(counts: *mut i64);
+    fn snn_ops_by_name(out: *mut std::ffi::c_char, capacity: usize) -> usize;
 }
 
 /// Fused kernel launches (CPU or CUDA) since the process started.
@@ -24,7 +25,7 @@ pub fn kernel_launched() {
 }
 
 /// What a piece of work dispatched.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct OpCounts {
     /// libtorch ops, nested ones included.
     pub ops: u64,
@@ -34,6 +35,8 @@ pub struct OpCounts {
     pub host_reads: u64,
     /// Launches of our own kernels.
     pub kernels: u64,
+    /// The libtorch ops by name, most frequent first.
+    pub by_name: Vec<(String, u64)>,
 }
 
 /// Runs `work`, counting what it dispatches on every thread.
@@ -47,7 +50,25 @@ pub fn count<T>(work: impl FnOnce() -> T) -> (T, OpCounts) {
     // SAFETY: `counts` has room for the three counts the shim writes.
     unsafe { snn_ops_end(counts.as_mut_ptr()) };
     let kernels = KERNEL_LAUNCHES.load(Ordering::Relaxed) - launches;
-    (result, OpCounts { ops: counts[0] as u64, leaf_ops: counts[1] as u64, host_reads: counts[2] as u64, kernels })
+    let counts =
+        OpCounts { ops: counts[0] as u64, leaf_ops: counts[1] as u64, host_reads: counts[2] as u64, kernels, by_name: names() };
+    (result, counts)
+}
+
+/// The shim's counts by name, most frequent first.
+fn names() -> Vec<(String, u64)> {
+    // SAFETY: a null buffer of capacity 0 asks only for the length.
+    let length = unsafe { snn_ops_by_name(std::ptr::null_mut(), 0) };
+    let mut buffer = vec![0 as std::ffi::c_char; length + 1];
+    // SAFETY: the buffer holds `length + 1` bytes, as passed.
+    unsafe { snn_ops_by_name(buffer.as_mut_ptr(), buffer.len()) };
+    let bytes: Vec<u8> = buffer.iter().take_while(|&&c| c != 0).map(|&c| c as u8).collect();
+    let mut names: Vec<(String, u64)> = String::from_utf8_lossy(&bytes)
+        .lines()
+        .filter_map(|line| line.rsplit_once(' ').and_then(|(name, n)| Some((name.to_string(), n.parse().ok()?))))
+        .collect();
+    names.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    names
 }
 
 #[cfg(test)]
@@ -66,6 +87,8 @@ mod tests {
         assert_eq!(value, 24.0);
         assert!(counts.ops >= 4 && counts.leaf_ops >= 3 && counts.leaf_ops <= counts.ops, "{counts:?}");
         assert_eq!(counts.host_reads, 2, "{counts:?}");
+        assert!(counts.by_name.iter().any(|(name, n)| name == "aten::_local_scalar_dense" && *n == 1), "{counts:?}");
+        assert_eq!(counts.by_name.iter().map(|(_, n)| n).sum::<u64>(), counts.ops);
         let (_, none) = count(|| ());
         assert_eq!(none, OpCounts::default());
     }

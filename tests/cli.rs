@@ -159,28 +159,3 @@ fn device_flags_are_uniform_and_missing_cuda_is_a_clear_error() {
         assert!(stderr.contains("CUDA is not available") && !stderr.contains("panicked"), "{stderr}");
     }
 }
-
-/// The GPU check script (scripts/gpu_check.sh). Without a GPU it checks that `--device cuda`
-/// fails with a clear message and exits 2; with one, every check it runs (parity, determinism,
-/// resume) must pass, exit 0.
-#[test]
-fn gpu_check_passes_or_stops_cleanly_without_a_gpu() {
-    let out = scratch("gpu-check");
-    let output = Command::new("bash")
-        .arg(common::repo().join("scripts/gpu_check.sh"))
-        .args(["--bin", BIN, "--out", out.to_str().unwrap()])
-        .env("PYTHON", python())
-        .output()
-        .unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
-    assert!(!text.contains("Traceback"), "{text}");
-    let results: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
-    if tch::Cuda::device_count() > 0 {
-        assert_eq!(output.status.code(), Some(0), "{text}");
-        assert!(results.get("gpu").is_some(), "{results}");
-    } else {
-        assert_eq!(output.status.code(), Some(2), "{text}");
-        assert!(text.contains("ok   no CUDA device here"), "{text}");
-        assert_eq!(results["no_gpu_clean_error"], true);
-    }
-}
