@@ -45,6 +45,9 @@ fn compile_shim(lib_dir: &Path, cuda: bool) {
         .include(&include)
         .include(include.join("torch/csrc/api/include"))
         .define("_GLIBCXX_USE_CXX11_ABI", "1")
+        // libtorch is built with NDEBUG, and some of its classes (RecordFunction) have members only
+        // without it: the shim must see the same layouts.
+        .define("NDEBUG", None)
         .flag_if_supported("-w")
         .file("csrc/c10d_shim.cpp")
         .file("csrc/libtorch_extras.cpp");

@@ -4,7 +4,7 @@
 // - counting the ops a piece of work dispatches: a RecordFunction observer on every aten op
 //   (nested ops included), which also counts the leaves (ops with no op recorded inside them) and
 //   the reads of a tensor's value by the host (`aten::_local_scalar_dense`, behind `item()`, and
-//   `aten::to` with a CPU target, behind every copy to the host). Used by `snn-delays bench`, to
+//   `aten::to` to the CPU without a dtype, behind every copy to the host). Used by `snn-delays bench`, to
 //   show on a CPU how many kernel launches and device syncs a GPU step would cost.
 #include <ATen/ATen.h>
 #include <ATen/record_function.h>
@@ -25,22 +25,22 @@ std::atomic<bool> registered{false};
 at::CallbackHandle handle = 0;
 // Ops by name, for telling where the count comes from.
 std::mutex names_lock;
-std::map<std::string, long long> by_name;
+std::map<std::string, long long> by_name, reads_by_name;
 
+// Whether the op hands a tensor's values to the host: `item()` and its kin, or a move to the CPU
+// (`aten::to.dtype_layout` with a CPU device and no dtype, as `Tensor::to(kCPU)` and every copy of
+// values out of a tensor make it). A dtype conversion on the CPU (`toType`, which names a dtype) is
+// not one.
 bool reads_host(const at::RecordFunction& fn) {
   const char* name = fn.name();
   if (std::strcmp(name, "aten::_local_scalar_dense") == 0) {
     return true;
   }
-  if (std::strcmp(name, "aten::to") != 0) {
+  if (std::strcmp(name, "aten::to") != 0 || std::strcmp(fn.overload_name(), "dtype_layout") != 0) {
     return false;
   }
-  for (const auto& input : fn.inputs()) {
-    if (input.isDevice() && input.toDevice().is_cpu()) {
-      return true;
-    }
-  }
-  return false;
+  auto inputs = fn.inputs();
+  return inputs.size() > 3 && inputs[1].isNone() && inputs[3].isDevice() && inputs[3].toDevice().is_cpu();
 }
 
 std::unique_ptr<at::ObserverContext> on_start(const at::RecordFunction& fn) {
@@ -49,11 +49,15 @@ std::unique_ptr<at::ObserverContext> on_start(const at::RecordFunction& fn) {
   }
   open.push_back(false);
   ops.fetch_add(1, std::memory_order_relaxed);
+  bool read = reads_host(fn);
   {
     std::lock_guard<std::mutex> guard(names_lock);
     by_name[fn.name()] += 1;
+    if (read) {
+      reads_by_name[fn.name()] += 1;
+    }
   }
-  if (reads_host(fn)) {
+  if (read) {
     host_reads.fetch_add(1, std::memory_order_relaxed);
   }
   return nullptr;
@@ -91,6 +95,7 @@ void snn_ops_begin() {
   {
     std::lock_guard<std::mutex> guard(names_lock);
     by_name.clear();
+    reads_by_name.clear();
   }
   if (!registered.exchange(true)) {
     handle = at::addGlobalCallback(
@@ -108,13 +113,14 @@ void snn_ops_end(long long* counts) {
   counts[2] = host_reads;
 }
 
-// The ops counted since `snn_ops_begin`, by name, as "name count" lines, into `out` (at most `capacity`
-// bytes, NUL-terminated); returns the length the whole text needs.
-size_t snn_ops_by_name(char* out, size_t capacity) {
+// The ops (`reads` 0) or host reads (`reads` 1) counted since `snn_ops_begin`, by name, as
+// "name count" lines, into `out` (at most `capacity` bytes, NUL-terminated); returns the length the
+// whole text needs.
+size_t snn_ops_by_name(int reads, char* out, size_t capacity) {
   std::string text;
   {
     std::lock_guard<std::mutex> guard(names_lock);
-    for (const auto& [name, count] : by_name) {
+    for (const auto& [name, count] : reads ? reads_by_name : by_name) {
       text += name + " " + std::to_string(count) + "\n";
     }
   }

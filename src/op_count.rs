@@ -11,7 +11,7 @@ use std::sync::Mutex;
 extern "C" {
     fn snn_ops_begin();
     fn snn_ops_end(counts: *mut i64);
-    fn snn_ops_by_name(out: *mut std::ffi::c_char, capacity: usize) -> usize;
+    fn snn_ops_by_name(reads: i32, out: *mut std::ffi::c_char, capacity: usize) -> usize;
 }
 
 /// Fused kernel launches (CPU or CUDA) since the process started.
@@ -37,6 +37,8 @@ pub struct OpCounts {
     pub kernels: u64,
     /// The libtorch ops by name, most frequent first.
     pub by_name: Vec<(String, u64)>,
+    /// The host reads by the op that made them.
+    pub reads_by_name: Vec<(String, u64)>,
 }
 
 /// Runs `work`, counting what it dispatches on every thread.
@@ -50,18 +52,24 @@ pub fn count<T>(work: impl FnOnce() -> T) -> (T, OpCounts) {
     // SAFETY: `counts` has room for the three counts the shim writes.
     unsafe { snn_ops_end(counts.as_mut_ptr()) };
     let kernels = KERNEL_LAUNCHES.load(Ordering::Relaxed) - launches;
-    let counts =
-        OpCounts { ops: counts[0] as u64, leaf_ops: counts[1] as u64, host_reads: counts[2] as u64, kernels, by_name: names() };
+    let counts = OpCounts {
+        ops: counts[0] as u64,
+        leaf_ops: counts[1] as u64,
+        host_reads: counts[2] as u64,
+        kernels,
+        by_name: names(0),
+        reads_by_name: names(1),
+    };
     (result, counts)
 }
 
-/// The shim's counts by name, most frequent first.
-fn names() -> Vec<(String, u64)> {
+/// The shim's counts of ops (`reads` 0) or host reads (1) by name, most frequent first.
+fn names(reads: i32) -> Vec<(String, u64)> {
     // SAFETY: a null buffer of capacity 0 asks only for the length.
-    let length = unsafe { snn_ops_by_name(std::ptr::null_mut(), 0) };
+    let length = unsafe { snn_ops_by_name(reads, std::ptr::null_mut(), 0) };
     let mut buffer = vec![0 as std::ffi::c_char; length + 1];
     // SAFETY: the buffer holds `length + 1` bytes, as passed.
-    unsafe { snn_ops_by_name(buffer.as_mut_ptr(), buffer.len()) };
+    unsafe { snn_ops_by_name(reads, buffer.as_mut_ptr(), buffer.len()) };
     let bytes: Vec<u8> = buffer.iter().take_while(|&&c| c != 0).map(|&c| c as u8).collect();
     let mut names: Vec<(String, u64)> = String::from_utf8_lossy(&bytes)
         .lines()
@@ -89,6 +97,7 @@ mod tests {
         assert_eq!(counts.host_reads, 2, "{counts:?}");
         assert!(counts.by_name.iter().any(|(name, n)| name == "aten::_local_scalar_dense" && *n == 1), "{counts:?}");
         assert_eq!(counts.by_name.iter().map(|(_, n)| n).sum::<u64>(), counts.ops);
+        assert_eq!(counts.reads_by_name.iter().map(|(_, n)| n).sum::<u64>(), counts.host_reads);
         let (_, none) = count(|| ());
         assert_eq!(none, OpCounts::default());
     }
