@@ -2,8 +2,10 @@
 //! host (docs/method.md, "Lean by construction"). On a GPU each dispatched op is about one kernel
 //! launch and each host read stalls the pipeline until the device catches up; both can be counted
 //! on the CPU. The counts come from a RecordFunction observer in `csrc/libtorch_extras.cpp`: every
-//! aten op (nested ones included), the leaves among them, and the host reads (`item()` and copies
-//! to the CPU). Our own kernel launches (the fused neurons') are counted beside them.
+//! aten op (nested ones included), the leaves among them, and the host reads (`item()` and moves
+//! to the CPU, `to_device(Device::Cpu)`, which is how our code reads values out of a tensor that
+//! may live on the device; tch's `Vec::try_from` of a CPU tensor dispatches nothing). Our own
+//! kernel launches (the fused neurons') are counted beside them.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -89,7 +91,7 @@ mod tests {
         let x = Tensor::ones([4, 3], (Kind::Float, tch::Device::Cpu));
         let (value, counts) = count(|| {
             let y = (&x * 2.0).sum(Kind::Float);
-            let _ = Vec::<f32>::try_from((&x + 1.0).flatten(0, -1)).unwrap();
+            let _ = Vec::<f32>::try_from((&x + 1.0).flatten(0, -1).to_device(tch::Device::Cpu)).unwrap();
             y.double_value(&[])
         });
         assert_eq!(value, 24.0);
