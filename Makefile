@@ -46,11 +46,12 @@ run: build
 parity: build
 	$(PYTHON) tests/oracle/parity_network.py --bin $(BIN) --set convolution=direct
 
-# Speed: ours against the reference in the same run, printed as ratios (about 20 minutes on 2
-# cores): training steps, evaluation, a whole epoch and peak memory, then the data loader, the
-# deployment engine, and training in 1 against 2 processes.
+# Speed: ours against the reference in the same run, printed as ratios (about 25 minutes on 2
+# cores): training steps, evaluation, a whole epoch and peak memory, the ops and host reads a step
+# dispatches, then the data loader, the deployment engine, and training in 1 against 2 processes.
 bench: build
 	$(PYTHON) bench/speed_bench.py --bin $(BIN)
+	$(PYTHON) bench/dispatch_bench.py --bin $(BIN)
 	$(PYTHON) bench/data_bench.py --bin $(BIN)
 	$(PYTHON) bench/engine_bench.py --bin $(BIN)
 	$(PYTHON) bench/scale_bench.py --bin $(BIN)
