@@ -335,6 +335,16 @@ def reference(check, args, device):
     return last_json(done.stdout)
 
 
+def with_reference(row, fill):
+    """`row` after `fill(row)` adds the reference's figures; a reference this Python cannot import
+    leaves a note instead."""
+    try:
+        fill(row)
+    except Skip as why:
+        row["reference"] = f"skipped: {why}"
+    return row
+
+
 def dispatch(check, work):
     rows = []
     for preset, sets, size, steps in sizes(check):
@@ -342,14 +352,13 @@ def dispatch(check, work):
         ours = bench(check, config, weights, batch, check.args.device, repeats=1)
         ours_eval = bench(check, config, weights, batch, check.args.device, extra=["--eval"], repeats=1)
         row = {"preset": preset, "ours_step": ours["per_step"], "ours_eval_batch": ours_eval["per_batch"]}
-        try:
-            timing = ["--config", config, "--weights", weights, "--batch", batch, "--repeats", 1, "--warmup", 0, "--count-ops"]
+        timing = ["--config", config, "--weights", weights, "--batch", batch, "--repeats", 1, "--warmup", 0, "--count-ops"]
+
+        def counts(row):
             row["reference_step"] = reference(check, timing, check.args.device)["per_step"]
             row["reference_eval_batch"] = reference(check, timing + ["--eval"], check.args.device)["per_batch"]
             row["ops_ratio"] = row["ours_step"]["ops"] / row["reference_step"]["ops"]
-        except Skip as why:
-            row["reference"] = f"skipped: {why}"
-        rows.append(row)
+        rows.append(with_reference(row, counts))
     first = rows[0]
     summary = f"{first['preset']}: ours {first['ours_step']['ops']} ops and {first['ours_step']['host_reads']} host reads per step"
     if "reference_step" in first:
@@ -403,7 +412,8 @@ def step_times(check, work):
             row[f"ours_{name}_gpu_util_pct"], row[f"ours_{name}_gpu_mem_mib"] = util, memory
         repeats = check.args.repeats if cuda(check) else 1
         timing = ["--config", config, "--weights", weights, "--batch", batch, "--repeats", repeats, "--warmup", 1]
-        try:
+
+        def times(row):
             with GpuSampler(cuda(check)) as sampler:
                 ref = reference(check, timing, device)
             row["reference_s"] = statistics.median(ref["seconds"])
@@ -411,9 +421,7 @@ def step_times(check, work):
             row["reference_peak_allocated_mib"] = ref.get("peak_cuda_mib")
             for name, _ in variants:
                 row[f"ours_{name}_ratio"] = row[f"ours_{name}_s"] / row["reference_s"]
-        except Skip as why:
-            row["reference"] = f"skipped: {why}"
-        rows.append(row)
+        rows.append(with_reference(row, times))
     first = rows[0]
     summary = f"{first['preset']}: ours {1e3 * first['ours_fft_s']:.1f} ms"
     if "reference_s" in first:

@@ -9,6 +9,12 @@
 //! layouts follow the reference so that values and gradients agree bitwise on CPU.
 //! Kernel index k delays its input by `K−1−k` steps, so the delay is `K//2 − P` (§2.1).
 //!
+//! In training the dense kernel is built without a graph and its backward rebuilt when its
+//! gradient is known ([`KernelCut`]): the construction's intermediates (about six tensors of the
+//! kernel's size per layer) then live for one layer at a time, not for the whole step, and the
+//! gradients are bitwise those of one autograd pass (the rebuilt kernel is the same values, and
+//! `Σ kernel·g` passes `g` on exactly).
+//!
 //! With `flush_subnormal_taps`, kernel values below float32's smallest normal (1.18e-38) in
 //! magnitude become zero: a Gaussian tap far from its centre underflows there once sigma is
 //! small, and each product with a subnormal costs the CPU a slow microcode path in the
@@ -154,6 +160,24 @@ impl Dcls1d {
         self.forward_with(x, &self.kernel())
     }
 
+    /// [`Dcls1d::forward`] for a training pass: the kernel is built without a graph, and the
+    /// returned cut carries its gradient into the weights and positions once it is known.
+    pub fn forward_train(&self, x: &Tensor) -> (Tensor, KernelCut) {
+        let learns = self.weight.requires_grad() || self.positions.requires_grad();
+        let kernel = tch::no_grad(|| self.kernel().contiguous()).set_requires_grad(learns);
+        let y = self.forward_with(x, &kernel);
+        let cut = KernelCut {
+            kernel,
+            weight: self.weight.shallow_clone(),
+            positions: self.positions.shallow_clone(),
+            sigma: self.sigma.shallow_clone(),
+            version: self.version,
+            shape: self.shape,
+            compute: self.compute,
+        };
+        (y, cut)
+    }
+
     /// The same with a given `(C_out, C_in, K)` kernel (the eval form's).
     pub fn forward_with(&self, x: &Tensor, kernel: &Tensor) -> Tensor {
         correlate(x, kernel, self.shape.padding(), self.compute.convolution)
@@ -181,6 +205,34 @@ impl Dcls1d {
     /// The first tap's integer delays, `(C_out, C_in)`.
     pub fn delays(&self) -> Tensor {
         self.tap_delays().select(-1, 0)
+    }
+}
+
+/// Where a training pass's kernel leaves autograd: the kernel as a contiguous leaf (so that its
+/// gradient arrives in the layout the convolution's backward makes, and the construction's
+/// backward reduces it in the same order as one autograd pass would), and what rebuilds it.
+#[derive(Debug)]
+pub struct KernelCut {
+    kernel: Tensor,
+    weight: Tensor,
+    positions: Tensor,
+    sigma: Tensor,
+    version: KernelVersion,
+    shape: DclsShape,
+    compute: DclsCompute,
+}
+
+impl KernelCut {
+    /// Rebuilds the kernel with its graph and back-propagates the gradient that reached the leaf
+    /// into the weights and positions; nothing when no gradient reached it.
+    pub fn backward(&self) {
+        let grad = self.kernel.grad();
+        if !grad.defined() {
+            return;
+        }
+        let rebuilt = construct_kernel(&self.weight, &self.positions, &self.sigma, self.shape.kernel_size, self.version);
+        let rebuilt = if self.compute.flush_subnormal_taps { flush_subnormals(&rebuilt) } else { rebuilt };
+        (rebuilt * grad).sum(Kind::Float).backward();
     }
 }
 

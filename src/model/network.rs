@@ -11,7 +11,7 @@
 //! graph and leaves the network as it was. In a data-parallel run ([`Network::global_sum`] set)
 //! BatchNorm uses the global batch's statistics ([`super::global_norm`]).
 
-use super::dcls::{Dcls1d, DclsCompute, DclsShape};
+use super::dcls::{Dcls1d, DclsCompute, DclsShape, KernelCut};
 use super::eval_form::EvalKernels;
 use super::global_norm::{GlobalNormCut, GlobalSum};
 use super::layers::{Linear, MultiStepDropout, TimeBatchNorm};
@@ -41,6 +41,18 @@ impl Synapse {
     fn forward(&self, x: &Tensor) -> Tensor {
         match self {
             Synapse::Dcls(layer) => layer.forward(x),
+            Synapse::Linear(layer) => layer.forward(x),
+        }
+    }
+
+    /// [`Synapse::forward`] in a training pass, with the DCLS kernel's cut.
+    fn forward_train(&self, x: &Tensor, cuts: &mut Vec<Cut>) -> Tensor {
+        match self {
+            Synapse::Dcls(layer) => {
+                let (y, cut) = layer.forward_train(x);
+                cuts.push(Cut::Kernel(cut));
+                y
+            }
             Synapse::Linear(layer) => layer.forward(x),
         }
     }
@@ -99,6 +111,8 @@ pub struct Network {
 
 /// A place where autograd stops and the backward continues by hand.
 enum Cut {
+    /// A DCLS kernel built without a graph.
+    Kernel(KernelCut),
     /// A fused neuron layer.
     Neuron(Segment),
     /// A BatchNorm over the global batch.
@@ -114,12 +128,13 @@ pub struct TrainPass {
 
 impl TrainPass {
     /// Backpropagates `loss` (computed from `output`) to every parameter: autograd down to the
-    /// last cut, then each cut (a fused layer's segment, a global BatchNorm) from the last to
-    /// the first.
+    /// last cut, then each cut (a fused layer's segment, a global BatchNorm, a DCLS kernel) from
+    /// the last to the first.
     pub fn backward(&self, loss: &Tensor) -> Result<()> {
         loss.backward();
         for cut in self.cuts.iter().rev() {
             match cut {
+                Cut::Kernel(kernel) => kernel.backward(),
                 Cut::Neuron(segment) => segment.backward()?,
                 Cut::GlobalNorm(norm) => norm.backward()?,
             }
@@ -252,7 +267,7 @@ impl Network {
         let mut cuts = Vec::new();
         let mut h = x.shallow_clone();
         for (layer, block) in self.hidden.iter().enumerate() {
-            let synaptic = block.synapse.forward(&h);
+            let synaptic = block.synapse.forward_train(&h, &mut cuts);
             let current = match &self.global_sum {
                 Some(sum) => {
                     let (current, cut) = block.norm.forward_global(&synaptic, sum.clone())?;
@@ -266,7 +281,8 @@ impl Network {
             let spikes = out.spikes.expect("spikes were asked for");
             h = block.dropout.apply(&spikes, &self.mask(layer, &spikes, masks)?);
         }
-        let mut out = self.output.neuron.forward(&self.output.synapse.forward(&h), true, self.readout())?;
+        let current = self.output.synapse.forward_train(&h, &mut cuts);
+        let mut out = self.output.neuron.forward(&current, true, self.readout())?;
         cuts.extend(out.segment.take().map(Cut::Neuron));
         Ok(TrainPass { output: self.read(out), cuts })
     }
