@@ -63,6 +63,9 @@ fn the_dry_run_passes_with_torch_alone_and_runs_the_reference_where_numpy_is_the
     if tch::Cuda::device_count() == 0 {
         assert_eq!(status(&results, "no_cuda_error"), "ok", "{results}");
     }
+    let dispatch = &results["sections"]["dispatch"]["detail"]["rows"][0];
+    assert_eq!(dispatch["ours_step"]["host_reads"], 1, "one host read per training step: {dispatch}");
+    assert_eq!(dispatch["ours_eval_batch"]["host_reads"], 0, "none per evaluation batch: {dispatch}");
     let reference = results["sections"]["step_times"]["detail"]["rows"][0]["reference"].as_str().unwrap_or("");
     assert!(reference.contains("skipped") && reference.contains("numpy"), "{results}");
     for file in ["summary.md", "log.txt"] {

@@ -332,6 +332,19 @@ mod tests {
         }
     }
 
+    /// Where the fused kernel cannot run on CUDA (here: no GPU), the op-by-op path is chosen and
+    /// the note says why; on the CPU the configured backend stands.
+    #[test]
+    fn the_backend_falls_back_on_cuda_with_a_reason() {
+        if tch::Cuda::device_count() == 0 {
+            let (backend, note) = backend_on(NeuronBackend::Fused, Device::Cuda(0));
+            assert_eq!(backend, NeuronBackend::Ops);
+            assert!(note.unwrap().contains("the fused CUDA kernel is not used: no CUDA device 0"));
+        }
+        assert_eq!(backend_on(NeuronBackend::Fused, Device::Cpu), (NeuronBackend::Fused, None));
+        assert_eq!(backend_on(NeuronBackend::Ops, Device::Cuda(0)), (NeuronBackend::Ops, None));
+    }
+
     #[test]
     fn no_surrogate_and_no_segment_without_a_gradient() {
         let input = Tensor::ones([4, 2, 3], (Kind::Float, Device::Cpu));
