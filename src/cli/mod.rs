@@ -107,7 +107,7 @@ impl ConfigArgs {
 #[derive(Args, Debug, Clone)]
 pub struct DeviceArgs {
     /// auto (CUDA device 0 when present, else the CPU), cpu, cuda or cuda:N (each rank of a
-    /// multi-process CUDA run takes cuda:LOCAL_RANK)
+    /// multi-process CUDA run takes visible device LOCAL_RANK mod the number it sees)
     #[arg(long, default_value = "auto")]
     pub device: String,
     /// Use cuDNN, deterministic and with TF32 off (off by default, as in the reference)
