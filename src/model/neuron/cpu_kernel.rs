@@ -13,7 +13,7 @@
 //! The result equals the op-by-op oracle ([`super::ops`]) bitwise on the CPU (tested); the CUDA
 //! kernel ([`super::cuda_kernel`]) computes the same float32 values.
 
-use super::formula::{Dynamics32, FusedForward, FusedGrads, Readout};
+use super::formula::{Dynamics32, FusedForward, FusedGrads, OutputGrads, Readout};
 use rayon::prelude::*;
 use tch::{Device, Kind, Tensor};
 
@@ -57,16 +57,10 @@ pub fn forward(input: &Tensor, dynamics: &Dynamics32, readout: Readout, save: bo
 }
 
 /// The backward from the saved `charged` and the gradients reaching the outputs.
-pub fn backward(
-    charged: &Tensor,
-    dynamics: &Dynamics32,
-    grad_spikes: Option<&Tensor>,
-    grad_membrane: Option<&Tensor>,
-) -> FusedGrads {
+pub fn backward(charged: &Tensor, dynamics: &Dynamics32, grads: OutputGrads) -> FusedGrads {
     crate::op_count::kernel_launched();
     let shape = charged.size();
-    let contiguous = |g: Option<&Tensor>| g.map(|g| g.to_kind(Kind::Float).contiguous());
-    let (grad_spikes, grad_membrane) = (contiguous(grad_spikes), contiguous(grad_membrane));
+    let (grad_spikes, grad_membrane) = grads.contiguous();
     let input = Tensor::empty(shape.as_slice(), (Kind::Float, Device::Cpu));
     let terms = dynamics
         .charge

@@ -21,7 +21,7 @@
 //! (`csrc/fused_lif_host.cpp`), through [`Launcher`].
 
 use super::cpu_kernel;
-use super::formula::{Charge, Dynamics32, Firing, FusedForward, FusedGrads, LayerCharge, Readout};
+use super::formula::{Charge, Dynamics32, Firing, FusedForward, FusedGrads, LayerCharge, OutputGrads, Readout};
 use anyhow::{bail, ensure, Context, Result};
 use cudarc::driver::{CudaContext, CudaFunction, CudaStream, LaunchConfig, PushKernelArg};
 use std::collections::HashMap;
@@ -211,14 +211,8 @@ pub fn forward(input: &Tensor, charge: &LayerCharge, firing: Firing, readout: Re
 }
 
 /// The backward from the saved `charged` and the output gradients, on CUDA.
-pub fn backward(
-    charged: &Tensor,
-    charge: &LayerCharge,
-    firing: Firing,
-    grad_spikes: Option<&Tensor>,
-    grad_membrane: Option<&Tensor>,
-) -> Result<FusedGrads> {
-    backward_with(kernels(device_index(charged)?)?, charged, charge, firing, grad_spikes, grad_membrane)
+pub fn backward(charged: &Tensor, charge: &LayerCharge, firing: Firing, grads: OutputGrads) -> Result<FusedGrads> {
+    backward_with(kernels(device_index(charged)?)?, charged, charge, firing, grads)
 }
 
 fn pointer(tensor: Option<&Tensor>) -> u64 {
@@ -281,13 +275,11 @@ pub fn backward_with(
     charged: &Tensor,
     charge: &LayerCharge,
     firing: Firing,
-    grad_spikes: Option<&Tensor>,
-    grad_membrane: Option<&Tensor>,
+    grads: OutputGrads,
 ) -> Result<FusedGrads> {
     let (shape, device) = (charged.size(), charged.device());
     let (steps, neurons) = (shape[0], charged.numel() as i64 / shape[0].max(1));
-    let contiguous = |g: Option<&Tensor>| g.map(|g| g.to_kind(Kind::Float).contiguous());
-    let (grad_spikes, grad_membrane) = (contiguous(grad_spikes), contiguous(grad_membrane));
+    let (grad_spikes, grad_membrane) = grads.contiguous();
     let input = Tensor::empty(shape.as_slice(), (Kind::Float, device));
     let terms = charge.learns_rate().then(|| Tensor::empty([steps, neurons], (Kind::Float, device)));
     let (mode, a, rate, _kept) = kernel_charge(charge, device)?;
@@ -374,9 +366,10 @@ pub fn compare_with_cpu(launcher: &dyn Launcher, device: Device) -> Result<()> {
         }
         let charged = cpu_kernel::forward(&input, &dynamics, Readout::SPIKES, true).charged.expect("saved");
         for (gs, gm) in [(Some(&grad_s), Some(&grad_m)), (Some(&grad_s), None), (None, Some(&grad_m))] {
-            let expected = cpu_kernel::backward(&charged, &dynamics, gs, gm);
+            let expected = cpu_kernel::backward(&charged, &dynamics, OutputGrads { spikes: gs, membrane: gm });
             let (gs_on, gm_on) = (gs.map(on), gm.map(on));
-            let got = backward_with(launcher, &on(&charged), &layer_charge, firing, gs_on.as_ref(), gm_on.as_ref())?;
+            let on_device = OutputGrads { spikes: gs_on.as_ref(), membrane: gm_on.as_ref() };
+            let got = backward_with(launcher, &on(&charged), &layer_charge, firing, on_device)?;
             compare(
                 "input gradient",
                 Some(&expected.input),

@@ -5,7 +5,7 @@
 //! all take their constants from here; nothing here runs a whole layer.
 
 use std::f64::consts::PI;
-use tch::Tensor;
+use tch::{Kind, Tensor};
 
 /// The charge `h = charge(v, x)` in float32, one variant per formula of §2.4.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -198,6 +198,22 @@ pub struct FusedForward {
     pub spikes: Option<Tensor>,
     pub membrane: Option<Tensor>,
     pub charged: Option<Tensor>,
+}
+
+/// The gradients that reached a fused layer's outputs, `(T, B, C)` each, either absent when nothing
+/// read that output.
+#[derive(Clone, Copy, Debug)]
+pub struct OutputGrads<'a> {
+    pub spikes: Option<&'a Tensor>,
+    pub membrane: Option<&'a Tensor>,
+}
+
+impl OutputGrads<'_> {
+    /// Both as contiguous float32 tensors, as the kernels read them.
+    pub fn contiguous(&self) -> (Option<Tensor>, Option<Tensor>) {
+        let contiguous = |g: Option<&Tensor>| g.map(|g| g.to_kind(Kind::Float).contiguous());
+        (contiguous(self.spikes), contiguous(self.membrane))
+    }
 }
 
 /// A fused backward's outputs: the gradient of the input current and, for PLIF, the per-step

@@ -27,7 +27,7 @@ pub use formula::{ATan, Charge, Readout};
 
 use crate::config::{ChargeFormula, NeuronBackend, NeuronType};
 use anyhow::Result;
-use formula::{Dynamics32, Firing, FusedForward, FusedGrads, LayerCharge};
+use formula::{Dynamics32, Firing, FusedForward, FusedGrads, LayerCharge, OutputGrads};
 use ops::Decay;
 use std::collections::HashSet;
 use std::sync::{Mutex, OnceLock};
@@ -184,17 +184,11 @@ fn fused_forward(input: &Tensor, charge: &LayerCharge, firing: Firing, readout: 
 }
 
 /// The fused backward from the saved `charged` and the outputs' gradients, on their device.
-fn fused_backward(
-    charged: &Tensor,
-    charge: &LayerCharge,
-    firing: Firing,
-    grad_spikes: Option<&Tensor>,
-    grad_membrane: Option<&Tensor>,
-) -> Result<FusedGrads> {
+fn fused_backward(charged: &Tensor, charge: &LayerCharge, firing: Firing, grads: OutputGrads) -> Result<FusedGrads> {
     if charged.device().is_cuda() {
-        return cuda_kernel::backward(charged, charge, firing, grad_spikes, grad_membrane);
+        return cuda_kernel::backward(charged, charge, firing, grads);
     }
-    Ok(cpu_kernel::backward(charged, &Dynamics32 { charge: charge.on_host(), firing }, grad_spikes, grad_membrane))
+    Ok(cpu_kernel::backward(charged, &Dynamics32 { charge: charge.on_host(), firing }, grads))
 }
 
 /// The backward of one fused layer, run after the gradient has reached its output leaves: it
@@ -217,7 +211,8 @@ impl Segment {
         if grad_spikes.is_none() && grad_membrane.is_none() {
             return Ok(());
         }
-        let grads = fused_backward(&self.charged, &self.charge, self.firing, grad_spikes.as_ref(), grad_membrane.as_ref())?;
+        let outputs = OutputGrads { spikes: grad_spikes.as_ref(), membrane: grad_membrane.as_ref() };
+        let grads = fused_backward(&self.charged, &self.charge, self.firing, outputs)?;
         let mut objective = Vec::new();
         if self.current.requires_grad() {
             objective.push((&self.current * grads.input).sum(Kind::Float));
