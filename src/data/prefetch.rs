@@ -58,6 +58,31 @@ pub fn pin(tensor: Tensor, device: Device) -> Tensor {
     unsafe { Tensor::from_ptr(pinned as *mut torch_sys::C_tensor) }
 }
 
+/// A batch staged for the device: the batch's size, and the rows this process computes (all of
+/// them in one process) with their sample indices, inputs and targets, pinned for a
+/// non-blocking copy on CUDA.
+pub struct StagedBatch {
+    pub size: usize,
+    pub indices: Vec<usize>,
+    pub x: Tensor,
+    pub targets: Tensor,
+}
+
+impl StagedBatch {
+    /// `batch` cut to `rows` (a data-parallel rank's shard; all of it for `None`) and pinned.
+    pub fn of(batch: Batch, rows: Option<std::ops::Range<usize>>, device: Device) -> StagedBatch {
+        let size = batch.lengths.len();
+        let (indices, x, targets) = match rows {
+            Some(rows) => {
+                let (x, targets) = batch.rows(rows.clone());
+                (batch.indices[rows].to_vec(), x, targets)
+            }
+            None => (batch.indices, batch.x, batch.targets),
+        };
+        StagedBatch { size, indices, x: pin(x, device), targets: pin(targets, device) }
+    }
+}
+
 /// Moves a batch tensor to `device` as float32, without blocking the host when it is pinned.
 pub fn to_device(tensor: &Tensor, device: Device) -> Tensor {
     tensor.to_device_(device, Kind::Float, device.is_cuda(), false)

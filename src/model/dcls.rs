@@ -166,16 +166,17 @@ impl Dcls1d {
         let learns = self.weight.requires_grad() || self.positions.requires_grad();
         let kernel = tch::no_grad(|| self.kernel().contiguous()).set_requires_grad(learns);
         let y = self.forward_with(x, &kernel);
-        let cut = KernelCut {
-            kernel,
+        (y, KernelCut { kernel, layer: self.shallow_clone() })
+    }
+
+    /// The same layer, sharing its variables.
+    fn shallow_clone(&self) -> Dcls1d {
+        Dcls1d {
             weight: self.weight.shallow_clone(),
             positions: self.positions.shallow_clone(),
             sigma: self.sigma.shallow_clone(),
-            version: self.version,
-            shape: self.shape,
-            compute: self.compute,
-        };
-        (y, cut)
+            ..*self
+        }
     }
 
     /// The same with a given `(C_out, C_in, K)` kernel (the eval form's).
@@ -214,12 +215,7 @@ impl Dcls1d {
 #[derive(Debug)]
 pub struct KernelCut {
     kernel: Tensor,
-    weight: Tensor,
-    positions: Tensor,
-    sigma: Tensor,
-    version: KernelVersion,
-    shape: DclsShape,
-    compute: DclsCompute,
+    layer: Dcls1d,
 }
 
 impl KernelCut {
@@ -230,9 +226,7 @@ impl KernelCut {
         if !grad.defined() {
             return;
         }
-        let rebuilt = construct_kernel(&self.weight, &self.positions, &self.sigma, self.shape.kernel_size, self.version);
-        let rebuilt = if self.compute.flush_subnormal_taps { flush_subnormals(&rebuilt) } else { rebuilt };
-        (rebuilt * grad).sum(Kind::Float).backward();
+        (self.layer.kernel() * grad).sum(Kind::Float).backward();
     }
 }
 

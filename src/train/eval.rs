@@ -7,7 +7,7 @@
 //! reference's unweighted mean over batches (docs/method.md §3).
 
 use crate::data::batches::batches;
-use crate::data::prefetch::{pin, prefetched, to_device};
+use crate::data::prefetch::{prefetched, to_device, StagedBatch};
 use crate::data::Subset;
 use crate::distributed::Group;
 use crate::model::eval_form::EvalKernels;
@@ -65,27 +65,15 @@ pub fn evaluate(network: &Network, subset: &Subset, pass: &Pass, group: Option<&
     tch::no_grad(|| pass_scores(network, &kernels, subset, pass, group))
 }
 
-/// One evaluation batch as staged on the helper thread: its size, and the pinned inputs and
-/// targets of the rows this process evaluates (all of them in one process).
-struct Staged {
-    size: usize,
-    x: Tensor,
-    targets: Tensor,
-}
-
 fn pass_scores(network: &Network, kernels: &EvalKernels, subset: &Subset, pass: &Pass, group: Option<&Group>) -> Result<Scores> {
     let (mut figures, mut sizes) = (Vec::new(), Vec::new());
     let progress = Progress::new(pass.label, subset.len() as u64, Unit::Items, pass.quiet);
     let (device, world) = (network.device(), group.map(|g| g.world.clone()));
     let stage = |_, batch: crate::data::batches::Batch| {
-        let size = batch.lengths.len();
-        let (x, targets) = match &world {
-            Some(world) => batch.rows(world.shard(size)),
-            None => (batch.x, batch.targets),
-        };
-        Ok(Staged { size, x: pin(x, device), targets: pin(targets, device) })
+        let rows = world.as_ref().map(|w| w.shard(batch.lengths.len()));
+        Ok(StagedBatch::of(batch, rows, device))
     };
-    prefetched(batches(subset, pass.batch_size, pass.classes, None), stage, |_, staged: Staged| {
+    prefetched(batches(subset, pass.batch_size, pass.classes, None), stage, |_, staged: StagedBatch| {
         progress.advance(staged.size as u64);
         figures.push(match group {
             None => batch_means(network, kernels, &staged)?,
@@ -113,20 +101,20 @@ fn pass_scores(network: &Network, kernels: &EvalKernels, subset: &Subset, pass: 
 }
 
 /// The class scores of a staged batch, on the network's device.
-fn scores(network: &Network, kernels: &EvalKernels, staged: &Staged) -> Result<(Tensor, Tensor)> {
+fn scores(network: &Network, kernels: &EvalKernels, staged: &StagedBatch) -> Result<(Tensor, Tensor)> {
     let device = network.device();
     let targets = to_device(&staged.targets, device);
     Ok((class_scores(&network.forward_eval(&to_device(&staged.x, device), kernels)?, network.loss), targets))
 }
 
 /// A whole batch's mean loss and accuracy, `[2]` float64.
-fn batch_means(network: &Network, kernels: &EvalKernels, staged: &Staged) -> Result<Tensor> {
+fn batch_means(network: &Network, kernels: &EvalKernels, staged: &StagedBatch) -> Result<Tensor> {
     let (scores, targets) = scores(network, kernels, staged)?;
     Ok(Tensor::stack(&[cross_entropy(&scores, &targets).to_kind(Kind::Double), hit_rate(&scores, &targets)], 0))
 }
 
 /// The summed loss and hits of this process's rows of a batch, `[2]` float64 (zeros for none).
-fn shard_sums(network: &Network, kernels: &EvalKernels, staged: &Staged) -> Result<Tensor> {
+fn shard_sums(network: &Network, kernels: &EvalKernels, staged: &StagedBatch) -> Result<Tensor> {
     if staged.targets.size()[0] == 0 {
         return Ok(Tensor::zeros([2], (Kind::Double, network.device())));
     }

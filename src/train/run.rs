@@ -22,9 +22,9 @@ use crate::config::{Config, MaskDraw};
 use crate::data::augment::Augment;
 use crate::data::batches::batches;
 use crate::data::batches::Batch;
-use crate::data::prefetch::{pin, prefetched, to_device};
+use crate::data::prefetch::{prefetched, to_device, StagedBatch};
 use crate::data::DataSplits;
-use crate::distributed::{Group, World};
+use crate::distributed::Group;
 use crate::logging::{Board, MetricsFile};
 use crate::model::DropoutMasks;
 use crate::progress::{Progress, Unit};
@@ -153,11 +153,12 @@ pub fn train(config: &Config, data_dir: &Path, options: &RunOptions) -> Result<O
     let mut observer = leader.then(|| open_observer(&options.run_dir, &files, config, &state, resume)).transpose()?;
     let interrupted = interrupt_flag();
     if leader {
-        let slow = crate::model::time_conv::slow_on(config.convolution, options.device, crate::device::cudnn_enabled());
-        if let Some(why) = slow.as_ref().filter(|_| config.has_delays()) {
+        let slow = crate::model::time_conv::slow_on(config.convolution, options.device, crate::device::cudnn_enabled())
+            .filter(|_| config.has_delays());
+        if let Some(why) = &slow {
             eprintln!("warning: {why}");
         }
-        println!("{} | {}", data.protocol(), run_header(&trainer, &data, options));
+        println!("{} | {}", data.protocol(), run_header(&trainer, &data, options, slow.as_deref()));
     }
     while state.epochs_done < config.epochs {
         let epoch = state.epochs_done;
@@ -447,6 +448,10 @@ fn train_epoch(
     let device = options.device;
     let world = group.map(|g| g.world.clone());
     let augment_here = augment.filter(Augment::draws_from_torch);
+    let ready = |batch: Batch| {
+        let rows = world.as_ref().map(|w| w.shard(batch.lengths.len()));
+        StagedBatch::of(batch, rows, device)
+    };
     let stage = |index: usize, mut batch: Batch| -> Result<Staged> {
         if augment_here.is_some() {
             return Ok(Staged::Unaugmented(batch));
@@ -454,7 +459,7 @@ fn train_epoch(
         if let Some(augment) = &augment {
             augment.apply(&mut batch, seed, epoch as u64, index as u64);
         }
-        Ok(Staged::Ready(StepBatch::of(batch, world.as_ref(), device)))
+        Ok(Staged::Ready(ready(batch)))
     };
     let finished = prefetched(epoch_batches, stage, |index, staged| {
         let batch = match staged {
@@ -463,7 +468,7 @@ fn train_epoch(
                 if let Some(augment) = &augment_here {
                     augment.apply(&mut batch, seed, epoch as u64, index as u64);
                 }
-                StepBatch::of(batch, world.as_ref(), device)
+                ready(batch)
             }
         };
         sizes.push(batch.size);
@@ -500,35 +505,10 @@ fn train_epoch(
     Ok(Some(Scores::from_batches(&losses, &read_all(&accuracies), &sizes)))
 }
 
-/// A training batch staged for its step: the batch's size, and this process's rows of it (all of
-/// them in one process) with their sample indices, inputs and targets, pinned for a non-blocking
-/// copy on CUDA.
-struct StepBatch {
-    size: usize,
-    indices: Vec<usize>,
-    x: Tensor,
-    targets: Tensor,
-}
-
-impl StepBatch {
-    fn of(batch: Batch, world: Option<&World>, device: Device) -> StepBatch {
-        let size = batch.lengths.len();
-        let (indices, x, targets) = match world {
-            Some(world) => {
-                let rows = world.shard(size);
-                let (x, targets) = batch.rows(rows.clone());
-                (batch.indices[rows].to_vec(), x, targets)
-            }
-            None => (batch.indices, batch.x, batch.targets),
-        };
-        StepBatch { size, indices, x: pin(x, device), targets: pin(targets, device) }
-    }
-}
-
 /// What the helper thread hands over: a batch ready for its step, or one still to be augmented on
 /// this thread (its augmentation draws from the torch generator, whose order must not change).
 enum Staged {
-    Ready(StepBatch),
+    Ready(StagedBatch),
     Unaugmented(Batch),
 }
 
@@ -536,7 +516,7 @@ enum Staged {
 /// group. Returns the step's result and whether to stop after it (Ctrl-C here, or on any rank).
 fn batch_step(
     trainer: &mut Trainer,
-    batch: &StepBatch,
+    batch: &StagedBatch,
     epoch: usize,
     group: Option<&Group>,
     stop_requested: bool,
@@ -684,15 +664,15 @@ fn epoch_line(record: &EpochRecord, state: &RunState, epochs: usize) -> String {
     line + &format!(" | sigma {:.3} lr_w {:.2e} | {:.1} s", record.sigma, record.lr_w, record.seconds)
 }
 
-fn run_header(trainer: &Trainer, data: &DataSplits, options: &RunOptions) -> String {
+/// The run's first line; `slow_convolution` says why the time convolution will be slow, if it will.
+fn run_header(trainer: &Trainer, data: &DataSplits, options: &RunOptions, slow_convolution: Option<&str>) -> String {
     let chosen = match (options.device_auto, options.device) {
         (false, _) => "",
         (true, Device::Cpu) => " (auto: no CUDA device)",
         (true, _) => " (auto: CUDA present)",
     };
     let note = trainer.network.backend_note.as_ref().map_or(String::new(), |why| format!(" ({why})"));
-    let slow = crate::model::time_conv::slow_on(trainer.config.convolution, options.device, crate::device::cudnn_enabled());
-    let convolution = slow.filter(|_| trainer.config.has_delays()).map_or(String::new(), |why| format!(", {why}"));
+    let convolution = slow_convolution.map_or(String::new(), |why| format!(", {why}"));
     let gpu = match options.device {
         Device::Cuda(index) => format!(" ({})", crate::device::cuda::describe(index)),
         _ => String::new(),
