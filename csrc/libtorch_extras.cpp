@@ -22,6 +22,9 @@ std::atomic<long long> ops{0}, leaves{0}, host_reads{0};
 // Per thread, one flag per op being recorded: whether an op was recorded inside it.
 thread_local std::vector<bool> open;
 std::atomic<bool> registered{false};
+// Whether only the thread that began counting is counted (`here` marks it).
+std::atomic<bool> one_thread{false};
+thread_local bool here = false;
 at::CallbackHandle handle = 0;
 // Ops by name, for telling where the count comes from.
 std::mutex names_lock;
@@ -43,7 +46,14 @@ bool reads_host(const at::RecordFunction& fn) {
   return inputs.size() > 3 && inputs[1].isNone() && inputs[3].isDevice() && inputs[3].toDevice().is_cpu();
 }
 
+bool counted() {
+  return here || !one_thread.load(std::memory_order_relaxed);
+}
+
 std::unique_ptr<at::ObserverContext> on_start(const at::RecordFunction& fn) {
+  if (!counted()) {
+    return nullptr;
+  }
   if (!open.empty()) {
     open.back() = true;
   }
@@ -64,7 +74,7 @@ std::unique_ptr<at::ObserverContext> on_start(const at::RecordFunction& fn) {
 }
 
 void on_end(const at::RecordFunction&, at::ObserverContext*) {
-  if (open.empty()) {
+  if (!counted() || open.empty()) {
     return;
   }
   if (!open.back()) {
@@ -87,8 +97,11 @@ int snn_pin_memory(void* tensor, void** pinned) {
   }
 }
 
-// Starts counting (from zero) every op dispatched from now on, on every thread.
-void snn_ops_begin() {
+// Starts counting (from zero) every op dispatched from now on, on every thread, or on the calling
+// thread only when `this_thread_only` is 1 (CPU autograd runs the backward on the calling thread).
+void snn_ops_begin(int this_thread_only) {
+  here = this_thread_only != 0;
+  one_thread = this_thread_only != 0;
   ops = 0;
   leaves = 0;
   host_reads = 0;
@@ -108,6 +121,8 @@ void snn_ops_end(long long* counts) {
   if (registered.exchange(false)) {
     at::removeCallback(handle);
   }
+  here = false;
+  one_thread = false;
   counts[0] = ops;
   counts[1] = leaves;
   counts[2] = host_reads;

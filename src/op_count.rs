@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 extern "C" {
-    fn snn_ops_begin();
+    fn snn_ops_begin(this_thread_only: i32);
     fn snn_ops_end(counts: *mut i64);
     fn snn_ops_by_name(reads: i32, out: *mut std::ffi::c_char, capacity: usize) -> usize;
 }
@@ -45,10 +45,22 @@ pub struct OpCounts {
 
 /// Runs `work`, counting what it dispatches on every thread.
 pub fn count<T>(work: impl FnOnce() -> T) -> (T, OpCounts) {
+    counting(false, work)
+}
+
+/// Runs `work`, counting what it dispatches on the calling thread only, where a CPU backward runs
+/// too: what other threads of the process (other tests) dispatch meanwhile is left out, and so are
+/// our kernel launches, which are counted process-wide.
+pub fn count_here<T>(work: impl FnOnce() -> T) -> (T, OpCounts) {
+    let (result, counts) = counting(true, work);
+    (result, OpCounts { kernels: 0, ..counts })
+}
+
+fn counting<T>(this_thread_only: bool, work: impl FnOnce() -> T) -> (T, OpCounts) {
     let _only = COUNTING.lock().unwrap_or_else(|e| e.into_inner());
     let launches = KERNEL_LAUNCHES.load(Ordering::Relaxed);
     // SAFETY: registers (once) and resets the shim's process-wide observer.
-    unsafe { snn_ops_begin() };
+    unsafe { snn_ops_begin(i32::from(this_thread_only)) };
     let result = work();
     let mut counts = [0i64; 3];
     // SAFETY: `counts` has room for the three counts the shim writes.
@@ -89,7 +101,7 @@ mod tests {
     #[test]
     fn ops_leaves_and_host_reads_are_counted() {
         let x = Tensor::ones([4, 3], (Kind::Float, tch::Device::Cpu));
-        let (value, counts) = count(|| {
+        let (value, counts) = count_here(|| {
             let y = (&x * 2.0).sum(Kind::Float);
             let _ = Vec::<f32>::try_from((&x + 1.0).flatten(0, -1).to_device(tch::Device::Cpu)).unwrap();
             y.double_value(&[])
@@ -100,7 +112,25 @@ mod tests {
         assert!(counts.by_name.iter().any(|(name, n)| name == "aten::_local_scalar_dense" && *n == 1), "{counts:?}");
         assert_eq!(counts.by_name.iter().map(|(_, n)| n).sum::<u64>(), counts.ops);
         assert_eq!(counts.reads_by_name.iter().map(|(_, n)| n).sum::<u64>(), counts.host_reads);
-        let (_, none) = count(|| ());
+        let (_, none) = count_here(|| ());
         assert_eq!(none, OpCounts::default());
+    }
+}
+#[cfg(test)]
+mod scratch {
+    use tch::{Kind, Tensor};
+    #[test]
+    fn scratch() {
+        let x = Tensor::ones([4, 3], (Kind::Float, tch::Device::Cpu));
+        let show = |name: &str, f: &dyn Fn()| {
+            let ((), c) = super::count_here(|| f());
+            eprintln!("{name}: {} {:?}", c.ops, c.by_name);
+        };
+        show("mul f64", &|| { let _ = &x * 0.9; });
+        show("mul_scalar", &|| { let _ = x.g_mul_scalar(0.9); });
+        show("add f64", &|| { let _ = &x + 0.9; });
+        show("f64 - x", &|| { let _ = 1.0 - &x; });
+        show("x / f64", &|| { let _ = &x / 2.0; });
+        show("div_scalar", &|| { let _ = x.g_div_scalar(2.0); });
     }
 }

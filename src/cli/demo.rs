@@ -42,8 +42,8 @@ pub fn run(args: &DemoArgs) -> Result<()> {
 
     let started = Instant::now();
     let pass = network.forward_train(&x, DropoutMasks::DRAW)?;
-    let output = &pass.output;
-    let scores = class_scores(output, config.loss);
+    let output = pass.output.shallow_clone();
+    let scores = class_scores(&output, config.loss);
     let loss = cross_entropy(&scores, &targets);
     let forward_seconds = started.elapsed().as_secs_f64();
     let started = Instant::now();

@@ -66,7 +66,7 @@ pub fn run(args: &ForwardArgs) -> Result<()> {
     if let Some(labels) = &batch.labels {
         let targets = one_hot(&labels.to_device(device), config.derived().n_outputs as i64);
         let loss = cross_entropy(&class_scores(&output, config.loss), &targets);
-        if let (true, Some(pass)) = (args.grad, &pass) {
+        if let (true, Some(pass)) = (args.grad, pass) {
             pass.backward(&loss)?;
             for (key, parameter) in network.named_trainable() {
                 results.push((format!("grad.{key}"), parameter.grad()));

@@ -21,7 +21,7 @@
 //! convolution, its backward and everything downstream. Such a value's contribution to any
 //! output is below that output's float32 resolution (docs/method.md, "Subnormal taps").
 
-use super::time_conv::{correlate, Convolution};
+use super::time_conv::{correlate, correlate_cut, Convolution, SpectralCut};
 use crate::checkpoint::keys;
 use crate::config::KernelVersion;
 use tch::{nn, Kind, Tensor};
@@ -161,12 +161,26 @@ impl Dcls1d {
     }
 
     /// [`Dcls1d::forward`] for a training pass: the kernel is built without a graph, and the
-    /// returned cut carries its gradient into the weights and positions once it is known.
+    /// returned cut carries its gradient into the weights and positions once it is known. Through
+    /// the FFT, the convolution's middle product is cut as well ([`SpectralCut`]).
     pub fn forward_train(&self, x: &Tensor) -> (Tensor, KernelCut) {
-        let learns = self.weight.requires_grad() || self.positions.requires_grad();
-        let kernel = tch::no_grad(|| self.kernel().contiguous()).set_requires_grad(learns);
-        let y = self.forward_with(x, &kernel);
-        (y, KernelCut { kernel, layer: self.shallow_clone() })
+        let kernel = tch::no_grad(|| self.kernel().contiguous());
+        let layer = self.shallow_clone();
+        match self.compute.convolution {
+            Convolution::Fft => {
+                let (y, cut) = correlate_cut(x, &kernel, self.shape.padding());
+                (y, KernelCut { layer, through: Through::Spectral { kernel, cut } })
+            }
+            Convolution::Direct => {
+                let kernel = kernel.set_requires_grad(self.learns());
+                (self.forward_with(x, &kernel), KernelCut { layer, through: Through::Leaf(kernel) })
+            }
+        }
+    }
+
+    /// Whether training moves the kernel (its weights or positions).
+    fn learns(&self) -> bool {
+        self.weight.requires_grad() || self.positions.requires_grad()
     }
 
     /// The same layer, sharing its variables.
@@ -209,24 +223,47 @@ impl Dcls1d {
     }
 }
 
-/// Where a training pass's kernel leaves autograd: the kernel as a contiguous leaf (so that its
-/// gradient arrives in the layout the convolution's backward makes, and the construction's
-/// backward reduces it in the same order as one autograd pass would), and what rebuilds it.
+/// Where a training pass's kernel leaves autograd, and the layer that rebuilds it.
 #[derive(Debug)]
 pub struct KernelCut {
-    kernel: Tensor,
     layer: Dcls1d,
+    through: Through,
+}
+
+/// How the kernel's gradient is known.
+#[derive(Debug)]
+enum Through {
+    /// The kernel as a contiguous leaf of the convolution's graph (so that its gradient arrives in
+    /// the layout the convolution's backward makes, and the construction's backward reduces it in
+    /// the same order as one autograd pass would).
+    Leaf(Tensor),
+    /// The kernel's values and the FFT convolution's own cut, which computes it.
+    Spectral { kernel: Tensor, cut: SpectralCut },
 }
 
 impl KernelCut {
-    /// Rebuilds the kernel with its graph and back-propagates the gradient that reached the leaf
-    /// into the weights and positions; nothing when no gradient reached it.
+    /// Rebuilds the kernel with its graph and back-propagates its gradient into the weights and
+    /// positions (and, through the FFT, the input's into the layers below); nothing when no
+    /// gradient reached the cut.
     pub fn backward(&self) {
-        let grad = self.kernel.grad();
-        if !grad.defined() {
-            return;
+        let terms: Vec<Tensor> = match &self.through {
+            Through::Leaf(kernel) => {
+                let grad = kernel.grad();
+                grad.defined().then(|| self.through_kernel(grad)).into_iter().collect()
+            }
+            Through::Spectral { kernel, cut } => match cut.backward(kernel, self.layer.learns()) {
+                Some(grads) => grads.kernel.map(|g| self.through_kernel(g)).into_iter().chain(grads.input).collect(),
+                None => Vec::new(),
+            },
+        };
+        if let Some(total) = terms.into_iter().reduce(|a, b| a + b) {
+            total.backward();
         }
-        (self.layer.kernel() * grad).sum(Kind::Float).backward();
+    }
+
+    /// `Σ kernel·grad` over the rebuilt kernel: its backward passes `grad` on exactly.
+    fn through_kernel(&self, grad: Tensor) -> Tensor {
+        (self.layer.kernel() * grad).sum(Kind::Float)
     }
 }
 

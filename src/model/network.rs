@@ -129,10 +129,10 @@ pub struct TrainPass {
 impl TrainPass {
     /// Backpropagates `loss` (computed from `output`) to every parameter: autograd down to the
     /// last cut, then each cut (a fused layer's segment, a global BatchNorm, a DCLS kernel) from
-    /// the last to the first.
-    pub fn backward(&self, loss: &Tensor) -> Result<()> {
+    /// the last to the first, each dropped (with what it kept for its backward) once it has run.
+    pub fn backward(self, loss: &Tensor) -> Result<()> {
         loss.backward();
-        for cut in self.cuts.iter().rev() {
+        for cut in self.cuts.into_iter().rev() {
             match cut {
                 Cut::Kernel(kernel) => kernel.backward(),
                 Cut::Neuron(segment) => segment.backward()?,

@@ -9,8 +9,9 @@
 //!   `N ≥ T + max(P, R)` and the kernel reversed in time and laid out circularly (tap `k` at
 //!   `(P − k) mod N`, whose spectrum is the conjugate of the kernel's),
 //!   `y = irfft(rfft(x) · rfft(w̃))[0 .. T_out]`, one complex matrix product per frequency
-//!   (`(B, C_in) @ (C_in, C_out)`, on spectra laid out frequency-major; with no conjugated operand
-//!   its backward is two batched products, where libtorch would loop over frequencies):
+//!   (`(B, C_in) @ (C_in, C_out)`, on spectra laid out frequency-major, its gradient made
+//!   contiguous in the backward so that the backward is two batched products, where libtorch's
+//!   CPU backward would loop over frequencies):
 //!   `K·T_out / (4·(N/2+1))` times fewer real multiply-adds than
 //!   the direct form (about 10× at the SHD preset; 2.5–3× faster measured), in the `(T, B, C)`
 //!   layout the neurons use. It agrees with the direct form to float32 rounding: within
@@ -52,20 +53,126 @@ fn direct(x: &Tensor, kernel: &Tensor, padding: [i64; 2]) -> Tensor {
     padded.conv1d(kernel, None::<Tensor>, [1], [0], [1], 1).permute([2, 0, 1])
 }
 
-fn through_fft(x: &Tensor, kernel: &Tensor, [left, right]: [i64; 2]) -> Tensor {
-    let (steps, size) = (x.size()[0], kernel.size()[2]);
-    let out_steps = steps + left + right - size + 1;
-    let length = smooth_length(steps + left.max(right));
-    let spectrum = x.fft_rfft(Some(length), 0, "backward").contiguous();
-    let reversed = kernel.flip([2]).permute([2, 1, 0]);
-    let shift = left - (size - 1);
-    let kernel_spectrum = if shift == 0 {
-        reversed.fft_rfft(Some(length), 0, "backward")
-    } else {
-        reversed.constant_pad_nd([0, 0, 0, 0, 0, length - size]).roll([shift], [0]).fft_rfft(None, 0, "backward")
+/// The sizes of one FFT correlation: the transform length `N`, the output's steps, and where the
+/// time-reversed kernel's first tap sits in the circular layout.
+#[derive(Clone, Copy, Debug)]
+struct Plan {
+    length: i64,
+    out_steps: i64,
+    shift: i64,
+    size: i64,
+}
+
+impl Plan {
+    fn of(x: &Tensor, kernel: &Tensor, [left, right]: [i64; 2]) -> Plan {
+        let (steps, size) = (x.size()[0], kernel.size()[2]);
+        Plan { length: smooth_length(steps + left.max(right)), out_steps: steps + left + right - size + 1, shift: left - (size - 1), size }
     }
-    .contiguous();
-    spectrum.matmul(&kernel_spectrum).fft_irfft(Some(length), 0, "backward").narrow(0, 0, out_steps)
+
+    /// `rfft(x)` along time, `(N/2+1, B, C_in)`, frequency-major.
+    fn input_spectrum(&self, x: &Tensor) -> Tensor {
+        x.fft_rfft(Some(self.length), 0, "backward").contiguous()
+    }
+
+    /// The spectrum of the time-reversed kernel laid out circularly, `(N/2+1, C_in, C_out)`.
+    fn kernel_spectrum(&self, kernel: &Tensor) -> Tensor {
+        let reversed = kernel.flip([2]).permute([2, 1, 0]);
+        if self.shift == 0 {
+            reversed.fft_rfft(Some(self.length), 0, "backward")
+        } else {
+            reversed
+                .constant_pad_nd([0, 0, 0, 0, 0, self.length - self.size])
+                .roll([self.shift], [0])
+                .fft_rfft(None, 0, "backward")
+        }
+        .contiguous()
+    }
+
+    /// The output `(T_out, B, C_out)` from the spectrum of the product.
+    fn output(&self, product: &Tensor) -> Tensor {
+        product.fft_irfft(Some(self.length), 0, "backward").narrow(0, 0, self.out_steps)
+    }
+
+    /// The gradient of the `(C_out, C_in, K)` kernel from the gradient `G` of its spectrum (taken
+    /// over). The spectrum is `K_f = Σ_n a_n e^{−2πi·fn/N}` of the circular layout `a`, so
+    /// `∂L/∂a_n = Re Σ_f G_f e^{2πi·fn/N}`: an unnormalised inverse transform of the half
+    /// spectrum, which `irfft` computes once the bins it counts twice (all but the first and, for
+    /// even `N`, the last) are halved.
+    fn kernel_gradient(&self, spectrum_grad: Tensor) -> Tensor {
+        let twice = (self.length - 1) / 2;
+        let _ = spectrum_grad.narrow(0, 1, twice).g_mul_scalar_(0.5);
+        spectrum_grad
+            .fft_irfft(Some(self.length), 0, "forward")
+            .roll([-self.shift], [0])
+            .narrow(0, 0, self.size)
+            .permute([2, 1, 0])
+            .flip([2])
+    }
+}
+
+fn through_fft(x: &Tensor, kernel: &Tensor, padding: [i64; 2]) -> Tensor {
+    let plan = Plan::of(x, kernel, padding);
+    let product = plan.input_spectrum(x).matmul(&plan.kernel_spectrum(kernel));
+    plan.output(&batch_major_in_backward(&product))
+}
+
+/// `spectrum` itself, through a view whose backward makes the incoming gradient contiguous: the
+/// irfft's backward leaves frequencies innermost, and libtorch's CPU backward of a batched complex
+/// product takes such a gradient one frequency at a time (about 10 dispatched ops per frequency)
+/// where one copy lets it call one batched product. Values and gradients are unchanged.
+fn batch_major_in_backward(spectrum: &Tensor) -> Tensor {
+    spectrum.view_as_real().view_as_complex()
+}
+
+/// The FFT correlation of a training pass, whose middle product is left out of autograd and
+/// differentiated by hand when its gradient is known (docs/method.md, "Time convolution"). Autograd
+/// would keep the kernel's spectrum and its zero-padded layout (two tensors of `(N, C_in, C_out)`,
+/// about 270 MiB per 512×512 layer at the SSC preset) from the forward to the backward; the cut
+/// keeps only the input's spectrum and recomputes the kernel's spectrum, one FFT, when needed.
+#[derive(Debug)]
+pub struct SpectralCut {
+    /// `rfft(x)`, in the graph of `x`.
+    input_spectrum: Tensor,
+    /// The product's spectrum, a leaf whose gradient the output's backward fills.
+    product: Tensor,
+    plan: Plan,
+}
+
+/// What a [`SpectralCut`] hands back: the kernel's gradient, and a scalar whose backward carries
+/// the input's gradient into the graph of `x`.
+pub struct SpectralGrads {
+    pub kernel: Option<Tensor>,
+    pub input: Option<Tensor>,
+}
+
+/// [`correlate`] through the FFT for a training pass; `kernel` carries no graph.
+pub fn correlate_cut(x: &Tensor, kernel: &Tensor, padding: [i64; 2]) -> (Tensor, SpectralCut) {
+    let plan = Plan::of(x, kernel, padding);
+    let input_spectrum = plan.input_spectrum(x);
+    let product = tch::no_grad(|| input_spectrum.matmul(&plan.kernel_spectrum(kernel))).set_requires_grad(true);
+    (plan.output(&product), SpectralCut { input_spectrum, product, plan })
+}
+
+impl SpectralCut {
+    /// With the product's gradient `G` known: the input spectrum's gradient `G·K^H` and the
+    /// kernel spectrum's `X^H·G` (as autograd computes a complex matrix product's), the latter
+    /// carried back to the kernel when `kernel_wanted`. `None` when no gradient reached the cut.
+    pub fn backward(&self, kernel: &Tensor, kernel_wanted: bool) -> Option<SpectralGrads> {
+        let grad = self.product.grad();
+        if !grad.defined() {
+            return None;
+        }
+        let grad = grad.contiguous();
+        let input_grad = self
+            .input_spectrum
+            .requires_grad()
+            .then(|| tch::no_grad(|| grad.matmul(&self.plan.kernel_spectrum(kernel).mh())));
+        let kernel_grad = kernel_wanted.then(|| {
+            tch::no_grad(|| self.plan.kernel_gradient(self.input_spectrum.detach().mh().matmul(&grad)))
+        });
+        let input = input_grad.map(|g| (self.input_spectrum.view_as_real() * g.view_as_real()).sum(tch::Kind::Float));
+        Some(SpectralGrads { kernel: kernel_grad, input })
+    }
 }
 
 /// The smallest `n ≥ at_least` whose only prime factors are 2, 3 and 5 (fast FFT sizes).
@@ -105,34 +212,82 @@ mod tests {
         assert_eq!([1, 7, 136, 149, 250].map(smooth_length), [1, 8, 144, 150, 250]);
     }
 
-    /// Output and both gradients of the FFT form against the direct form, at the SHD geometry
-    /// and at odd small shapes, within 1e-5 of the largest value.
+    /// Output, input gradient and kernel gradient of `x ⋆ kernel` under `upstream`, by `how`, or
+    /// through the training cut (`None`).
+    fn correlated(x: &Tensor, kernel: &Tensor, padding: [i64; 2], how: Option<Convolution>) -> [Tensor; 3] {
+        let x = x.copy().set_requires_grad(true);
+        let upstream = |y: &Tensor| Tensor::ones_like(y).cumsum(0, Kind::Float).sin();
+        match how {
+            Some(how) => {
+                let kernel = kernel.copy().set_requires_grad(true);
+                let y = correlate(&x, &kernel, padding, how);
+                (&y * upstream(&y)).sum(Kind::Float).backward();
+                [y.detach(), x.grad(), kernel.grad()]
+            }
+            None => {
+                let (y, cut) = correlate_cut(&x, kernel, padding);
+                (&y * upstream(&y)).sum(Kind::Float).backward();
+                let grads = cut.backward(kernel, true).unwrap();
+                grads.input.unwrap().backward();
+                [y.detach(), x.grad(), grads.kernel.unwrap()]
+            }
+        }
+    }
+
+    /// Output and both gradients of the FFT form, with autograd and through the training cut,
+    /// against the direct form, at the SHD geometry and at odd small shapes (a kernel placed off
+    /// its usual circular position among them), within 1e-5 of the largest value.
     #[test]
     fn fft_equals_direct_within_float32_rounding() {
         tch::manual_seed(3);
-        for (steps, batch, c_in, c_out, size, padding) in
-            [(40, 8, 28, 32, 25, [24, 12]), (7, 3, 5, 4, 31, [30, 15]), (19, 2, 6, 3, 5, [4, 2]), (12, 2, 3, 2, 1, [0, 0])]
-        {
+        for (steps, batch, c_in, c_out, size, padding) in [
+            (40, 8, 28, 32, 25, [24, 12]),
+            (7, 3, 5, 4, 31, [30, 15]),
+            (19, 2, 6, 3, 5, [4, 2]),
+            (12, 2, 3, 2, 1, [0, 0]),
+            (16, 2, 3, 4, 5, [6, 1]),
+            (9, 3, 2, 2, 4, [1, 3]),
+        ] {
             let x = Tensor::rand([steps, batch, c_in], (Kind::Float, Device::Cpu)).lt(0.2).to_kind(Kind::Float);
             let kernel = Tensor::randn([c_out, c_in, size], (Kind::Float, Device::Cpu)) * 0.1;
-            let results: Vec<(Tensor, Tensor, Tensor)> = [Convolution::Direct, Convolution::Fft]
-                .iter()
-                .map(|&how| {
-                    let (x, kernel) = (x.copy().set_requires_grad(true), kernel.copy().set_requires_grad(true));
-                    let y = correlate(&x, &kernel, padding, how);
-                    let upstream = Tensor::ones_like(&y).cumsum(0, Kind::Float).sin();
-                    (&y * upstream).sum(Kind::Float).backward();
-                    (y.detach(), x.grad(), kernel.grad())
-                })
-                .collect();
-            let (direct, fft) = (&results[0], &results[1]);
-            assert_eq!(direct.0.size(), [steps + padding[0] + padding[1] - size + 1, batch, c_out]);
-            for (name, a, b) in
-                [("output", &direct.0, &fft.0), ("input grad", &direct.1, &fft.1), ("kernel grad", &direct.2, &fft.2)]
-            {
-                let error = max_abs(&(a - b)) / max_abs(a).max(f64::MIN_POSITIVE);
-                assert!(error <= 1e-5, "{name} at T={steps} K={size}: relative error {error:e}");
+            let direct = correlated(&x, &kernel, padding, Some(Convolution::Direct));
+            assert_eq!(direct[0].size(), [steps + padding[0] + padding[1] - size + 1, batch, c_out]);
+            for how in [Some(Convolution::Fft), None] {
+                let fft = correlated(&x, &kernel, padding, how);
+                for (name, (a, b)) in ["output", "input grad", "kernel grad"].iter().zip(direct.iter().zip(&fft)) {
+                    let error = max_abs(&(a - b)) / max_abs(a).max(f64::MIN_POSITIVE);
+                    assert!(error <= 1e-5, "{name} ({how:?}) at T={steps} K={size}: relative error {error:e}");
+                }
             }
         }
+    }
+
+    /// The training cut keeps no gradient where none is asked for, and hands back nothing when
+    /// no gradient reached it.
+    #[test]
+    fn spectral_cut_computes_only_the_gradients_wanted() {
+        let x = Tensor::rand([10, 2, 3], (Kind::Float, Device::Cpu));
+        let kernel = Tensor::randn([4, 3, 5], (Kind::Float, Device::Cpu));
+        let (y, cut) = correlate_cut(&x, &kernel, [4, 2]);
+        assert!(cut.backward(&kernel, true).is_none());
+        y.sum(Kind::Float).backward();
+        let grads = cut.backward(&kernel, false).unwrap();
+        assert!(grads.kernel.is_none() && grads.input.is_none());
+    }
+
+    /// The FFT form's forward and backward dispatch as many ops at 200 steps as at 20: no loop
+    /// over frequencies (at products above libtorch's small-product size, which it computes
+    /// without dispatching).
+    #[test]
+    fn fft_backward_does_not_loop_over_frequencies() {
+        let ops_at = |steps: i64| {
+            let x = Tensor::rand([steps, 8, 12], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+            let kernel = Tensor::randn([10, 12, 7], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+            let ((), counts) = crate::op_count::count_here(|| {
+                correlate(&x, &kernel, [6, 3], Convolution::Fft).square().sum(Kind::Float).backward()
+            });
+            counts.ops
+        };
+        assert_eq!(ops_at(200), ops_at(20));
     }
 }
