@@ -116,21 +116,3 @@ mod tests {
         assert_eq!(none, OpCounts::default());
     }
 }
-#[cfg(test)]
-mod scratch {
-    use tch::{Kind, Tensor};
-    #[test]
-    fn scratch() {
-        let x = Tensor::ones([4, 3], (Kind::Float, tch::Device::Cpu));
-        let show = |name: &str, f: &dyn Fn()| {
-            let ((), c) = super::count_here(|| f());
-            eprintln!("{name}: {} {:?}", c.ops, c.by_name);
-        };
-        show("mul f64", &|| { let _ = &x * 0.9; });
-        show("mul_scalar", &|| { let _ = x.g_mul_scalar(0.9); });
-        show("add f64", &|| { let _ = &x + 0.9; });
-        show("f64 - x", &|| { let _ = 1.0 - &x; });
-        show("x / f64", &|| { let _ = &x / 2.0; });
-        show("div_scalar", &|| { let _ = x.g_div_scalar(2.0); });
-    }
-}
