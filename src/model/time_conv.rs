@@ -16,6 +16,10 @@
 //!   the direct form (about 10× at the SHD preset; 2.5–3× faster measured), in the `(T, B, C)`
 //!   layout the neurons use. It agrees with the direct form to float32 rounding: within
 //!   `1e-5 · max|y|` (tested; typically 5e-7), gradients likewise.
+//!
+//! In a training pass the FFT form's middle product leaves autograd ([`SpectralCut`]): its
+//! backward recomputes the kernel's spectrum instead of keeping it, and carries the spectrum's
+//! gradient to the kernel by an inverse transform.
 
 use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
