@@ -6,7 +6,8 @@ fn main() -> ExitCode {
         Err(error) if error.is::<snn_delays::train::run::Interrupted>() => ExitCode::from(130),
         Err(error) => {
             eprintln!("error: {error:#}");
-            ExitCode::FAILURE
+            let rank = error.downcast_ref::<snn_delays::cli::RankFailed>();
+            rank.map_or(ExitCode::FAILURE, |failed| ExitCode::from(failed.exit_code))
         }
     }
 }

@@ -58,12 +58,12 @@ fn invalid_config_values_name_their_key() {
 #[test]
 fn cuda_support_is_linked_even_without_a_gpu() {
     assert!(tch::utils::has_cudart(), "libtorch_cuda was dropped at link time");
-    let output = Command::new(python()).args(["-c", "import torch; print(torch.version.cuda)"]).output().unwrap();
+    let output = common::run(Command::new(python()).args(["-c", "import torch; print(torch.version.cuda)"]));
     let wheel_cuda = String::from_utf8_lossy(&output.stdout).trim().to_string();
     let (major, minor) = wheel_cuda.split_once('.').expect("the torch wheel is a CUDA build");
     let expected = major.parse::<i64>().unwrap() * 1000 + minor.parse::<i64>().unwrap() * 10;
     assert_eq!(tch::utils::version_cudart(), expected, "torch wheel reports CUDA {wheel_cuda}");
-    let readelf = Command::new("readelf").args(["-d", BIN]).output().unwrap();
+    let readelf = common::run(Command::new("readelf").args(["-d", BIN]));
     assert!(String::from_utf8_lossy(&readelf.stdout).contains("libtorch_cuda.so"));
 }
 

@@ -25,8 +25,8 @@ fn grid_and_paper2023_frames_equal_the_reference_on_unseen_files() {
 /// The mini Speech Commands made by espeak-ng (`make gsc-mini`; made here if missing).
 fn gsc_mini() -> PathBuf {
     let dir = repo().join("data/gsc-mini");
-    let status = Command::new("bash").arg(repo().join("scripts/make_gsc_mini.sh")).arg(&dir).status().unwrap();
-    assert!(status.success(), "scripts/make_gsc_mini.sh failed");
+    let output = common::run(Command::new("bash").arg(repo().join("scripts/make_gsc_mini.sh")).arg(&dir));
+    assert!(output.status.success(), "scripts/make_gsc_mini.sh failed: {}", text(&output));
     dir
 }
 
@@ -127,11 +127,9 @@ fn generated_datasets_have_the_shd_layout_and_repeat_by_seed() {
     let (a, b, c) = (make("a", "5"), make("b", "5"), make("c", "6"));
     assert_eq!(a, b, "same seed, same data");
     assert_ne!(a, c, "another seed, other data");
-    let layout = Command::new(common::python())
+    let layout = common::run(Command::new(common::python())
         .args(["-c", "import h5py,sys; f=h5py.File(sys.argv[1]); print(f['spikes/times'].dtype.metadata['vlen'], f['spikes/units'].dtype.metadata['vlen'], f['labels'].dtype, f['extra/keys'][0])"])
-        .arg(dir.join("a/shd_train.h5"))
-        .output()
-        .unwrap();
+        .arg(dir.join("a/shd_train.h5")));
     assert_eq!(String::from_utf8_lossy(&layout.stdout).trim(), "float16 uint16 uint8 b'pattern_00'");
     let info = snn(&["data", "info", "--dataset", "shd", "--data", dir.join("a").to_str().unwrap()]);
     assert!(info.status.success() && text(&info).contains("Train: 60 samples"), "{}", text(&info));

@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::{agreement, read, scratch, small_dataset, snn, text, BIN};
+use common::{agreement, output_within, read, scratch, small_dataset, snn, text, Deadline, BIN};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -21,6 +21,8 @@ const TOLERANCE: f64 = 2e-5;
 const POSITION_TOLERANCE: f64 = 1e-3;
 /// The collectives' timeout in these tests (SNN_DELAYS_DIST_TIMEOUT).
 const TIMEOUT_S: u64 = 20;
+/// How long a rank of these tests may run before it is killed and the test fails.
+const RANK_LIMIT: Duration = Duration::from_secs(300);
 
 /// 97 training samples in batches of 32: the last batch has one sample, so rank 1's shard of it
 /// is empty; 33 test samples likewise.
@@ -56,16 +58,14 @@ fn train_args(data: &Path, run: &Path, extra: &[&str]) -> Vec<String> {
 /// One process, on one thread as each of two ranks is.
 fn one_process(data: &Path, run: &Path, extra: &[&str]) -> Output {
     let args = train_args(data, run, &[&["--threads", "1"][..], extra].concat());
-    Command::new(BIN).args(&args).output().unwrap()
+    common::run(Command::new(BIN).args(&args))
 }
 
 fn launch(processes: usize, args: &[String]) -> Output {
-    Command::new(BIN)
+    common::run(Command::new(BIN)
         .args(["launch", "--nproc", &processes.to_string(), "--"])
         .args(args)
-        .env("SNN_DELAYS_DIST_TIMEOUT", TIMEOUT_S.to_string())
-        .output()
-        .unwrap()
+        .env("SNN_DELAYS_DIST_TIMEOUT", TIMEOUT_S.to_string()))
 }
 
 fn succeeded(output: Output) -> Output {
@@ -107,7 +107,7 @@ fn assert_same_parameters(ours: &Path, reference: &Path) {
 }
 
 #[test]
-fn two_ranks_train_as_one_process_and_resume_at_one() {
+fn two_ranks_train_as_one_process_and_resume_across_process_counts() {
     let dir = scratch("distributed");
     let data = dataset(&dir);
     let single = dir.join("single");
@@ -126,6 +126,12 @@ fn two_ranks_train_as_one_process_and_resume_at_one() {
     succeeded(one_process(&data, &resumed, &["--resume"]));
     assert_same_metrics(&resumed, &single);
     assert_same_parameters(&resumed, &single);
+
+    let widened = dir.join("widened");
+    succeeded(one_process(&data, &widened, &["--stop-after", "1"]));
+    succeeded(launch(2, &train_args(&data, &widened, &["--resume"])));
+    assert_same_metrics(&widened, &single);
+    assert_same_parameters(&widened, &single);
 }
 
 #[test]
@@ -138,6 +144,14 @@ fn the_reference_dropout_masks_cannot_be_split_over_ranks() {
     assert!(text(&output).contains("--set dropout_masks=per_sample"), "{}", text(&output));
     let output = snn(&["launch", "--nproc", "2", "--", "eval"]);
     assert!(!output.status.success() && text(&output).contains("launch runs `train`"), "{}", text(&output));
+}
+
+/// A rank's usage error exits with status 2, and so does `launch`.
+#[test]
+fn launch_exits_with_the_failing_rank_status() {
+    let output = snn(&["launch", "--nproc", "2", "--", "train", "--no-such-flag"]);
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+    assert!(text(&output).contains("ended with exit status 2"), "{}", text(&output));
 }
 
 /// Starts rank `rank` of 2 with the rendezvous at `port`.
@@ -158,9 +172,9 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-/// Waits for `child` and returns its output and how long that took.
+/// Waits for `child` (at most [`RANK_LIMIT`]) and returns its output and how long that took.
 fn finish(child: std::process::Child, since: Instant) -> (Output, Duration) {
-    let output = child.wait_with_output().unwrap();
+    let output = output_within(child, RANK_LIMIT);
     (output, since.elapsed())
 }
 
@@ -172,6 +186,7 @@ fn a_killed_rank_ends_the_run_on_the_other() {
     let port = free_port();
     let mut leader = rank(0, port, &args, TIMEOUT_S);
     let mut follower = rank(1, port, &args, TIMEOUT_S);
+    let _hung = (Deadline::start(&leader, RANK_LIMIT), Deadline::start(&follower, RANK_LIMIT));
     let mut lines = BufReader::new(leader.stdout.take().unwrap()).lines();
     let Some(Ok(header)) = lines.next() else {
         let (output, _) = finish(leader, Instant::now());

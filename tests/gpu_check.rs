@@ -17,7 +17,7 @@ fn torch_only(dir: &Path, extra: &[&str]) -> (PathBuf, PathBuf) {
     if !extra.is_empty() {
         command.arg("--with").args(extra);
     }
-    let output = command.output().unwrap();
+    let output = common::run(&mut command);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let text = String::from_utf8_lossy(&output.stdout).into_owned();
     let mut lines = text.lines().map(PathBuf::from);
@@ -25,14 +25,12 @@ fn torch_only(dir: &Path, extra: &[&str]) -> (PathBuf, PathBuf) {
 }
 
 fn gpu_check(python: &Path, kit: &Path, bin: &str, out: &Path, extra: &[&str]) -> (Output, serde_json::Value) {
-    let output = Command::new("bash")
+    let output = common::run(Command::new("bash")
         .arg(repo().join("scripts/gpu_check.sh"))
         .args(["--bin", bin, "--out", out.to_str().unwrap(), "--device", "cpu"])
         .args(extra)
         .env("PYTHON", python)
-        .env("SNN_GPU_KIT", kit)
-        .output()
-        .unwrap();
+        .env("SNN_GPU_KIT", kit));
     let results = std::fs::read_to_string(out.join("results.json")).unwrap_or_else(|e| panic!("{e}: {}", text(&output)));
     (output, serde_json::from_str(&results).unwrap())
 }

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{metrics_without_time, python, scratch, small_dataset, snn, text, train_in, BIN};
+use common::{metrics_without_time, output_within, python, scratch, small_dataset, snn, text, train_in, BIN};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -14,7 +14,7 @@ const SMALL: [&str; 6] = ["--set", "n_hidden_neurons=16", "--set", "batch_size=8
 
 /// Runs the binary under `ulimit -v 6000000` (6 GB of address space).
 fn limited(args: &[&str]) -> Output {
-    Command::new("bash").arg("-c").arg("ulimit -v 6000000; exec \"$0\" \"$@\"").arg(BIN).args(args).output().unwrap()
+    common::run(Command::new("bash").arg("-c").arg("ulimit -v 6000000; exec \"$0\" \"$@\"").arg(BIN).args(args))
 }
 
 /// Asserts a clean failure (exit 1, no panic) whose message contains every needle.
@@ -27,15 +27,22 @@ fn fails_with(output: &Output, needles: &[&str]) {
     }
 }
 
-/// Writes an SHD-layout split with h5py: float32 times in seconds, uint16 units, given labels.
+/// Writes an SHD-layout split with h5py: float32 times in seconds, given labels, and units
+/// `0, 1, 2, …` in each sample as uint16.
 fn spike_file(path: &Path, times: &str, labels: &str, label_type: &str) {
+    spike_file_with_units(path, times, labels, label_type, "1");
+}
+
+/// [`spike_file`] with units `0, s, 2s, …` stored as float32 unless the scale `s` is 1.
+fn spike_file_with_units(path: &Path, times: &str, labels: &str, label_type: &str, unit_scale: &str) {
     let script = "import h5py, numpy as np, sys\n\
-        times, labels = eval(sys.argv[2]), eval(sys.argv[3])\n\
+        times, labels, scale = eval(sys.argv[2]), eval(sys.argv[3]), float(sys.argv[5])\n\
+        kind = np.uint16 if scale == 1 else np.float32\n\
         with h5py.File(sys.argv[1], 'w') as f:\n\
         \x20   f.create_dataset('spikes/times', data=np.array([np.array(t, np.float32) for t in times] + [None], object)[:-1], dtype=h5py.vlen_dtype(np.float32))\n\
-        \x20   f.create_dataset('spikes/units', data=np.array([np.arange(len(t), dtype=np.uint16) for t in times] + [None], object)[:-1], dtype=h5py.vlen_dtype(np.uint16))\n\
+        \x20   f.create_dataset('spikes/units', data=np.array([(np.arange(len(t)) * scale).astype(kind) for t in times] + [None], object)[:-1], dtype=h5py.vlen_dtype(kind))\n\
         \x20   f.create_dataset('labels', data=np.array(labels, sys.argv[4]))\n";
-    let output = Command::new(python()).args(["-c", script]).arg(path).args([times, labels, label_type]).output().unwrap();
+    let output = common::run(Command::new(python()).args(["-c", script]).arg(path).args([times, labels, label_type, unit_scale]));
     assert!(output.status.success(), "{}", text(&output));
 }
 
@@ -76,7 +83,7 @@ fn a_closed_output_pipe_ends_quietly() {
     let mut child =
         Command::new(BIN).args(["config", "--preset", "shd"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     drop(child.stdout.take());
-    let output = child.wait_with_output().unwrap();
+    let output = output_within(child, Duration::from_secs(60));
     let message = text(&output);
     assert!(!message.contains("panicked"), "{message}");
     assert_eq!(output.status.signal(), Some(13), "ended by SIGPIPE: {message}");
@@ -116,7 +123,7 @@ fn oversized_networks_and_samples_fail_before_allocating() {
 }
 
 #[test]
-fn empty_splits_and_float_labels_are_refused() {
+fn empty_splits_float_labels_and_float_units_are_refused() {
     let dir = scratch("rel-files");
     let run = dir.join("run");
     let cases = [
@@ -132,6 +139,16 @@ fn empty_splits_and_float_labels_are_refused() {
         fails_with(&train(&folder, &run, &[]), &[needle]);
         fails_with(&snn(&["data", "info", "--dataset", "shd", "--data", folder.to_str().unwrap()]), &[needle]);
     }
+    let folder = dir.join("float-units");
+    std::fs::create_dir_all(&folder).unwrap();
+    for (split, scale) in [("train", "0.5"), ("test", "1")] {
+        spike_file_with_units(&folder.join(format!("shd_{split}.h5")), "[[0.1], [0.2, 0.3]]", "[0, 1]", "u1", scale);
+    }
+    let needles = ["shd_train.h5: sample 1: unit 0.5 is not a whole number"];
+    fails_with(&train(&folder, &run, &[]), &needles);
+    fails_with(&snn(&["data", "info", "--dataset", "shd", "--data", folder.to_str().unwrap()]), &needles);
+    spike_file_with_units(&folder.join("shd_train.h5"), "[[0.1], [0.2, 0.3]]", "[0, 1]", "u1", "2");
+    fails_with(&train(&folder, &run, &[]), &["shd_train.h5: `spikes/units` must hold integers"]);
     let data = data_in(&dir);
     let three = train(&data, &run, &["--set", "n_outputs=3"]);
     fails_with(&three, &["shd_train.h5 sample", "label 3 is outside 0..2", "n_outputs"]);
@@ -221,7 +238,7 @@ fn one_writer_per_run_and_ctrl_c_exits_130() {
     let second = train(&data, &run, &["--resume", "--epochs", "500"]);
     fails_with(&second, &["is in use by another snn-delays process", &format!("pid {}", first.id())]);
     assert!(Command::new("kill").args(["-INT", &first.id().to_string()]).status().unwrap().success());
-    let output = first.wait_with_output().unwrap();
+    let output = output_within(first, Duration::from_secs(120));
     assert_eq!(output.status.code(), Some(130), "{}", text(&output));
     assert!(text(&output).contains("holds the state after epoch") && text(&output).contains("--resume"), "{}", text(&output));
     let done = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap().lines().count();
@@ -242,7 +259,7 @@ fn edit_safetensors(from: &Path, to: &Path, edit: &str) {
          f = safe_open(sys.argv[1], 'pt'); t = {{k: f.get_tensor(k) for k in f.keys()}}; m = f.metadata() or {{}}\n{edit}\n\
          save_file(t, sys.argv[2], metadata=m)\n"
     );
-    let output = Command::new(python()).args(["-c", &script]).arg(from).arg(to).output().unwrap();
+    let output = common::run(Command::new(python()).args(["-c", &script]).arg(from).arg(to));
     assert!(output.status.success(), "{}", text(&output));
 }
 
@@ -332,7 +349,7 @@ fn resume_keeps_the_runs_thread_count() {
     assert!(text(&warned).contains("resumes with 2: it will not repeat an uninterrupted run"), "{}", text(&warned));
     let resumed = train(&data, &parts, &["--epochs", "3", "--resume"]);
     assert!(resumed.status.success() && !text(&resumed).contains("warning"), "{}", text(&resumed));
-    assert_eq!(metrics_without_time(&whole), metrics_without_time(&parts));
+    common::assert_same_run(&whole, &parts);
 }
 
 /// `data export --split valid` and `eval --split` follow the configured validation: with a
@@ -371,8 +388,9 @@ fn export_follows_the_configured_validation() {
 }
 
 /// Parameters blown up to NaN in the second epoch stop the run before anything is logged or
-/// saved: the message names the checkpoint of epoch 1, which is left as it was. (One batch per
-/// epoch, and a learning rate of 1e30.)
+/// saved: the message names the checkpoint of epoch 1, which is left as it was, and neither
+/// metrics.jsonl nor the TensorBoard events hold epoch 2. (One batch per epoch, and a learning
+/// rate of 1e30.)
 #[test]
 fn a_nan_keeps_the_last_good_checkpoint() {
     let dir = scratch("rel-nan");
@@ -385,4 +403,6 @@ fn a_nan_keeps_the_last_good_checkpoint() {
     let failed = train_in(&data, &run, &settings, &["--epochs", "3", "--resume"]);
     fails_with(&failed, &["stopped in epoch 2", "holds the state after epoch 1"]);
     assert_eq!(std::fs::read(run.join("last.safetensors")).unwrap(), saved);
+    assert_eq!(metrics_without_time(&run).len(), 1, "metrics.jsonl holds epoch 1 only");
+    common::run_oracle("tensorboard_check.py", &[run.to_str().unwrap()]);
 }

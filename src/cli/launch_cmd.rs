@@ -6,6 +6,7 @@
 
 use anyhow::{bail, ensure, Context, Result};
 use clap::Args;
+use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, Command, ExitStatus};
 use std::time::Duration;
 
@@ -89,12 +90,37 @@ fn failure(rank: usize, status: ExitStatus) -> anyhow::Error {
     if status.code() == Some(130) {
         return crate::train::run::Interrupted.into();
     }
-    let how = match status.code() {
-        Some(code) => format!("exit status {code}"),
-        None => "a signal".to_string(),
-    };
-    anyhow::anyhow!("rank {rank} ended with {how}; the other ranks were stopped")
+    RankFailed::new(rank, status).into()
 }
+
+/// A rank that failed, and the status `launch` exits with: the rank's own exit status, or
+/// `128 + n` for a rank ended by signal `n`, as a shell reports it.
+#[derive(Debug)]
+pub struct RankFailed {
+    rank: usize,
+    how: String,
+    pub exit_code: u8,
+}
+
+impl RankFailed {
+    fn new(rank: usize, status: ExitStatus) -> RankFailed {
+        let (how, code) = match (status.code(), status.signal()) {
+            (Some(code), _) => (format!("exit status {code}"), code),
+            (None, Some(signal)) => (format!("signal {signal}"), 128 + signal),
+            (None, None) => ("an unknown status".to_string(), 1),
+        };
+        let exit_code = u8::try_from(code).ok().filter(|&c| c != 0).unwrap_or(1);
+        RankFailed { rank, how, exit_code }
+    }
+}
+
+impl std::fmt::Display for RankFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "rank {} ended with {}; the other ranks were stopped", self.rank, self.how)
+    }
+}
+
+impl std::error::Error for RankFailed {}
 
 /// Kills the ranks still running and reaps them.
 fn stop_all(children: &mut [Child]) {
@@ -110,4 +136,23 @@ fn stop_all(children: &mut [Child]) {
 fn free_port() -> Result<u16> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").context("cannot find a free port for the rendezvous")?;
     Ok(listener.local_addr()?.port())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_rank_gives_its_status_or_128_plus_its_signal() {
+        let exited = RankFailed::new(1, ExitStatus::from_raw(3 << 8));
+        assert_eq!(
+            (exited.exit_code, exited.to_string().as_str()),
+            (3, "rank 1 ended with exit status 3; the other ranks were stopped")
+        );
+        let killed = RankFailed::new(0, ExitStatus::from_raw(9));
+        assert_eq!(
+            (killed.exit_code, killed.to_string().as_str()),
+            (137, "rank 0 ended with signal 9; the other ranks were stopped")
+        );
+    }
 }

@@ -11,6 +11,7 @@ mod forward;
 mod infer_cmd;
 mod init;
 mod launch_cmd;
+pub use launch_cmd::RankFailed;
 mod replay_cmd;
 mod reproduce_cmd;
 mod schedule_cmd;

@@ -73,9 +73,11 @@ impl SpikeFile {
             labels.len()
         );
         let precision = time_precision(&times_set).with_context(|| format!("{}: `spikes/times`", path.display()))?;
+        let unit_type = units_set.dtype()?.to_descriptor()?;
+        check_unit_type(path, &units_set, &unit_type)?;
         let native_units = matches!(
-            units_set.dtype()?.to_descriptor()?,
-            TypeDescriptor::VarLenArray(inner) if *inner == TypeDescriptor::Unsigned(hdf5::types::IntSize::U2)
+            &unit_type,
+            TypeDescriptor::VarLenArray(inner) if **inner == TypeDescriptor::Unsigned(hdf5::types::IntSize::U2)
         );
         let times = match precision {
             TimePrecision::Half => Times::Half(Vec::new()),
@@ -247,6 +249,32 @@ fn half_ms_table() -> &'static [f32] {
 }
 
 /// Validates one sample in a single pass; returns whether its times are sorted, and the latest.
+/// Units must be stored as integers: a float `spikes/units` is refused, naming the first sample
+/// whose unit is not a whole number when there is one.
+fn check_unit_type(path: &Path, units: &hdf5::Dataset, unit_type: &TypeDescriptor) -> Result<()> {
+    let TypeDescriptor::VarLenArray(inner) = unit_type else {
+        bail!("{}: `spikes/units` must be variable-length arrays of integers, got {unit_type:?}", path.display());
+    };
+    if matches!(**inner, TypeDescriptor::Integer(_) | TypeDescriptor::Unsigned(_)) {
+        return Ok(());
+    }
+    let first_fraction = matches!(**inner, TypeDescriptor::Float(_))
+        .then(|| units.read_1d::<VarLenArray<f64>>().ok())
+        .flatten()
+        .and_then(|samples| {
+            samples
+                .iter()
+                .enumerate()
+                .find_map(|(sample, values)| values.iter().find(|v| v.fract() != 0.0 || !v.is_finite()).map(|&v| (sample, v)))
+        });
+    match first_fraction {
+        Some((sample, value)) => {
+            bail!("{}: sample {sample}: unit {value} is not a whole number (`spikes/units` holds {inner:?})", path.display())
+        }
+        None => bail!("{}: `spikes/units` must hold integers, got {inner:?}", path.display()),
+    }
+}
+
 fn check_sample<T: SpikeTime, U: Copy + Into<i64>>(path: &Path, sample: usize, times: &[T], units: &[U]) -> Result<(bool, f32)> {
     let at = || format!("{} sample {sample}", path.display());
     ensure!(!times.is_empty(), "{}: the sample has no events", at());

@@ -57,20 +57,53 @@ fn direct(x: &Tensor, kernel: &Tensor, padding: [i64; 2]) -> Tensor {
     padded.conv1d(kernel, None::<Tensor>, [1], [0], [1], 1).permute([2, 0, 1])
 }
 
-/// The sizes of one FFT correlation: the transform length `N`, the output's steps, and where the
-/// time-reversed kernel's first tap sits in the circular layout.
+/// The most bytes of kernel spectrum built at once in a training pass: the kernel is taken in
+/// pieces of output channels below that, so that its spectrum and the FFT's temporaries (three or
+/// four times its size) stay small beside what the step keeps.
+const SPECTRUM_PIECE_BYTES: i64 = 64 << 20;
+
+/// The sizes of one FFT correlation: the transform length `N`, the output's steps, where the
+/// time-reversed kernel's first tap sits in the circular layout, and the output channels of the
+/// kernel's pieces.
 #[derive(Clone, Copy, Debug)]
 struct Plan {
     length: i64,
     out_steps: i64,
     shift: i64,
     size: i64,
+    out_channels: i64,
+    piece: i64,
 }
 
 impl Plan {
-    fn of(x: &Tensor, kernel: &Tensor, [left, right]: [i64; 2]) -> Plan {
-        let (steps, size) = (x.size()[0], kernel.size()[2]);
-        Plan { length: smooth_length(steps + left.max(right)), out_steps: steps + left + right - size + 1, shift: left - (size - 1), size }
+    fn of(x: &Tensor, kernel: &Tensor, padding: [i64; 2]) -> Plan {
+        Plan::in_pieces(x, kernel, padding, i64::MAX)
+    }
+
+    /// With the kernel's spectrum built at most `piece_bytes` (complex64) at a time.
+    fn in_pieces(x: &Tensor, kernel: &Tensor, [left, right]: [i64; 2], piece_bytes: i64) -> Plan {
+        let (steps, shape) = (x.size()[0], kernel.size());
+        let (out_channels, in_channels, size) = (shape[0], shape[1], shape[2]);
+        let length = smooth_length(steps + left.max(right));
+        let channel_bytes = (length / 2 + 1) * in_channels * 8;
+        let piece = (piece_bytes / channel_bytes.max(1)).clamp(1, out_channels.max(1));
+        Plan { length, out_steps: steps + left + right - size + 1, shift: left - (size - 1), size, out_channels, piece }
+    }
+
+    /// `(first output channel, count)` of each piece of the kernel.
+    fn pieces(&self) -> impl Iterator<Item = (i64, i64)> + '_ {
+        (0..self.out_channels).step_by(self.piece as usize).map(|start| (start, self.piece.min(self.out_channels - start)))
+    }
+
+    /// `X̂·K̂`, `(N/2+1, B, C_out)`, the kernel's spectrum built piece by piece.
+    fn product(&self, spectrum: &Tensor, kernel: &Tensor) -> Tensor {
+        let mut parts: Vec<Tensor> =
+            self.pieces().map(|(start, count)| spectrum.matmul(&self.kernel_spectrum(&kernel.narrow(0, start, count)))).collect();
+        if parts.len() == 1 {
+            parts.remove(0)
+        } else {
+            Tensor::cat(&parts, 2)
+        }
     }
 
     /// `rfft(x)` along time, `(N/2+1, B, C_in)`, frequency-major.
@@ -116,7 +149,7 @@ impl Plan {
 
 fn through_fft(x: &Tensor, kernel: &Tensor, padding: [i64; 2]) -> Tensor {
     let plan = Plan::of(x, kernel, padding);
-    let product = plan.input_spectrum(x).matmul(&plan.kernel_spectrum(kernel));
+    let product = plan.product(&plan.input_spectrum(x), kernel);
     plan.output(&batch_major_in_backward(&product))
 }
 
@@ -132,7 +165,8 @@ fn batch_major_in_backward(spectrum: &Tensor) -> Tensor {
 /// differentiated by hand when its gradient is known (docs/method.md, "Time convolution"). Autograd
 /// would keep the kernel's spectrum and its zero-padded layout (two tensors of `(N, C_in, C_out)`,
 /// about 270 MiB per 512×512 layer at the SSC preset) from the forward to the backward; the cut
-/// keeps only the input's spectrum and recomputes the kernel's spectrum, one FFT, when needed.
+/// keeps only the input's spectrum and recomputes the kernel's spectrum, one FFT, when needed,
+/// in pieces of at most 64 MiB.
 #[derive(Debug)]
 pub struct SpectralCut {
     /// `rfft(x)`, in the graph of `x`.
@@ -151,9 +185,13 @@ pub struct SpectralGrads {
 
 /// [`correlate`] through the FFT for a training pass; `kernel` carries no graph.
 pub fn correlate_cut(x: &Tensor, kernel: &Tensor, padding: [i64; 2]) -> (Tensor, SpectralCut) {
-    let plan = Plan::of(x, kernel, padding);
+    cut_in_pieces(x, kernel, padding, SPECTRUM_PIECE_BYTES)
+}
+
+fn cut_in_pieces(x: &Tensor, kernel: &Tensor, padding: [i64; 2], piece_bytes: i64) -> (Tensor, SpectralCut) {
+    let plan = Plan::in_pieces(x, kernel, padding, piece_bytes);
     let input_spectrum = plan.input_spectrum(x);
-    let product = tch::no_grad(|| input_spectrum.matmul(&plan.kernel_spectrum(kernel))).set_requires_grad(true);
+    let product = tch::no_grad(|| plan.product(&input_spectrum, kernel)).set_requires_grad(true);
     (plan.output(&product), SpectralCut { input_spectrum, product, plan })
 }
 
@@ -167,13 +205,25 @@ impl SpectralCut {
             return None;
         }
         let grad = grad.contiguous();
-        let input_grad = self
-            .input_spectrum
-            .requires_grad()
-            .then(|| tch::no_grad(|| grad.matmul(&self.plan.kernel_spectrum(kernel).mh())));
-        let kernel_grad = kernel_wanted.then(|| {
-            tch::no_grad(|| self.plan.kernel_gradient(self.input_spectrum.detach().mh().matmul(&grad)))
+        let input_wanted = self.input_spectrum.requires_grad();
+        let (mut input_grad, mut kernel_grads): (Option<Tensor>, Vec<Tensor>) = (None, Vec::new());
+        tch::no_grad(|| {
+            for (start, count) in self.plan.pieces() {
+                let piece_grad = grad.narrow(2, start, count);
+                if input_wanted {
+                    let spectrum = self.plan.kernel_spectrum(&kernel.narrow(0, start, count));
+                    let part = piece_grad.matmul(&spectrum.mh());
+                    input_grad = Some(match input_grad.take() {
+                        Some(sum) => sum + part,
+                        None => part,
+                    });
+                }
+                if kernel_wanted {
+                    kernel_grads.push(self.plan.kernel_gradient(self.input_spectrum.detach().mh().matmul(&piece_grad)));
+                }
+            }
         });
+        let kernel_grad = kernel_wanted.then(|| Tensor::cat(&kernel_grads, 0));
         let input = input_grad.map(|g| (self.input_spectrum.view_as_real() * g.view_as_real()).sum(tch::Kind::Float));
         Some(SpectralGrads { kernel: kernel_grad, input })
     }
@@ -217,8 +267,8 @@ mod tests {
     }
 
     /// Output, input gradient and kernel gradient of `x ⋆ kernel` under `upstream`, by `how`, or
-    /// through the training cut (`None`).
-    fn correlated(x: &Tensor, kernel: &Tensor, padding: [i64; 2], how: Option<Convolution>) -> [Tensor; 3] {
+    /// through the training cut (`None`) with the kernel's spectrum in pieces of `piece_bytes`.
+    fn correlated(x: &Tensor, kernel: &Tensor, padding: [i64; 2], how: Option<Convolution>, piece_bytes: i64) -> [Tensor; 3] {
         let x = x.copy().set_requires_grad(true);
         let upstream = |y: &Tensor| Tensor::ones_like(y).cumsum(0, Kind::Float).sin();
         match how {
@@ -229,7 +279,7 @@ mod tests {
                 [y.detach(), x.grad(), kernel.grad()]
             }
             None => {
-                let (y, cut) = correlate_cut(&x, kernel, padding);
+                let (y, cut) = cut_in_pieces(&x, kernel, padding, piece_bytes);
                 (&y * upstream(&y)).sum(Kind::Float).backward();
                 let grads = cut.backward(kernel, true).unwrap();
                 grads.input.unwrap().backward();
@@ -238,8 +288,8 @@ mod tests {
         }
     }
 
-    /// Output and both gradients of the FFT form, with autograd and through the training cut,
-    /// against the direct form, at the SHD geometry and at odd small shapes (a kernel placed off
+    /// Output and both gradients of the FFT form, with autograd and through the training cut (the
+    /// kernel's spectrum whole, and in pieces of a few output channels), against the direct form, at the SHD geometry and at odd small shapes (a kernel placed off
     /// its usual circular position among them), within 1e-5 of the largest value.
     #[test]
     fn fft_equals_direct_within_float32_rounding() {
@@ -254,13 +304,17 @@ mod tests {
         ] {
             let x = Tensor::rand([steps, batch, c_in], (Kind::Float, Device::Cpu)).lt(0.2).to_kind(Kind::Float);
             let kernel = Tensor::randn([c_out, c_in, size], (Kind::Float, Device::Cpu)) * 0.1;
-            let direct = correlated(&x, &kernel, padding, Some(Convolution::Direct));
+            let direct = correlated(&x, &kernel, padding, Some(Convolution::Direct), 0);
             assert_eq!(direct[0].size(), [steps + padding[0] + padding[1] - size + 1, batch, c_out]);
-            for how in [Some(Convolution::Fft), None] {
-                let fft = correlated(&x, &kernel, padding, how);
+            let one_channel = (steps + padding[0].max(padding[1])) * c_in * 8;
+            for (how, piece_bytes) in [(Some(Convolution::Fft), 0), (None, SPECTRUM_PIECE_BYTES), (None, 2 * one_channel)] {
+                let fft = correlated(&x, &kernel, padding, how, piece_bytes);
                 for (name, (a, b)) in ["output", "input grad", "kernel grad"].iter().zip(direct.iter().zip(&fft)) {
                     let error = max_abs(&(a - b)) / max_abs(a).max(f64::MIN_POSITIVE);
-                    assert!(error <= 1e-5, "{name} ({how:?}) at T={steps} K={size}: relative error {error:e}");
+                    assert!(
+                        error <= 1e-5,
+                        "{name} ({how:?}, pieces of {piece_bytes} bytes) at T={steps} K={size}: relative error {error:e}"
+                    );
                 }
             }
         }

@@ -5,7 +5,10 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 use tch::{Kind, Tensor};
 
 /// Our binary, as built for the tests.
@@ -13,7 +16,60 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_snn-delays");
 
 /// Runs `snn-delays` with `args`.
 pub fn snn(args: &[&str]) -> Output {
-    Command::new(BIN).args(args).output().unwrap()
+    run(Command::new(BIN).args(args))
+}
+
+/// How long a child process of a test may run before it is killed and the test fails.
+pub const CHILD_LIMIT: Duration = Duration::from_secs(900);
+
+/// Kills a process that outlives its limit (SIGKILL), so that a hang fails the test instead of
+/// hanging `make test`. Dropping the deadline dismisses it.
+pub struct Deadline {
+    done: Arc<(Mutex<bool>, Condvar)>,
+    expired: Arc<AtomicBool>,
+}
+
+impl Deadline {
+    pub fn start(child: &Child, limit: Duration) -> Deadline {
+        let (done, expired) = (Arc::new((Mutex::new(false), Condvar::new())), Arc::new(AtomicBool::new(false)));
+        let (watched, flag, pid) = (done.clone(), expired.clone(), child.id().to_string());
+        std::thread::spawn(move || {
+            let (lock, signal) = &*watched;
+            let (finished, _) = signal.wait_timeout_while(lock.lock().unwrap(), limit, |finished| !*finished).unwrap();
+            if !*finished {
+                flag.store(true, Ordering::SeqCst);
+                let _ = Command::new("kill").args(["-KILL", &pid]).status();
+            }
+        });
+        Deadline { done, expired }
+    }
+
+    /// Whether the process had to be killed.
+    pub fn expired(&self) -> bool {
+        self.expired.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Deadline {
+    fn drop(&mut self) {
+        let (lock, signal) = &*self.done;
+        *lock.lock().unwrap() = true;
+        signal.notify_all();
+    }
+}
+
+/// Waits for `child` and its output; kills it after `limit` and fails the test if it had to.
+pub fn output_within(child: Child, limit: Duration) -> Output {
+    let deadline = Deadline::start(&child, limit);
+    let output = child.wait_with_output().unwrap();
+    assert!(!deadline.expired(), "a child process ran past {limit:?} and was killed:\n{}", text(&output));
+    output
+}
+
+/// Runs `command` to its end with its output captured, within [`CHILD_LIMIT`].
+pub fn run(command: &mut Command) -> Output {
+    let child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    output_within(child, CHILD_LIMIT)
 }
 
 /// Standard output and standard error together.
@@ -42,15 +98,21 @@ pub fn scratch(name: &str) -> PathBuf {
 
 /// Runs a Python script from `tests/oracle` and panics with its output if it fails.
 pub fn run_oracle(script: &str, args: &[&str]) -> String {
-    let output = Command::new(python())
-        .arg(repo().join("tests/oracle").join(script))
-        .args(args)
-        .env("PYTHONUNBUFFERED", "1")
-        .output()
-        .expect("python runs");
+    let output =
+        run(Command::new(python()).arg(repo().join("tests/oracle").join(script)).args(args).env("PYTHONUNBUFFERED", "1"));
     let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     assert!(output.status.success(), "{script} failed:\n{text}");
     text
+}
+
+/// Two runs have the same metrics and the same final weights, bit for bit.
+pub fn assert_same_run(a: &Path, b: &Path) {
+    assert_eq!(metrics_without_time(a), metrics_without_time(b));
+    let (a, b) = (read(&a.join("last.safetensors")), read(&b.join("last.safetensors")));
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    for (key, value) in &a {
+        assert!(value.equal(&b[key]), "{key} differs");
+    }
 }
 
 pub fn read(path: &Path) -> BTreeMap<String, Tensor> {

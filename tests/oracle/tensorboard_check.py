@@ -1,6 +1,6 @@
 """Reads a run's TensorBoard events back with the `tensorboard` package's EventAccumulator and
 checks that every tag we promise is there, that the epoch scalars equal metrics.jsonl (as
-float32, which is what TensorBoard stores), and that no scalar has a step twice across the run's
+float32, which is what TensorBoard stores) and hold no epoch it lacks, and that no scalar has a step twice across the run's
 event files (a resumed run writes from where the last one stopped). Orphan purging is off, so
 the accumulator shows every point as written.
 
@@ -38,6 +38,14 @@ def main():
         steps = [e.step for e in accumulator.Scalars(tag)]
         if len(steps) != len(set(steps)):
             failures.append(f"{tag} has repeated steps: {sorted(steps)}")
+    epochs = {record["epoch"] for record in records}
+    # the position changes are logged per batch, and once at epoch 0 before training
+    per_epoch = [t for t in scalars if not t.startswith("dpos")]
+    for tag in per_epoch:
+        if tag in tags["scalars"]:
+            extra = sorted({e.step for e in accumulator.Scalars(tag)} - epochs)
+            if extra:
+                failures.append(f"{tag} logged at epochs {extra}, which metrics.jsonl does not hold")
     for tag in [f"delays/layer{i}" for i in range(layers)] + [f"weights/layer{i}" for i in range(layers)]:
         if tag not in tags["histograms"]:
             failures.append(f"missing histogram {tag}")
