@@ -62,10 +62,12 @@ fn one_process(data: &Path, run: &Path, extra: &[&str]) -> Output {
 }
 
 fn launch(processes: usize, args: &[String]) -> Output {
-    common::run(Command::new(BIN)
-        .args(["launch", "--nproc", &processes.to_string(), "--"])
-        .args(args)
-        .env("SNN_DELAYS_DIST_TIMEOUT", TIMEOUT_S.to_string()))
+    common::run(
+        Command::new(BIN)
+            .args(["launch", "--nproc", &processes.to_string(), "--"])
+            .args(args)
+            .env("SNN_DELAYS_DIST_TIMEOUT", TIMEOUT_S.to_string()),
+    )
 }
 
 fn succeeded(output: Output) -> Output {

@@ -25,12 +25,14 @@ fn torch_only(dir: &Path, extra: &[&str]) -> (PathBuf, PathBuf) {
 }
 
 fn gpu_check(python: &Path, kit: &Path, bin: &str, out: &Path, extra: &[&str]) -> (Output, serde_json::Value) {
-    let output = common::run(Command::new("bash")
-        .arg(repo().join("scripts/gpu_check.sh"))
-        .args(["--bin", bin, "--out", out.to_str().unwrap(), "--device", "cpu"])
-        .args(extra)
-        .env("PYTHON", python)
-        .env("SNN_GPU_KIT", kit));
+    let output = common::run(
+        Command::new("bash")
+            .arg(repo().join("scripts/gpu_check.sh"))
+            .args(["--bin", bin, "--out", out.to_str().unwrap(), "--device", "cpu"])
+            .args(extra)
+            .env("PYTHON", python)
+            .env("SNN_GPU_KIT", kit),
+    );
     let results = std::fs::read_to_string(out.join("results.json")).unwrap_or_else(|e| panic!("{e}: {}", text(&output)));
     (output, serde_json::from_str(&results).unwrap())
 }

@@ -15,14 +15,16 @@ fn asan_run(defines: &[&str]) -> (Option<i32>, String) {
     let binary = dir.join("fused_lif_asan");
     let compiler = std::env::var("CXX").unwrap_or_else(|_| "c++".into());
     let csrc = repo().join("csrc");
-    let build = common::run(Command::new(&compiler)
-        .args(["-std=c++17", "-O1", "-g", "-fsanitize=address", "-fno-omit-frame-pointer", "-ffp-contract=off"])
-        .args(defines)
-        .arg("-I")
-        .arg(&csrc)
-        .arg(csrc.join("fused_lif_asan.cpp"))
-        .arg("-o")
-        .arg(&binary));
+    let build = common::run(
+        Command::new(&compiler)
+            .args(["-std=c++17", "-O1", "-g", "-fsanitize=address", "-fno-omit-frame-pointer", "-ffp-contract=off"])
+            .args(defines)
+            .arg("-I")
+            .arg(&csrc)
+            .arg(csrc.join("fused_lif_asan.cpp"))
+            .arg("-o")
+            .arg(&binary),
+    );
     assert!(build.status.success(), "{compiler} -fsanitize=address failed:\n{}", String::from_utf8_lossy(&build.stderr));
     let checked = common::run(Command::new(&binary).env("ASAN_OPTIONS", "detect_leaks=1"));
     (checked.status.code(), format!("{}{}", String::from_utf8_lossy(&checked.stdout), String::from_utf8_lossy(&checked.stderr)))

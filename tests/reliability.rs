@@ -406,3 +406,42 @@ fn a_nan_keeps_the_last_good_checkpoint() {
     assert_eq!(metrics_without_time(&run).len(), 1, "metrics.jsonl holds epoch 1 only");
     common::run_oracle("tensorboard_check.py", &[run.to_str().unwrap()]);
 }
+
+/// Temporary files left by a killed writer (`.NAME.tmp-PID`) are removed when the run directory
+/// is next opened; other files stay.
+#[test]
+fn stale_temporaries_are_removed_when_the_run_is_next_opened() {
+    let dir = scratch("rel-stale");
+    let data = data_in(&dir);
+    let run = dir.join("run");
+    assert!(train(&data, &run, &["--epochs", "2", "--stop-after", "1"]).status.success());
+    let stale = [".last.safetensors.tmp-4242", ".metrics.jsonl.tmp-7"].map(|name| run.join(name));
+    for path in &stale {
+        std::fs::write(path, b"partial").unwrap();
+    }
+    std::fs::write(run.join("notes.txt"), b"mine").unwrap();
+    let resumed = train(&data, &run, &["--epochs", "2", "--resume"]);
+    assert!(resumed.status.success(), "{}", text(&resumed));
+    for path in &stale {
+        assert!(!path.exists(), "{} was left", path.display());
+    }
+    assert_eq!(std::fs::read(run.join("notes.txt")).unwrap(), b"mine");
+}
+
+/// `train … | head -1` ends the run by SIGPIPE at its next line of output; `--resume` then
+/// finishes it (from the last completed epoch, or from the start when none was).
+#[test]
+fn a_run_cut_by_head_resumes() {
+    let dir = scratch("rel-head");
+    let data = data_in(&dir);
+    let run = dir.join("run");
+    let base = ["train", "--preset", "shd", "--data", data.to_str().unwrap(), "--run-dir", run.to_str().unwrap(), "--quiet"];
+    let args = [&base[..], &SMALL, &["--epochs", "3"]].concat();
+    let piped = common::run(Command::new("bash").arg("-c").arg("\"$0\" \"$@\" | head -1").arg(BIN).args(&args));
+    assert_eq!(String::from_utf8_lossy(&piped.stdout).lines().count(), 1, "{}", text(&piped));
+    let epochs_done = if run.join("metrics.jsonl").exists() { metrics_without_time(&run).len() } else { 0 };
+    assert!(epochs_done < 3, "the pipe ended the run early");
+    let resumed = train(&data, &run, &["--epochs", "3", "--resume"]);
+    assert!(resumed.status.success(), "{}", text(&resumed));
+    assert_eq!(metrics_without_time(&run).len(), 3);
+}
