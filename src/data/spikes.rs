@@ -248,7 +248,6 @@ fn half_ms_table() -> &'static [f32] {
     TABLE.get_or_init(|| (0..=u16::MAX).map(|b| TimePrecision::Half.round(f16::from_bits(b).to_f32() * 1000.0)).collect())
 }
 
-/// Validates one sample in a single pass; returns whether its times are sorted, and the latest.
 /// Units must be stored as integers: a float `spikes/units` is refused, naming the first sample
 /// whose unit is not a whole number when there is one.
 fn check_unit_type(path: &Path, units: &hdf5::Dataset, unit_type: &TypeDescriptor) -> Result<()> {
@@ -275,6 +274,7 @@ fn check_unit_type(path: &Path, units: &hdf5::Dataset, unit_type: &TypeDescripto
     }
 }
 
+/// Validates one sample in a single pass; returns whether its times are sorted, and the latest.
 fn check_sample<T: SpikeTime, U: Copy + Into<i64>>(path: &Path, sample: usize, times: &[T], units: &[U]) -> Result<(bool, f32)> {
     let at = || format!("{} sample {sample}", path.display());
     ensure!(!times.is_empty(), "{}: the sample has no events", at());

@@ -208,18 +208,19 @@ impl SpectralCut {
         let input_wanted = self.input_spectrum.requires_grad();
         let (mut input_grad, mut kernel_grads): (Option<Tensor>, Vec<Tensor>) = (None, Vec::new());
         tch::no_grad(|| {
+            let spectrum_adjoint = self.input_spectrum.detach().mh();
             for (start, count) in self.plan.pieces() {
                 let piece_grad = grad.narrow(2, start, count);
                 if input_wanted {
                     let spectrum = self.plan.kernel_spectrum(&kernel.narrow(0, start, count));
                     let part = piece_grad.matmul(&spectrum.mh());
-                    input_grad = Some(match input_grad.take() {
-                        Some(sum) => sum + part,
-                        None => part,
-                    });
+                    match &mut input_grad {
+                        Some(sum) => *sum += part,
+                        None => input_grad = Some(part),
+                    }
                 }
                 if kernel_wanted {
-                    kernel_grads.push(self.plan.kernel_gradient(self.input_spectrum.detach().mh().matmul(&piece_grad)));
+                    kernel_grads.push(self.plan.kernel_gradient(spectrum_adjoint.matmul(&piece_grad)));
                 }
             }
         });

@@ -68,7 +68,9 @@ pub fn output_within(child: Child, limit: Duration) -> Output {
 
 /// Runs `command` to its end with its output captured, within [`CHILD_LIMIT`].
 pub fn run(command: &mut Command) -> Output {
-    let child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let program = command.get_program().to_string_lossy().into_owned();
+    let child =
+        command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
     output_within(child, CHILD_LIMIT)
 }
 
