@@ -45,6 +45,8 @@ run: build
 
 parity: build
 	$(PYTHON) tests/oracle/parity_network.py --bin $(BIN) --set convolution=direct
+	$(PYTHON) tests/oracle/default_path.py --bin $(BIN)
+	$(PYTHON) tests/oracle/default_path.py --bin $(BIN) --random 6
 
 # Speed: ours against the reference in the same run, printed as ratios (about 25 minutes on 2
 # cores): training steps, evaluation, a whole epoch and peak memory, the ops and host reads a step

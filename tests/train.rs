@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{assert_same_run, metrics_without_time, run_oracle, scratch, small_dataset, snn, text, train_in, BIN};
+use common::{assert_same_run, metrics_without_time, read, run_oracle, scratch, small_dataset, snn, text, train_in, BIN};
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
@@ -36,6 +36,48 @@ fn fused_and_op_by_op_neurons_train_identically() {
         .collect();
     assert_eq!(metrics_without_time(&runs[0]).len(), 3);
     assert_same_run(&runs[0], &runs[1]);
+}
+
+/// The default computation (FFT, flushed taps) and the exact one (direct convolution, taps
+/// kept) train the full-width SHD preset for 3 epochs on the same data and seed to the same
+/// results within the README's figures: train loss within 1e-4 and validation loss within 1e-3
+/// (relative; an eval-form delay at a half step may round the other way), accuracies within one
+/// sample, every final float tensor within 1e-4 in relative norm. The figures seen are printed.
+#[test]
+fn default_and_exact_settings_train_alike() {
+    let dir = scratch("default-vs-exact");
+    let data = dataset(&dir);
+    let exact = ["--set", "convolution=direct", "--set", "flush_subnormal_taps=false"];
+    let run = |name: &str, settings: &[&str]| {
+        let run = dir.join(name);
+        let output = train_in(&data, &run, &[&["--set", "batch_size=32", "--epochs", "3"][..], settings].concat(), &[]);
+        assert!(output.status.success(), "{}", text(&output));
+        run
+    };
+    let (default, exact) = (run("default", &[]), run("exact", &exact));
+    let (a, b) = (metrics_without_time(&default), metrics_without_time(&exact));
+    assert_eq!(a.len(), 3);
+    let relative = |x: f64, y: f64| (x - y).abs() / y.abs().max(1e-12);
+    for (epoch, (a, b)) in a.iter().zip(&b).enumerate() {
+        let value = |record: &serde_json::Value, key: &str| record[key].as_f64().unwrap();
+        let (train, valid) = (relative(value(a, "train_loss"), value(b, "train_loss")), relative(value(a, "valid_loss"), value(b, "valid_loss")));
+        println!("epoch {}: train loss differs by {train:.1e}, validation loss by {valid:.1e} (relative)", epoch + 1);
+        assert!(train <= 1e-4 && valid <= 1e-3, "epoch {}: {a} vs {b}", epoch + 1);
+        for key in ["train_acc", "valid_acc"] {
+            assert!((value(a, key) - value(b, key)).abs() <= 1.0 / 32.0 + 1e-12, "epoch {} {key}: {a} vs {b}", epoch + 1);
+        }
+    }
+    let (a, b) = (read(&default.join("last.safetensors")), read(&exact.join("last.safetensors")));
+    let mut worst = (0.0, String::new());
+    for (key, value) in a.iter().filter(|(key, value)| key.starts_with("model.") && value.is_floating_point()) {
+        let (value, other) = (value.to_kind(tch::Kind::Double), b[key].to_kind(tch::Kind::Double));
+        let norm = (&value - &other).norm().double_value(&[]) / other.norm().double_value(&[]).max(1e-30);
+        if norm > worst.0 {
+            worst = (norm, key.clone());
+        }
+    }
+    println!("final weights: largest relative norm of the difference {:.1e} ({})", worst.0, worst.1);
+    assert!(worst.0 <= 1e-4, "{} differs by {:.1e} in relative norm", worst.1, worst.0);
 }
 
 #[test]

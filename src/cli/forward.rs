@@ -2,13 +2,15 @@
 //! writes the output sequence, the loss and (with `--grad`) every trainable parameter's gradient.
 //!
 //! Input file keys: `x` (T, B, n_inputs) f32; optional `y` (B,) integer labels; optional
-//! `mask.<l>` (B, H) dropout mask of hidden layer l. Output keys: `output`, `loss`, `grad.<key>`.
+//! `mask.<l>` (B, H) dropout mask of hidden layer l. Output keys: `output`, `loss`, `grad.<key>`;
+//! with `--record`, `current.<l>` (each neuron layer's input, the output layer last) and
+//! `spikes.<l>` (each hidden layer's spikes).
 
 use super::{ConfigArgs, DeviceArgs};
 use crate::checkpoint;
 use crate::config::Config;
 use crate::model::loss::{class_scores, cross_entropy, one_hot};
-use crate::model::{DropoutMasks, Network};
+use crate::model::{DropoutMasks, Network, Recording};
 use anyhow::{bail, ensure, Context, Result};
 use clap::Args;
 use std::collections::BTreeMap;
@@ -34,6 +36,10 @@ pub struct ForwardArgs {
     /// Compute in eval mode, after the eval transform (integer delays, running BN statistics)
     #[arg(long)]
     eval: bool,
+    /// Also write each neuron layer's input current (`current.<l>`, the output layer last) and
+    /// each hidden layer's spikes (`spikes.<l>`)
+    #[arg(long)]
+    record: bool,
     #[command(flatten)]
     device: DeviceArgs,
 }
@@ -57,12 +63,18 @@ pub fn run(args: &ForwardArgs) -> Result<()> {
     ensure!(!args.grad || batch.labels.is_some(), "--grad needs labels: {} has no `y`", args.input.display());
     ensure!(!(args.grad && args.eval), "--grad computes training-mode gradients; it cannot be combined with --eval");
     let x = batch.x.to_device(device);
-    let pass = if args.eval { None } else { Some(network.forward_train(&x, DropoutMasks(&batch.masks))?) };
+    let mut record = Recording { on: args.record, ..Recording::default() };
+    let pass = match args.eval {
+        true => None,
+        false => Some(network.forward_train_recording(&x, DropoutMasks(&batch.masks), &mut record)?),
+    };
     let output = match &pass {
         Some(pass) => pass.output.shallow_clone(),
-        None => network.forward_eval(&x, &network.eval_kernels())?,
+        None => network.forward_eval_recording(&x, &network.eval_kernels(), &mut record)?,
     };
     let mut results = vec![("output".to_string(), output.shallow_clone())];
+    results.extend(record.currents.into_iter().enumerate().map(|(l, current)| (format!("current.{l}"), current)));
+    results.extend(record.spikes.into_iter().enumerate().map(|(l, spikes)| (format!("spikes.{l}"), spikes)));
     if let Some(labels) = &batch.labels {
         let targets = one_hot(&labels.to_device(device), config.derived().n_outputs as i64);
         let loss = cross_entropy(&class_scores(&output, config.loss), &targets);

@@ -24,7 +24,7 @@
 use super::time_conv::{correlate, correlate_cut, Convolution, SpectralCut};
 use crate::checkpoint::keys;
 use crate::config::KernelVersion;
-use tch::{nn, Kind, Tensor};
+use tch::{nn, Device, Kind, Tensor};
 
 /// Builds the dense `(C_out, C_in, K)` kernel from weights `(C_out, C_in, kc)`, positions and
 /// sigmas `(1, C_out, C_in, kc)`.
@@ -107,7 +107,8 @@ pub struct Dcls1d {
 
 impl Dcls1d {
     /// Creates the variables under `path` with the reference names (see [`keys`]).
-    /// Positions are trainable only when `learn_positions`; sigma never is.
+    /// Positions are trainable only when `learn_positions`; sigma never is. A `v1` layer has no
+    /// sigma in the reference (no `SIG` key): its sigma is a zero outside the state dict.
     pub fn new(path: &nn::Path, shape: DclsShape, version: KernelVersion, learn_positions: bool, compute: DclsCompute) -> Dcls1d {
         let weight_dims = [shape.out_channels, shape.in_channels, shape.kernel_count];
         let tap_dims = [1, shape.out_channels, shape.in_channels, shape.kernel_count];
@@ -117,8 +118,16 @@ impl Dcls1d {
         } else {
             path.zeros_no_train(keys::POSITIONS, &tap_dims)
         };
-        let sigma = path.zeros_no_train(keys::SIGMA, &tap_dims);
+        let sigma = match version {
+            KernelVersion::V1 => Tensor::zeros(tap_dims, (Kind::Float, Device::Cpu)),
+            _ => path.zeros_no_train(keys::SIGMA, &tap_dims),
+        };
         Dcls1d { weight, positions, sigma, version, shape, compute }
+    }
+
+    /// Whether the layer has a sigma (every version but `v1`).
+    pub fn has_sigma(&self) -> bool {
+        self.version != KernelVersion::V1
     }
 
     /// Positions live in `[−K//2, K//2]`.
@@ -140,7 +149,7 @@ impl Dcls1d {
             self.flushed(construct_kernel(
                 &self.weight,
                 &positions,
-                &self.sigma.zeros_like(),
+                &self.positions.zeros_like(),
                 self.shape.kernel_size,
                 KernelVersion::Max,
             ))

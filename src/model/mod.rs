@@ -10,4 +10,4 @@ pub mod neuron;
 pub mod time_conv;
 
 pub use global_norm::GlobalSum;
-pub use network::{DropoutMasks, Network, TrainPass};
+pub use network::{DropoutMasks, Network, Recording, TrainPass};

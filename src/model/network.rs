@@ -96,6 +96,30 @@ pub struct ParameterGroups {
     pub positions: Vec<Tensor>,
 }
 
+/// What a pass can record per layer for the parity tools: each neuron layer's input current
+/// `(T, B, C)` (hidden layers first, then the output layer) and each hidden layer's spikes.
+/// The default recording records nothing.
+#[derive(Debug, Default)]
+pub struct Recording {
+    pub on: bool,
+    pub currents: Vec<Tensor>,
+    pub spikes: Vec<Tensor>,
+}
+
+impl Recording {
+    fn current(&mut self, current: &Tensor) {
+        if self.on {
+            self.currents.push(current.detach().copy());
+        }
+    }
+
+    fn spikes(&mut self, spikes: &Tensor) {
+        if self.on {
+            self.spikes.push(spikes.detach().copy());
+        }
+    }
+}
+
 /// The whole network, its variables named as the reference's `state_dict`.
 pub struct Network {
     pub vs: nn::VarStore,
@@ -210,7 +234,7 @@ impl Network {
                 let _ = layer.positions.uniform_(derived.init_pos_low, derived.init_pos_high);
                 layer.clamp_positions();
             }
-            for layer in self.dcls_layers_mut() {
+            for layer in self.dcls_layers_mut().filter(|layer| layer.has_sigma()) {
                 let _ = layer.sigma.fill_(derived.sigma_init);
                 if !derived.learns_positions {
                     let _ = layer.positions.round_();
@@ -258,6 +282,11 @@ impl Network {
     /// Runs `(T, B, n_inputs)` to `(T_out, B, n_outputs)` in training mode: BatchNorm uses batch
     /// statistics and updates its running ones, dropout masks apply.
     pub fn forward_train(&self, x: &Tensor, masks: DropoutMasks) -> Result<TrainPass> {
+        self.forward_train_recording(x, masks, &mut Recording::default())
+    }
+
+    /// [`Network::forward_train`], recording each layer's current and spikes into `record`.
+    pub fn forward_train_recording(&self, x: &Tensor, masks: DropoutMasks, record: &mut Recording) -> Result<TrainPass> {
         ensure!(
             masks.0.len() <= self.hidden.len(),
             "got dropout masks for {} layers but the network has {} hidden layers",
@@ -276,12 +305,15 @@ impl Network {
                 }
                 None => block.norm.forward(&synaptic, true),
             };
+            record.current(&current);
             let out = block.neuron.forward(&current, true, Readout::SPIKES)?;
             cuts.extend(out.segment.map(Cut::Neuron));
             let spikes = out.spikes.expect("spikes were asked for");
+            record.spikes(&spikes);
             h = block.dropout.apply(&spikes, &self.mask(layer, &spikes, masks)?);
         }
         let current = self.output.synapse.forward_train(&h, &mut cuts);
+        record.current(&current);
         let mut out = self.output.neuron.forward(&current, true, self.readout())?;
         cuts.extend(out.segment.take().map(Cut::Neuron));
         Ok(TrainPass { output: self.read(out), cuts })
@@ -306,6 +338,11 @@ impl Network {
     /// kernels (integer delays, [`super::eval_form`]), running BatchNorm statistics and no
     /// dropout, without gradients: no graph is kept and no surrogate computed.
     pub fn forward_eval(&self, x: &Tensor, kernels: &EvalKernels) -> Result<Tensor> {
+        self.forward_eval_recording(x, kernels, &mut Recording::default())
+    }
+
+    /// [`Network::forward_eval`], recording each layer's current and spikes into `record`.
+    pub fn forward_eval_recording(&self, x: &Tensor, kernels: &EvalKernels, record: &mut Recording) -> Result<Tensor> {
         let synapse = |layer: usize, synapse: &Synapse, h: &Tensor| match (synapse, &kernels.0[layer]) {
             (Synapse::Dcls(dcls), Some(kernel)) => dcls.forward_with(h, kernel),
             _ => synapse.forward(h),
@@ -314,9 +351,12 @@ impl Network {
             let mut h = x.shallow_clone();
             for (layer, block) in self.hidden.iter().enumerate() {
                 let current = block.norm.forward(&synapse(layer, &block.synapse, &h), false);
+                record.current(&current);
                 h = block.neuron.forward(&current, false, Readout::SPIKES)?.spikes.expect("spikes were asked for");
+                record.spikes(&h);
             }
             let current = synapse(self.hidden.len(), &self.output.synapse, &h);
+            record.current(&current);
             Ok(self.read(self.output.neuron.forward(&current, false, self.readout())?))
         })
     }

@@ -107,6 +107,15 @@ pub fn run_oracle(script: &str, args: &[&str]) -> String {
     text
 }
 
+/// Runs a Python script from `tests/oracle` that must fail (exit 1, not a crash); its output.
+pub fn run_oracle_failing(script: &str, args: &[&str]) -> String {
+    let output =
+        run(Command::new(python()).arg(repo().join("tests/oracle").join(script)).args(args).env("PYTHONUNBUFFERED", "1"));
+    let text = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{script} was expected to report failures:\n{text}");
+    text
+}
+
 /// Two runs have the same metrics and the same final weights, bit for bit.
 pub fn assert_same_run(a: &Path, b: &Path) {
     assert_eq!(metrics_without_time(a), metrics_without_time(b));

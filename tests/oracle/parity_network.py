@@ -42,8 +42,10 @@ def random_case(rng):
             f"dropout_p={rng.choice([0.0, 0.25, 0.4])}", f"loss={rng.choice(['sum', 'mean', 'max', 'spike_count'])}",
             f"neuron={rng.choice(['lif', 'plif'])}", f"charge_formula={rng.choice(['spikingjelly2', 'paper2023'])}",
             f"model_type={rng.choice(['snn_delays', 'snn_delays', 'snn_delays_lr0', 'snn'])}",
-            f"dcls_version={rng.choice(['gauss', 'gauss', 'max'])}", f"kernel_count={rng.choice([1, 1, 2])}",
-            f"seed={rng.randint(0, 10_000)}"]
+            f"dcls_version={rng.choice(['gauss', 'gauss', 'v1', 'max'])}", f"kernel_count={rng.choice([1, 1, 2])}",
+            f"convolution={rng.choice(['fft', 'direct'])}",
+            f"flush_subnormal_taps={rng.choice(['true', 'false'])}",
+            f"neuron_backend={rng.choice(['fused', 'ops'])}", f"seed={rng.randint(0, 10_000)}"]
     return f"random {preset} " + " ".join(s for s in sets), preset, sets
 
 

@@ -127,8 +127,9 @@ class ReferenceSnn(torch.nn.Module):
             if not d["learns_positions"]:
                 m.P.requires_grad = False
         for m in dcls:
-            torch.nn.init.constant_(m.SIG, d["sigma_init"])
-            m.SIG.requires_grad = False
+            if m.SIG is not None:
+                torch.nn.init.constant_(m.SIG, d["sigma_init"])
+                m.SIG.requires_grad = False
             if not d["learns_positions"]:
                 with torch.no_grad():
                     m.P.round_()
@@ -148,13 +149,16 @@ class ReferenceSnn(torch.nn.Module):
         return x if self.cfg["loss"] == "spike_count" else last.v_seq
 
     def to_eval_form(self):
-        """§4.7 step 3: sigma 0, version max, positions rounded and clamped."""
+        """§4.7 step 3: sigma 0, version max, positions rounded and clamped. A `v1` layer has no
+        SIG, so the reference's transform cannot run on it; `v1` at integer positions builds the
+        same one-hot kernel as `max` with sigma 0, so such a layer keeps its version."""
         with torch.no_grad():
             for m in self.model:
                 if isinstance(m, Dcls1d):
-                    m.SIG *= 0
-                    m.version = "max"
-                    m.DCK.version = "max"
+                    if m.SIG is not None:
+                        m.SIG *= 0
+                        m.version = "max"
+                        m.DCK.version = "max"
                     m.P.round_()
                     m.clamp_parameters()
 
