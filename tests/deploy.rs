@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{run_oracle, scratch, small_dataset, snn, text, train_in};
+use common::{run_oracle, scratch, small_dataset, snn, text, train_in, BIN};
 use snn_delays::config::ConfigSource;
 use snn_delays::data::{DataSplits, Split};
 use snn_delays::infer::{prediction, Model};
@@ -141,6 +141,19 @@ fn two_taps_and_plif_keep_the_engine_on_the_tch_eval() {
     assert!(!out.exists(), "no partial file");
 }
 
+/// `infer` of reference state dicts exported with `export --format delays` against the
+/// reference's own evaluation computed in Python (tests/oracle/engine_parity.py): LIF and PLIF,
+/// 1 and 2 taps, `sum` and `spike_count`, exact and default settings; the same predictions,
+/// class scores within 1e-5 of the sample's largest, and the decisions `infer --stream --limit`
+/// prints per frame equal to the reference's wherever its lead is clear. Each state dict's NIR
+/// (and, for one tap, netx) export is read back and checked against it.
+#[test]
+fn the_engine_equals_the_reference_evaluation_in_batches_and_streaming() {
+    let dir = scratch("deploy-reference");
+    let data = small_dataset(&dir, &["--classes", "4", "--train", "32", "--test", "40", "--seed", "4"]);
+    println!("{}", run_oracle("engine_parity.py", &["--bin", BIN, "--data", data.to_str().unwrap()]));
+}
+
 #[test]
 fn netx_and_nir_exports_read_back_as_the_checkpoint() {
     let dir = scratch("deploy-export");
@@ -163,7 +176,16 @@ fn netx_and_nir_exports_read_back_as_the_checkpoint() {
         "{}",
         run_oracle(
             "export_check.py",
-            &["--run", run_s, "--netx", &format!("{dir_s}/model.netx"), "--nir", &format!("{dir_s}/model.nir")]
+            &[
+                "--config",
+                &format!("{run_s}/config.json"),
+                "--checkpoint",
+                &format!("{run_s}/last.safetensors"),
+                "--netx",
+                &format!("{dir_s}/model.netx"),
+                "--nir",
+                &format!("{dir_s}/model.nir")
+            ]
         )
     );
 }

@@ -34,6 +34,9 @@ pub struct InferArgs {
     /// Print one JSON object
     #[arg(long)]
     json: bool,
+    /// With --json, also give each sample's class scores (`scores`, one row per sample)
+    #[arg(long, requires = "json")]
+    scores: bool,
     /// Framing and batch size [default: the configuration stored in the model]
     #[command(flatten)]
     config: ConfigArgs,
@@ -54,15 +57,18 @@ pub fn run(args: &InferArgs) -> Result<()> {
     let mut subset = DataSplits::subset(&config, &data, args.split)?;
     subset.indices.truncate(args.limit.unwrap_or(usize::MAX));
     let started = Instant::now();
-    let (predictions, labels) =
+    let Decided { predictions, scores, labels } =
         if args.stream { stream(&model, &subset, args.json)? } else { batches(&model, &subset, config.batch_size, args.json)? };
     let seconds = started.elapsed().as_secs_f64();
     let correct = predictions.iter().zip(&labels).filter(|(p, l)| **p as i64 == **l).count();
     let accuracy = correct as f64 / labels.len().max(1) as f64;
     let mode = if args.stream { "stream" } else { "batch" };
     if args.json {
-        let report = serde_json::json!({"split": format!("{:?}", args.split).to_lowercase(), "mode": mode,
+        let mut report = serde_json::json!({"split": format!("{:?}", args.split).to_lowercase(), "mode": mode,
             "samples": labels.len(), "accuracy": accuracy, "seconds": seconds, "predictions": predictions});
+        if args.scores {
+            report["scores"] = serde_json::json!(scores);
+        }
         println!("{report}");
     } else {
         println!(
@@ -90,11 +96,30 @@ fn data_config(args: &InferArgs) -> Result<Config> {
     }
 }
 
+/// Each sample's decision and class scores, and the labels.
+struct Decided {
+    predictions: Vec<usize>,
+    scores: Vec<Vec<f32>>,
+    labels: Vec<i64>,
+}
+
+impl Decided {
+    fn new(labels: Vec<i64>) -> Decided {
+        Decided { predictions: Vec::with_capacity(labels.len()), scores: Vec::with_capacity(labels.len()), labels }
+    }
+
+    fn push(&mut self, scores: Vec<f32>) -> usize {
+        let decision = prediction(&scores);
+        self.predictions.push(decision);
+        self.scores.push(scores);
+        decision
+    }
+}
+
 /// Batch mode: batches as `eval` forms them, the samples of a batch in parallel.
-fn batches(model: &Model, subset: &Subset, batch_size: usize, quiet: bool) -> Result<(Vec<usize>, Vec<i64>)> {
-    let labels = subset.labels();
-    let progress = Progress::new("infer", labels.len() as u64, Unit::Items, quiet);
-    let mut predictions = Vec::with_capacity(labels.len());
+fn batches(model: &Model, subset: &Subset, batch_size: usize, quiet: bool) -> Result<Decided> {
+    let mut decided = Decided::new(subset.labels());
+    let progress = Progress::new("infer", decided.labels.len() as u64, Unit::Items, quiet);
     for chunk in subset.indices.chunks(batch_size.max(1)) {
         let frames = subset.source.frames(chunk)?;
         let longest = frames.iter().map(|f| f.steps).max().unwrap_or(0);
@@ -106,18 +131,17 @@ fn batches(model: &Model, subset: &Subset, batch_size: usize, quiet: bool) -> Re
             })
             .collect();
         for readout in model.run_all(&padded)? {
-            predictions.push(prediction(&model.scores(&readout)));
+            decided.push(model.scores(&readout));
         }
         progress.advance(chunk.len() as u64);
     }
-    Ok((predictions, labels))
+    Ok(decided)
 }
 
 /// Streaming: each recording frame by frame, unpadded; the decision is printed when it changes.
-fn stream(model: &Model, subset: &Subset, quiet: bool) -> Result<(Vec<usize>, Vec<i64>)> {
-    let labels = subset.labels();
+fn stream(model: &Model, subset: &Subset, quiet: bool) -> Result<Decided> {
+    let mut decided = Decided::new(subset.labels());
     let step_ms = model.form().time_step_ms;
-    let mut predictions = Vec::with_capacity(labels.len());
     let mut stream = model.stream();
     for (sample, &index) in subset.indices.iter().enumerate() {
         let frames = subset.source.frames(&[index])?.pop().context("a sample's frames")?;
@@ -133,11 +157,10 @@ fn stream(model: &Model, subset: &Subset, quiet: bool) -> Result<(Vec<usize>, Ve
             decision = Some(now);
         }
         stream.finish().iter().for_each(|row| scores.add(row));
-        let last = prediction(&scores.scores());
+        let last = decided.push(scores.scores());
         if !quiet {
-            println!("sample {sample}: decided class {last} after {} steps (label {})", stream.steps(), labels[sample]);
+            println!("sample {sample}: decided class {last} after {} steps (label {})", stream.steps(), decided.labels[sample]);
         }
-        predictions.push(last);
     }
-    Ok((predictions, labels))
+    Ok(decided)
 }

@@ -1,19 +1,22 @@
-"""Reads the `netx` and `nir` exports of a run's `last.safetensors` back with h5py and the `nir`
-package (`nir.read`, with its type check) and checks them against the checkpoint, from the
-reference's eval transform computed here (docs/method.md §4.7, "Deployment"):
-delay = K//2 − round_half_even(P) clamped to [0, K−1]; eval weight = W·fl32(1/(1 + 1e-7));
-BatchNorm folded as scale = γ/sqrt(var + 1e-5), shift = β − μ·scale; τ in steps from the config.
+"""Reads the `netx` and `nir` exports of a checkpoint back with h5py and the `nir` package
+(`nir.read`, with its type check) and checks them against the checkpoint, with every expected
+value computed here from the reference's formulas (`reference.derive` for K, τ and the output
+threshold; docs/method.md §4.7, "Deployment"), never read from our `config.json`'s derived
+section or from the file being checked:
+delay = K//2 − round_half_even(P) clamped to [0, K−1], per tap; eval weight = W·fl32(1/(1 + 1e-7));
+BatchNorm folded as scale = γ/sqrt(var + 1e-5), shift = β − μ·scale; the leak per step 1/τ
+(LIF) or sigmoid(w) (PLIF, from the checkpoint's `w`); the netx weight exponent the largest
+e ≤ 6 with max|folded weight|·2^e ≤ 254 (netx's 8-bit range).
 
-netx: shapes, every delay, every weight and bias within half a quantisation step (2^−(e+1), e
-the stored `weightExponent`), the CUBA decay and threshold. NIR: the graph's edges and delays
-reproduce every synapse's delay, and the branch weights every folded weight (within 1e-6 of
-the largest), the neurons' τ, R and threshold.
+netx (single-delay models): shapes, every delay, the stored exponent, every weight and bias
+within half a quantisation step 2^−(e+1), the CUBA decays and threshold mantissa. NIR: summed
+per delay, the branches' weights reproduce every tap's folded weight at its delay (within 1e-6
+of the largest), the biases the shift; the neurons' τ, R, threshold and kind.
 
-Usage: export_check.py --run RUN_DIR --netx FILE --nir FILE"""
+Usage: export_check.py --config CONFIG.json --checkpoint FILE [--netx FILE] [--nir FILE]"""
 
 import argparse
 import json
-import os
 from collections import defaultdict
 
 import h5py
@@ -22,22 +25,23 @@ import numpy as np
 from safetensors.numpy import load_file
 
 from harness import finish
+from reference import derive
+
+MAX_EXPONENT = 6
 
 
-def expected_layers(run):
-    """Per layer: delays and folded weights (out, in), shift (out), τ in steps, threshold."""
-    cfg = json.load(open(os.path.join(run, "config.json")))
-    state = load_file(os.path.join(run, "last.safetensors"))
-    k = cfg["derived"]["kernel_size"]
+def expected_layers(config, checkpoint):
+    """Per layer: `taps`, {delay: folded weights (out, in)}; `shift` (out); the leak per step;
+    the threshold; the netx exponent."""
+    cfg = json.load(open(config))
+    d = derive(cfg)
+    state = load_file(checkpoint)
+    k = d["kernel_size"]
     scale_x = np.float32(1) / (np.float32(1) + np.float32(1e-7))
     layers, index = [], 0
-    n_layers = cfg["n_hidden_layers"] + 1
-    for layer in range(n_layers):
+    for layer in range(cfg["n_hidden_layers"] + 1):
         hidden = layer < cfg["n_hidden_layers"]
-        w = state[f"model.{index}.weight"][..., 0]
-        p = state[f"model.{index}.P"][0, ..., 0]
-        delays = (k // 2 - np.clip(np.round(p), -(k // 2), k // 2)).astype(int)
-        weights = (w * scale_x).astype(np.float32)
+        w, p = state[f"model.{index}.weight"], state[f"model.{index}.P"][0]
         scale = np.ones(w.shape[0], np.float32)
         shift = np.zeros(w.shape[0], np.float32)
         if hidden:
@@ -45,9 +49,18 @@ def expected_layers(run):
             m, v = state[f"model.{index + 1}.running_mean"], state[f"model.{index + 1}.running_var"]
             scale = (np.float32(1) / np.sqrt(v + np.float32(1e-5))) * g
             shift = b - m * scale
-        threshold = cfg["v_threshold"] if hidden else cfg["derived"]["output_v_threshold"]
-        layers.append({"delays": delays, "weights": weights * scale[:, None], "shift": shift,
-                       "tau": cfg["derived"]["tau_steps"], "threshold": threshold})
+        taps = defaultdict(lambda: np.zeros(w.shape[:2], np.float64))
+        for j in range(w.shape[2]):
+            delays = (k // 2 - np.clip(np.round(p[..., j]), -(k // 2), k // 2)).astype(int)
+            folded = (w[..., j] * scale_x).astype(np.float32) * scale[:, None]
+            for delay in np.unique(delays):
+                taps[int(delay)] += np.where(delays == delay, folded, 0)
+        rate = state.get(f"model.{index + (2 if hidden else 1)}.w")
+        leak = float(1 / (1 + np.exp(-np.float64(rate)))) if cfg["neuron"] == "plif" else 1 / d["tau_steps"]
+        largest = max(np.abs(sum(taps.values())).max(), 0)
+        exponent = next(e for e in range(MAX_EXPONENT, -1, -1) if largest * 2.0 ** e <= 254)
+        layers.append({"taps": dict(taps), "shift": shift, "leak": leak, "exponent": exponent,
+                       "threshold": cfg["v_threshold"] if hidden else d["output_v_threshold"]})
         index += 4 if hidden else 2
     return cfg, layers
 
@@ -59,20 +72,27 @@ def check_netx(path, layers, failures):
             if g["type"][()].decode("ascii") != "dense":
                 failures.append(f"netx layer {l}: type {g['type'][()]}")
             e = int(g["weightExponent"][()])
+            if e != want["exponent"]:
+                failures.append(f"netx layer {l}: weight exponent {e}, expected {want['exponent']}")
             weight, delay, bias = g["weight"][()], g["delay"][()], g["bias"][()]
-            if weight.shape != want["weights"].shape or int(g["outFeatures"][()]) != weight.shape[0]:
+            folded = sum(want["taps"].values())
+            if weight.shape != folded.shape or int(g["outFeatures"][()]) != weight.shape[0]:
                 failures.append(f"netx layer {l}: weight shape {weight.shape}")
                 continue
-            if not np.array_equal(delay, want["delays"]):
-                failures.append(f"netx layer {l}: {np.sum(delay != want['delays'])} delays differ")
+            delays = np.zeros(folded.shape, int)
+            for d, w in want["taps"].items():
+                delays[w != 0] = d
+            nonzero = folded != 0
+            if not np.array_equal(delay[nonzero], delays[nonzero]):
+                failures.append(f"netx layer {l}: {np.sum(delay[nonzero] != delays[nonzero])} delays differ")
             half = 0.5 / 2 ** e + 1e-6
-            if np.abs(weight / 2 ** e - want["weights"]).max() > half or np.abs(bias / 2 ** e - want["shift"]).max() > half:
+            if np.abs(weight / 2 ** e - folded).max() > half or np.abs(bias / 2 ** e - want["shift"]).max() > half:
                 failures.append(f"netx layer {l}: weights or bias off by more than half a step 2^-{e + 1}")
             n = g["neuron"]
             if n["type"][()].decode("ascii") != "CUBA" or int(n["iDecay"][()]) != 4096:
                 failures.append(f"netx layer {l}: neuron {n['type'][()]}")
-            if int(n["vDecay"][()]) != round(4096 / want["tau"]):
-                failures.append(f"netx layer {l}: vDecay {n['vDecay'][()]} for tau {want['tau']}")
+            if int(n["vDecay"][()]) != round(4096 * want["leak"]):
+                failures.append(f"netx layer {l}: vDecay {n['vDecay'][()]} for a leak of {want['leak']}")
             if int(n["vThMant"][()]) != min(round(want["threshold"] * 2 ** e), 2 ** 17 - 1):
                 failures.append(f"netx layer {l}: vThMant {n['vThMant'][()]}")
 
@@ -86,9 +106,7 @@ def check_nir(path, cfg, layers, failures):
     previous = "input"
     for l, want in enumerate(layers):
         neuron = f"layer{l}.neuron"
-        delays = np.full(want["weights"].shape, -1)
-        weights = np.zeros(want["weights"].shape)
-        bias = np.zeros(want["weights"].shape[0])
+        branches, bias = defaultdict(float), 0.0
         for affine in incoming[neuron]:
             node = graph.nodes[affine]
             source = incoming[affine][0]
@@ -98,21 +116,19 @@ def check_nir(path, cfg, layers, failures):
                 source = incoming[source][0]
             if source != previous:
                 failures.append(f"nir layer {l}: {affine} is fed by {source}, not {previous}")
-            mask = node.weight != 0
-            if np.any(delays[mask] >= 0):
-                failures.append(f"nir layer {l}: a synapse appears in two branches")
-            delays[mask] = d
-            weights += node.weight
-            bias += node.bias
-        nonzero = want["weights"] != 0
-        if not np.array_equal(delays[nonzero], want["delays"][nonzero]):
-            failures.append(f"nir layer {l}: {np.sum(delays[nonzero] != want['delays'][nonzero])} synapse delays differ")
-        scale = np.abs(want["weights"]).max()
-        if np.abs(weights - want["weights"]).max() > 1e-6 * scale or np.abs(bias - want["shift"]).max() > 1e-6 * scale:
-            failures.append(f"nir layer {l}: weights or bias differ")
+            branches[d] = branches[d] + node.weight
+            bias = bias + node.bias
+        scale = max(np.abs(w).max() for w in want["taps"].values())
+        for d in set(branches) | set(want["taps"]):
+            got, expected = branches.get(d, 0.0), want["taps"].get(d, 0.0)
+            if np.abs(np.asarray(got) - expected).max() > 1e-6 * scale:
+                failures.append(f"nir layer {l}: the weights at delay {d} differ")
+        if np.abs(bias - want["shift"]).max() > 1e-6 * scale:
+            failures.append(f"nir layer {l}: bias differs")
         node = graph.nodes[neuron]
-        if not np.allclose(node.tau, want["tau"] * dt) or not np.allclose(node.r, want["tau"]):
-            failures.append(f"nir layer {l}: tau {node.tau[0]} r {node.r[0]}")
+        steps = 1 / want["leak"]
+        if not np.allclose(node.tau, steps * dt) or not np.allclose(node.r, steps):
+            failures.append(f"nir layer {l}: tau {node.tau[0]} r {node.r[0]}, expected {steps * dt} and {steps}")
         last = l + 1 == len(layers)
         if last and cfg["loss"] != "spike_count":
             if not isinstance(node, nir.LI):
@@ -125,18 +141,22 @@ def check_nir(path, cfg, layers, failures):
 
 
 def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--run", required=True)
-    parser.add_argument("--netx", required=True)
-    parser.add_argument("--nir", required=True)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--checkpoint", required=True)
+    parser.add_argument("--netx")
+    parser.add_argument("--nir")
     args = parser.parse_args()
-    cfg, layers = expected_layers(args.run)
+    cfg, layers = expected_layers(args.config, args.checkpoint)
     failures = []
-    check_netx(args.netx, layers, failures)
-    check_nir(args.nir, cfg, layers, failures)
-    synapses = sum(l["delays"].size for l in layers)
-    print(f"{len(layers)} layers, {synapses} synapses checked in netx and nir")
-    finish("export check", 2 * len(layers), failures)
+    if args.netx:
+        check_netx(args.netx, layers, failures)
+    if args.nir:
+        check_nir(args.nir, cfg, layers, failures)
+    taps = sum(int((w != 0).sum()) for l in layers for w in l["taps"].values())
+    formats = [name for name in ("netx", "nir") if getattr(args, name)]
+    print(f"{len(layers)} layers, {taps} taps checked in {' and '.join(formats)}")
+    finish("export check", len(formats) * len(layers), failures)
 
 
 if __name__ == "__main__":
