@@ -100,8 +100,10 @@ pub fn write_tensors_with_metadata(
     metadata.insert(CHECKSUM_KEY.to_string(), sum);
     let metadata = Some(metadata);
     atomic::write_with(path, |temporary| {
-        safetensors::tensor::serialize_to_file(views, &metadata, temporary)?;
-        Ok(())
+        safetensors::tensor::serialize_to_file(views, &metadata, temporary).map_err(|e| match e {
+            safetensors::SafeTensorError::IoError(io) => anyhow::Error::new(io),
+            other => anyhow::anyhow!("{other}"),
+        })
     })
 }
 

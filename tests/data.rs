@@ -22,12 +22,34 @@ fn grid_and_paper2023_frames_equal_the_reference_on_unseen_files() {
     println!("{}", run_oracle("frames_parity.py", &["--bin", BIN]));
 }
 
-/// The mini Speech Commands made by espeak-ng (`make gsc-mini`; made here if missing).
+/// The mini Speech Commands made by espeak-ng (`make gsc-mini`; made here if missing, once for
+/// all the tests of this file).
 fn gsc_mini() -> PathBuf {
-    let dir = repo().join("data/gsc-mini");
-    let output = common::run(Command::new("bash").arg(repo().join("scripts/make_gsc_mini.sh")).arg(&dir));
-    assert!(output.status.success(), "scripts/make_gsc_mini.sh failed: {}", text(&output));
-    dir
+    static MADE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    MADE.get_or_init(|| {
+        let dir = repo().join("data/gsc-mini");
+        let output = common::run(Command::new("bash").arg(repo().join("scripts/make_gsc_mini.sh")).arg(&dir));
+        assert!(output.status.success(), "scripts/make_gsc_mini.sh failed: {}", text(&output));
+        dir
+    })
+    .clone()
+}
+
+/// `train --preset gsc` runs on the mini Speech Commands: mel features, its own validation split
+/// for selection, the test split reported at the best epoch.
+#[test]
+fn the_gsc_preset_trains_on_the_mini_speech_commands() {
+    let dir = scratch("gsc-train");
+    let (data, run) = (gsc_mini(), dir.join("run"));
+    let settings = ["--set", "n_hidden_layers=1", "--set", "n_hidden_neurons=16", "--set", "batch_size=64", "--epochs", "2"];
+    let base = ["train", "--preset", "gsc", "--data", data.to_str().unwrap(), "--run-dir", run.to_str().unwrap(), "--quiet"];
+    let output = snn(&[&base[..], &settings].concat());
+    assert!(output.status.success(), "{}", text(&output));
+    let metrics = common::metrics_without_time(&run);
+    assert_eq!(metrics.len(), 2);
+    assert!(metrics.iter().all(|m| m["valid_acc"].is_number() && m["test_acc"].is_number()), "{metrics:?}");
+    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["protocol"], "validation: 140 samples, test: 140 samples", "{summary}");
 }
 
 /// Every split's clips, order, labels and features against torchaudio's dataset and transforms.

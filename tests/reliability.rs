@@ -445,3 +445,53 @@ fn a_run_cut_by_head_resumes() {
     assert!(resumed.status.success(), "{}", text(&resumed));
     assert_eq!(metrics_without_time(&run).len(), 3);
 }
+
+/// Trains (`$bin train …`, the remaining arguments) on a tmpfs of `$size` bytes mounted at `$fs`
+/// (in a private mount namespace), then resumes with room; logs, exit codes, the listing after
+/// the failure and a copy of the run go to `$out`.
+const FULL_DISK: &str = r#"set -u
+bin=$0; data=$1; fs=$2; out=$3; size=$4; shift 4
+mount -t tmpfs -o "size=$size" tmpfs "$fs" || exit 90
+"$bin" train --preset shd --data "$data" --run-dir "$fs/run" --quiet "$@" > "$out/first.log" 2>&1
+echo $? > "$out/first.rc"
+ls -A "$fs/run" > "$out/after_failure.ls"
+mount -o remount,size=64m "$fs"
+"$bin" train --preset shd --data "$data" --run-dir "$fs/run" --quiet "$@" --resume > "$out/resume.log" 2>&1
+echo $? > "$out/resume.rc"
+cp -a "$fs/run" "$out/run"
+"#;
+
+/// A write that fails mid-run (the file system full at the second epoch's checkpoint) ends the
+/// run with exit 1 and an error naming the file and the cause; the directory keeps no temporary
+/// and resumes, once there is room, to the same metrics and weights as an uninterrupted run.
+#[test]
+fn a_full_disk_ends_the_run_with_an_error_and_a_resumable_directory() {
+    let dir = scratch("rel-full-disk");
+    let data = data_in(&dir);
+    let settings = [&SMALL[..], &["--epochs", "3"]].concat();
+    let whole = dir.join("whole");
+    let output = train(&data, &whole, &["--epochs", "3"]);
+    assert!(output.status.success(), "{}", text(&output));
+    let pages = |bytes: u64| bytes.div_ceil(4096) * 4096;
+    let files: Vec<_> = std::fs::read_dir(&whole).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).collect();
+    let last = std::fs::metadata(whole.join("last.safetensors")).unwrap().len();
+    let size = files.iter().map(|&b| pages(b)).sum::<u64>() + pages(last / 2);
+    let (fs, out) = (dir.join("fs"), dir.join("out"));
+    std::fs::create_dir_all(&fs).unwrap();
+    std::fs::create_dir_all(&out).unwrap();
+    let script = common::run(
+        Command::new("unshare")
+            .args(["-rm", "bash", "-c", FULL_DISK, BIN, data.to_str().unwrap(), fs.to_str().unwrap(), out.to_str().unwrap()])
+            .arg(size.to_string())
+            .args(&settings),
+    );
+    assert!(script.status.success(), "making a full file system needs `unshare -rm` (a mount namespace): {}", text(&script));
+    let read = |name: &str| std::fs::read_to_string(out.join(name)).unwrap();
+    let first = read("first.log");
+    assert_eq!(read("first.rc").trim(), "1", "{first}");
+    assert!(first.contains("cannot write") && first.contains("No space left on device (os error 28)"), "{first}");
+    assert!(!first.contains("panicked") && first.contains("epoch   1/3"), "{first}");
+    assert!(!read("after_failure.ls").contains(".tmp-"), "a temporary is left: {}", read("after_failure.ls"));
+    assert_eq!(read("resume.rc").trim(), "0", "{}", read("resume.log"));
+    common::assert_same_run(&out.join("run"), &whole);
+}
