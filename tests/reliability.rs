@@ -495,3 +495,34 @@ fn a_full_disk_ends_the_run_with_an_error_and_a_resumable_directory() {
     assert_eq!(read("resume.rc").trim(), "0", "{}", read("resume.log"));
     common::assert_same_run(&out.join("run"), &whole);
 }
+
+/// `export --out` to a named pipe hands the reader the whole file (the same bytes as a regular
+/// file gets); to `/dev/null` it writes through and leaves the device a device; to a directory
+/// it is refused by name.
+#[test]
+fn export_writes_through_pipes_and_devices_and_refuses_directories() {
+    use std::os::unix::fs::FileTypeExt;
+    let dir = scratch("rel-out-paths");
+    let (config, weights) = (dir.join("config.json"), dir.join("init.safetensors"));
+    let printed = snn(&["config", "--preset", "shd", "--set", "n_hidden_neurons=16"]);
+    std::fs::write(&config, &printed.stdout).unwrap();
+    assert!(snn(&["init", "--config", config.to_str().unwrap(), "--out", weights.to_str().unwrap()]).status.success());
+    let export = |out: &Path| {
+        let args = ["export", "--config", config.to_str().unwrap(), "--checkpoint", weights.to_str().unwrap()];
+        snn(&[&args[..], &["--format", "nir", "--out", out.to_str().unwrap()]].concat())
+    };
+    let file = dir.join("model.nir");
+    assert!(export(&file).status.success());
+    let (pipe, received) = (dir.join("pipe"), dir.join("received.nir"));
+    assert!(Command::new("mkfifo").arg(&pipe).status().unwrap().success());
+    let reader = Command::new("bash").arg("-c").arg("cat \"$0\" > \"$1\"").arg(&pipe).arg(&received).spawn().unwrap();
+    let written = export(&pipe);
+    assert!(written.status.success(), "{}", text(&written));
+    assert!(output_within(reader, Duration::from_secs(60)).status.success());
+    assert_eq!(std::fs::read(&received).unwrap(), std::fs::read(&file).unwrap(), "the reader got the whole file");
+    assert!(std::fs::metadata(&pipe).unwrap().file_type().is_fifo(), "the pipe is still a pipe");
+    let null = export(Path::new("/dev/null"));
+    assert!(null.status.success(), "{}", text(&null));
+    assert!(std::fs::metadata("/dev/null").unwrap().file_type().is_char_device(), "/dev/null is still a device");
+    fails_with(&export(&dir), &[dir.to_str().unwrap(), "is a directory"]);
+}

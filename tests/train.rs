@@ -60,7 +60,8 @@ fn default_and_exact_settings_train_alike() {
     let relative = |x: f64, y: f64| (x - y).abs() / y.abs().max(1e-12);
     for (epoch, (a, b)) in a.iter().zip(&b).enumerate() {
         let value = |record: &serde_json::Value, key: &str| record[key].as_f64().unwrap();
-        let (train, valid) = (relative(value(a, "train_loss"), value(b, "train_loss")), relative(value(a, "valid_loss"), value(b, "valid_loss")));
+        let (train, valid) =
+            (relative(value(a, "train_loss"), value(b, "train_loss")), relative(value(a, "valid_loss"), value(b, "valid_loss")));
         println!("epoch {}: train loss differs by {train:.1e}, validation loss by {valid:.1e} (relative)", epoch + 1);
         assert!(train <= 1e-4 && valid <= 1e-3, "epoch {}: {a} vs {b}", epoch + 1);
         for key in ["train_acc", "valid_acc"] {
