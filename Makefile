@@ -16,7 +16,7 @@ ifndef LIBTORCH
 export LIBTORCH_USE_PYTORCH := 1
 endif
 
-.PHONY: all venv gloo build test run parity bench bench-delays gpu-kit gpu-check gsc-mini clean
+.PHONY: all venv gloo build test run parity bench bench-delays gpu-kit gpu-check lava-check gsc-mini clean
 
 all: build
 
@@ -72,6 +72,12 @@ gpu-kit: build
 # The GPU check (scripts/gpu_check.py): every section on CUDA; without a GPU, the CPU dry run.
 gpu-check: gpu-kit
 	PYTHON=$(PYTHON) bash scripts/gpu_check.sh
+
+# The netx export run in Lava's CPU simulator (scripts/lava_netx_run.sh): lava-nc 0.10.0 and
+# lava-dl 0.6.0 in .venv-lava (Python 3.10, from pyenv or python3.10), a model trained on the
+# generated task, its decisions against the engine's. About 15 minutes and 6 GB the first time.
+lava-check: build
+	bash scripts/lava_netx_run.sh $(BIN)
 
 # A mini Speech Commands v0.02 spoken by espeak-ng (installed with sox if missing).
 gsc-mini:

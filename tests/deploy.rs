@@ -8,7 +8,7 @@ mod common;
 use common::{run_oracle, scratch, small_dataset, snn, text, train_in, BIN};
 use snn_delays::config::ConfigSource;
 use snn_delays::data::{DataSplits, Split};
-use snn_delays::infer::{prediction, Model};
+use snn_delays::infer::{prediction, Model, Semantics};
 use snn_delays::model::eval_form::EvalNetwork;
 use snn_delays::model::Network;
 use std::path::{Path, PathBuf};
@@ -142,7 +142,8 @@ fn two_taps_and_plif_keep_the_engine_on_the_tch_eval() {
 }
 
 /// `infer` of reference state dicts exported with `export --format delays` against the
-/// reference's own evaluation computed in Python (tests/oracle/engine_parity.py): LIF and PLIF,
+/// reference's own evaluation computed in Python, each sample on its own, on recordings of
+/// different lengths (tests/oracle/engine_parity.py): LIF and PLIF,
 /// 1 and 2 taps, `sum` and `spike_count`, exact and default settings; the same predictions,
 /// class scores within 1e-5 of the sample's largest, and the decisions `infer --stream --limit`
 /// prints per frame equal to the reference's wherever its lead is clear. Each state dict's NIR
@@ -150,7 +151,7 @@ fn two_taps_and_plif_keep_the_engine_on_the_tch_eval() {
 #[test]
 fn the_engine_equals_the_reference_evaluation_in_batches_and_streaming() {
     let dir = scratch("deploy-reference");
-    let data = small_dataset(&dir, &["--classes", "4", "--train", "32", "--test", "40", "--seed", "4"]);
+    let data = small_dataset(&dir, &["--classes", "4", "--train", "32", "--test", "40", "--seed", "4", "--min-length-ms", "250"]);
     println!("{}", run_oracle("engine_parity.py", &["--bin", BIN, "--data", data.to_str().unwrap()]));
 }
 
@@ -188,4 +189,122 @@ fn netx_and_nir_exports_read_back_as_the_checkpoint() {
             ]
         )
     );
+}
+
+fn json_of(args: &[&str]) -> serde_json::Value {
+    let output = snn(args);
+    assert!(output.status.success(), "{args:?}: {}", text(&output));
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+/// On recordings of different lengths (cut between 25 and 60 frames), `infer` computes each
+/// sample on its own: batch mode and `--stream` give the same class scores bit for bit, and
+/// `eval --per-sample` (libtorch) the same accuracy; the reference's padded-batch `eval` is the
+/// other protocol. Trained networks, LIF with one tap and PLIF with two.
+#[test]
+fn each_sample_is_computed_on_its_own_in_batches_and_streams() {
+    let dir = scratch("deploy-per-sample");
+    let data = small_dataset(&dir, &["--classes", "4", "--train", "64", "--test", "48", "--seed", "6", "--min-length-ms", "250"]);
+    for (name, extra) in [("lif", &["--set", "neuron=lif"][..]), ("plif", &["--set", "neuron=plif", "--set", "kernel_count=2"])] {
+        let run = dir.join(name);
+        let output = train_in(&data, &run, &[&SETTINGS[..], extra].concat(), &["--epochs", "3"]);
+        assert!(output.status.success(), "{}", text(&output));
+        let (checkpoint, model) = (run.join("last.safetensors"), run.join("model.safetensors"));
+        let (checkpoint, model, data) = (checkpoint.to_str().unwrap(), model.to_str().unwrap(), data.to_str().unwrap());
+        let export = snn(&["export", "--checkpoint", checkpoint, "--format", "delays", "--out", model]);
+        assert!(export.status.success(), "{}", text(&export));
+        let batch = json_of(&["infer", "--model", model, "--data", data, "--json", "--scores"]);
+        let streamed = json_of(&["infer", "--model", model, "--data", data, "--stream", "--json", "--scores"]);
+        assert_eq!(batch["samples"], 48);
+        assert_eq!(batch["scores"], streamed["scores"], "{name}: batch and stream scores differ");
+        assert_eq!(batch["predictions"], streamed["predictions"]);
+        let eval =
+            |extra: &[&str]| json_of(&[&["eval", "--checkpoint", checkpoint, "--data", data, "--json"][..], extra].concat());
+        let (per_sample, padded) = (eval(&["--per-sample"]), eval(&[]));
+        assert_eq!(per_sample["accuracy"], batch["accuracy"], "{name}: eval --per-sample differs from infer");
+        assert_eq!((per_sample["protocol"].as_str(), padded["protocol"].as_str()), (Some("per-sample"), Some("padded batches")));
+        println!(
+            "{name}: infer {} = eval --per-sample {}; padded-batch eval {}",
+            batch["accuracy"], per_sample["accuracy"], padded["accuracy"]
+        );
+    }
+}
+
+/// The NIR export of a trained model, executed by an interpreter written from NIR's equations
+/// (tests/oracle/nir_interpreter.py) and by nirtorch 2.6 with the node map of
+/// docs/nirtorch_adapter.py, matches the engine under NIR semantics (`infer --semantics nir`);
+/// the agreement between the two semantics is printed.
+#[test]
+fn an_independent_nir_interpreter_matches_the_engine_in_nir_semantics() {
+    let dir = scratch("deploy-nir-run");
+    let (data, run) = trained(&dir, &[]);
+    let (checkpoint, data) = (run.join("last.safetensors"), data.to_str().unwrap());
+    let (nir_file, model, frames, ours) =
+        (dir.join("model.nir"), dir.join("model.safetensors"), dir.join("frames.safetensors"), dir.join("ours.json"));
+    for (format, out) in [("nir", &nir_file), ("delays", &model)] {
+        let export =
+            snn(&["export", "--checkpoint", checkpoint.to_str().unwrap(), "--format", format, "--out", out.to_str().unwrap()]);
+        assert!(export.status.success(), "{}", text(&export));
+    }
+    let model = model.to_str().unwrap();
+    let nir_mode = snn(&["infer", "--model", model, "--data", data, "--semantics", "nir", "--json", "--scores"]);
+    assert!(nir_mode.status.success(), "{}", text(&nir_mode));
+    std::fs::write(&ours, &nir_mode.stdout).unwrap();
+    let config = run.join("config.json");
+    let export = snn(&[
+        "data",
+        "export",
+        "--dataset",
+        "shd",
+        "--config",
+        config.to_str().unwrap(),
+        "--data",
+        data,
+        "--split",
+        "test",
+        "--out",
+        frames.to_str().unwrap(),
+    ]);
+    assert!(export.status.success(), "{}", text(&export));
+    let (nir_s, frames_s, ours_s) = (nir_file.to_str().unwrap(), frames.to_str().unwrap(), ours.to_str().unwrap());
+    for executor in ["interpreter", "nirtorch"] {
+        let args = ["--nir", nir_s, "--frames", frames_s, "--ours", ours_s, "--executor", executor];
+        println!("{}", run_oracle("nir_interpreter.py", &args));
+    }
+    let reference = json_of(&["infer", "--model", model, "--data", data, "--json"]);
+    let nir: serde_json::Value = serde_json::from_slice(&nir_mode.stdout).unwrap();
+    let (a, b) = (reference["predictions"].as_array().unwrap(), nir["predictions"].as_array().unwrap());
+    let same = a.iter().zip(b).filter(|(x, y)| x == y).count();
+    println!(
+        "reference and NIR semantics: {same} of {} predictions equal; accuracy {} and {}",
+        a.len(),
+        reference["accuracy"],
+        nir["accuracy"]
+    );
+}
+
+/// Under NIR semantics streaming equals batch mode bit for bit, and the readout equals the
+/// reference semantics' until the first layer's sequence would have ended.
+#[test]
+fn nir_semantics_stream_equals_batch_and_departs_only_in_the_tail() {
+    let dir = scratch("deploy-nir-semantics");
+    let (data, run) = trained(&dir, &[]);
+    let (network, config) = network_of(&run);
+    let model = Model::new(EvalNetwork::of(&network, config.time_step_ms));
+    let subset = DataSplits::subset(&config, &data, Split::Test).unwrap();
+    let outputs = model.n_outputs();
+    for frames in subset.source.frames(&subset.indices[..4]).unwrap() {
+        let nir = model.run_as(&frames.values, frames.steps, Semantics::Nir).unwrap();
+        let mut stream = model.stream_as(Semantics::Nir);
+        let mut streamed: Vec<f32> = Vec::new();
+        for frame in frames.values.chunks_exact(model.n_inputs()) {
+            streamed.extend_from_slice(stream.step(frame).unwrap());
+        }
+        streamed.extend(stream.finish().into_iter().flatten());
+        assert!(streamed == nir, "NIR semantics: streaming differs from batch mode");
+        let reference = model.run(&frames.values, frames.steps).unwrap();
+        assert_eq!(reference.len(), nir.len());
+        let shared = (frames.steps + model.form().layers[0].synapse.extra_steps()) * outputs;
+        assert!(reference[..shared] == nir[..shared], "the semantics differ before the first layer's end");
+    }
 }

@@ -1,5 +1,7 @@
 //! `snn-delays eval`: evaluates a checkpoint with integer delays on one split. Accepts our
-//! checkpoints (best, last) and state dicts saved from the PyTorch reference.
+//! checkpoints (best, last) and state dicts saved from the PyTorch reference. By default the
+//! reference's protocol (batches padded to their longest sample); `--per-sample` runs each
+//! sample on its own steps, as `infer` does.
 
 use super::{ConfigArgs, DeviceArgs};
 use crate::checkpoint;
@@ -25,6 +27,10 @@ pub struct EvalArgs {
     /// Print one JSON object
     #[arg(long)]
     json: bool,
+    /// Run each sample on its own (its own length and the network's tail), as `infer` and a
+    /// deployed model do, instead of the reference's batches padded to their longest sample
+    #[arg(long)]
+    per_sample: bool,
     #[command(flatten)]
     device: DeviceArgs,
 }
@@ -37,14 +43,22 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     let data = args.data.clone().unwrap_or_else(|| PathBuf::from(&config.data_dir));
     let subset = DataSplits::subset(&config, &data, args.split)?;
     let split = format!("{:?}", args.split).to_lowercase();
-    let pass =
-        Pass { batch_size: config.batch_size, classes: config.derived().n_outputs as i64, label: &split, quiet: args.json };
+    let classes = config.derived().n_outputs as i64;
+    let pass = Pass { batch_size: config.batch_size, classes, label: &split, quiet: args.json, per_sample: args.per_sample };
     let scores = evaluate(&network, &subset, &pass, None).with_context(|| format!("evaluating {}", args.checkpoint.display()))?;
     if args.json {
         let mut report = serde_json::to_value(scores)?;
         report["split"] = split.into();
         report["checkpoint"] = serde_json::to_value(&args.checkpoint)?;
+        report["protocol"] = if args.per_sample { "per-sample" } else { "padded batches" }.into();
         println!("{report}");
+    } else if args.per_sample {
+        println!(
+            "{split}: loss {:.4}, accuracy {:.2}% on {} samples (integer delays, each sample on its own)",
+            scores.loss,
+            100.0 * scores.accuracy,
+            scores.samples
+        );
     } else {
         println!(
             "{split}: loss {:.4}, accuracy {:.2}% on {} samples (integer delays; the reference's means over batches: \

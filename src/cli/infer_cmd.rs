@@ -1,14 +1,15 @@
 //! `snn-delays infer`: the pure-Rust integer-delay engine (`crate::infer`) on a dataset split.
 //!
-//! Batch mode pads each sample to the longest of its batch, as `eval` does (the batch size and
-//! the framing come from the configuration stored in the model, unless flags give one), so its
-//! accuracy equals `eval`'s. `--stream` feeds each recording a frame at a time, as frames would
-//! arrive, and prints the decision whenever it changes.
+//! Each sample runs on its own steps and the network's tail, never another sample's padding
+//! (the framing comes from the configuration stored in the model, unless flags give one), so a
+//! prediction does not depend on the other samples: batch mode (samples in parallel) and
+//! `--stream` (a frame at a time, as frames would arrive, printing the decision whenever it
+//! changes) give the same scores bit for bit, and the accuracy equals `eval --per-sample`'s.
 
 use super::ConfigArgs;
 use crate::config::{Config, ConfigSource};
 use crate::data::{DataSplits, Split, Subset};
-use crate::infer::{prediction, ClassScores, Model};
+use crate::infer::{prediction, ClassScores, Model, Semantics};
 use crate::progress::{Progress, Unit};
 use anyhow::{ensure, Context, Result};
 use clap::Args;
@@ -31,13 +32,18 @@ pub struct InferArgs {
     /// Only the first N samples
     #[arg(long)]
     limit: Option<usize>,
+    /// When a layer's sequence ends: `reference` (each layer ends (K−1)//2 steps after its input,
+    /// as `eval` computes) or `nir` (no layer ends, as a NIR graph runs; the recording is
+    /// followed by the network's tail of zero frames)
+    #[arg(long, value_enum, default_value = "reference")]
+    semantics: Semantics,
     /// Print one JSON object
     #[arg(long)]
     json: bool,
     /// With --json, also give each sample's class scores (`scores`, one row per sample)
     #[arg(long, requires = "json")]
     scores: bool,
-    /// Framing and batch size [default: the configuration stored in the model]
+    /// Framing, and the batch size (samples run in parallel at a time) [default: the configuration stored in the model]
     #[command(flatten)]
     config: ConfigArgs,
 }
@@ -58,7 +64,7 @@ pub fn run(args: &InferArgs) -> Result<()> {
     subset.indices.truncate(args.limit.unwrap_or(usize::MAX));
     let started = Instant::now();
     let Decided { predictions, scores, labels } =
-        if args.stream { stream(&model, &subset, args.json)? } else { batches(&model, &subset, config.batch_size, args.json)? };
+        if args.stream { stream(&model, &subset, args)? } else { batches(&model, &subset, config.batch_size, args)? };
     let seconds = started.elapsed().as_secs_f64();
     let correct = predictions.iter().zip(&labels).filter(|(p, l)| **p as i64 == **l).count();
     let accuracy = correct as f64 / labels.len().max(1) as f64;
@@ -116,21 +122,13 @@ impl Decided {
     }
 }
 
-/// Batch mode: batches as `eval` forms them, the samples of a batch in parallel.
-fn batches(model: &Model, subset: &Subset, batch_size: usize, quiet: bool) -> Result<Decided> {
+/// Batch mode: the samples of a batch in parallel, each on its own steps.
+fn batches(model: &Model, subset: &Subset, batch_size: usize, args: &InferArgs) -> Result<Decided> {
     let mut decided = Decided::new(subset.labels());
-    let progress = Progress::new("infer", decided.labels.len() as u64, Unit::Items, quiet);
+    let progress = Progress::new("infer", decided.labels.len() as u64, Unit::Items, args.json);
     for chunk in subset.indices.chunks(batch_size.max(1)) {
-        let frames = subset.source.frames(chunk)?;
-        let longest = frames.iter().map(|f| f.steps).max().unwrap_or(0);
-        let padded: Vec<(Vec<f32>, usize)> = frames
-            .into_iter()
-            .map(|mut f| {
-                f.values.resize(longest * f.channels, 0.0);
-                (f.values, longest)
-            })
-            .collect();
-        for readout in model.run_all(&padded)? {
+        let samples: Vec<(Vec<f32>, usize)> = subset.source.frames(chunk)?.into_iter().map(|f| (f.values, f.steps)).collect();
+        for readout in model.run_all_as(&samples, args.semantics)? {
             decided.push(model.scores(&readout));
         }
         progress.advance(chunk.len() as u64);
@@ -139,10 +137,11 @@ fn batches(model: &Model, subset: &Subset, batch_size: usize, quiet: bool) -> Re
 }
 
 /// Streaming: each recording frame by frame, unpadded; the decision is printed when it changes.
-fn stream(model: &Model, subset: &Subset, quiet: bool) -> Result<Decided> {
+fn stream(model: &Model, subset: &Subset, args: &InferArgs) -> Result<Decided> {
+    let quiet = args.json;
     let mut decided = Decided::new(subset.labels());
     let step_ms = model.form().time_step_ms;
-    let mut stream = model.stream();
+    let mut stream = model.stream_as(args.semantics);
     for (sample, &index) in subset.indices.iter().enumerate() {
         let frames = subset.source.frames(&[index])?.pop().context("a sample's frames")?;
         stream.reset();

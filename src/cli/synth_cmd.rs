@@ -23,6 +23,10 @@ pub struct SynthArgs {
     /// Background spikes per second over all 700 channels
     #[arg(long, default_value_t = SynthSpec::default().noise_rate_hz)]
     noise_rate: f64,
+    /// Cut each recording at a random time between this and 600 ms (recordings of different
+    /// lengths, as real ones are) [default: every recording whole]
+    #[arg(long, value_name = "MS")]
+    min_length_ms: Option<f64>,
     /// Replace the dataset files if --out already holds them
     #[arg(long)]
     force: bool,
@@ -39,6 +43,7 @@ pub fn run(args: &SynthArgs) -> Result<()> {
         test: args.test,
         seed: args.seed,
         noise_rate_hz: args.noise_rate,
+        min_length_ms: args.min_length_ms,
         ..SynthSpec::default()
     };
     spec.write(&args.out)?;

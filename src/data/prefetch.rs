@@ -64,6 +64,8 @@ pub fn pin(tensor: Tensor, device: Device) -> Tensor {
 pub struct StagedBatch {
     pub size: usize,
     pub indices: Vec<usize>,
+    /// Each staged sample's own number of steps (before the batch's padding).
+    pub lengths: Vec<usize>,
     pub x: Tensor,
     pub targets: Tensor,
 }
@@ -72,14 +74,14 @@ impl StagedBatch {
     /// `batch` cut to `rows` (a data-parallel rank's shard; all of it for `None`) and pinned.
     pub fn of(batch: Batch, rows: Option<std::ops::Range<usize>>, device: Device) -> StagedBatch {
         let size = batch.lengths.len();
-        let (indices, x, targets) = match rows {
+        let (indices, lengths, x, targets) = match rows {
             Some(rows) => {
                 let (x, targets) = batch.rows(rows.clone());
-                (batch.indices[rows].to_vec(), x, targets)
+                (batch.indices[rows.clone()].to_vec(), batch.lengths[rows].to_vec(), x, targets)
             }
-            None => (batch.indices, batch.x, batch.targets),
+            None => (batch.indices, batch.lengths, batch.x, batch.targets),
         };
-        StagedBatch { size, indices, x: pin(x, device), targets: pin(targets, device) }
+        StagedBatch { size, indices, lengths, x: pin(x, device), targets: pin(targets, device) }
     }
 }
 

@@ -37,6 +37,9 @@ pub struct SynthSpec {
     /// Background spikes per second, over all channels.
     pub noise_rate_hz: f64,
     pub duration_ms: f64,
+    /// Each recording ends at a time drawn uniformly in `[min_length_ms, duration_ms)`, its later
+    /// spikes dropped (recordings of different lengths); `None` keeps every recording whole.
+    pub min_length_ms: Option<f64>,
 }
 
 impl Default for SynthSpec {
@@ -52,6 +55,7 @@ impl Default for SynthSpec {
             jitter_ms: 2.0,
             noise_rate_hz: 1500.0,
             duration_ms: 600.0,
+            min_length_ms: None,
         }
     }
 }
@@ -74,6 +78,13 @@ impl SynthSpec {
             "--noise-rate must be a finite number of spikes per second, at least 0, got {}",
             self.noise_rate_hz
         );
+        if let Some(min) = self.min_length_ms {
+            ensure!(
+                min.is_finite() && (1.0..=self.duration_ms).contains(&min),
+                "--min-length-ms must be between 1 and {} ms, got {min}",
+                self.duration_ms
+            );
+        }
         let events = (self.noise_rate_hz * self.duration_ms / 1000.0) as u64 + (self.groups * self.burst_spikes) as u64;
         let samples = (self.train + self.test) as u64;
         crate::memory::Budget::machine().check(
@@ -112,6 +123,13 @@ impl SynthSpec {
         let noise = (self.noise_rate_hz * self.duration_ms / 1000.0) as usize;
         for _ in 0..noise {
             events.push((rng.uniform() * self.duration_ms, rng.below(RAW_CHANNELS) as u16));
+        }
+        if let Some(min) = self.min_length_ms {
+            let end = min + rng.uniform() * (self.duration_ms - min);
+            events.retain(|&(ms, _)| ms < end);
+            if events.is_empty() {
+                events.push((0.0, rng.below(RAW_CHANNELS) as u16));
+            }
         }
         let mut quantised: Vec<(f16, u16)> = events.into_iter().map(|(ms, unit)| (f16::from_f64(ms / 1000.0), unit)).collect();
         quantised.sort_by(|a, b| a.0.total_cmp(&b.0));

@@ -4,17 +4,23 @@
 //!
 //! - **Weights and bias** are fixed-point integers: the folded BatchNorm's scale multiplies the
 //!   weights and its shift is the bias, then both are multiplied by `2^e` and rounded. `e` is the
-//!   largest exponent (at most 6, netx's usual scale) whose weights fit netx's 8-bit range
-//!   `[−256, 254]`; it is stored as `weightExponent` so that a reader can divide it back. Rounding
-//!   moves each weight by at most `2^−(e+1)`.
+//!   largest exponent up to 10 whose weights fit the 8-bit range `[−256, 254]`, so the largest
+//!   weight uses all of it; it is stored as `weightExponent` so that a reader can divide it
+//!   back. Rounding moves each weight by at most `2^−(e+1)`. (netx re-derives its own exponent
+//!   from these integers; Loihi's voltage is then `2^(6+e)` times ours, within its 24 bits for
+//!   membranes up to `2^(17−e)`.)
 //! - **Delays**: one integer per synapse, which netx reads as long as it is below 63. A synapse
 //!   with two taps at different delays, or a delay of 63 or more, is refused.
 //! - **Neuron** (`type = CUBA`): `iDecay = 4096`, so the current is the input of the step (Lava
-//!   keeps 1/4096 of the previous one); `vDecay = round(4096 · leak)` with `leak = 1/τ` (LIF) or
-//!   `sigmoid(w)` (PLIF), quantised to 1/4096; `vThMant = round(θ · 2^e)`, at most `2^17 − 1`;
-//!   `refDelay = 1`; hard reset to 0, as Loihi's. The output layer's threshold (1e9: it never
-//!   spikes, the readout is its membrane) is clipped to `2^17 − 1`: read its voltage.
-//! - The first layer takes the binned spike counts, so load it with graded input spikes.
+//!   adds 1 to the stored decay: its current keeps nothing); `vDecay = round(4096 · leak)` with
+//!   `leak = 1/τ` (LIF) or `sigmoid(w)` (PLIF), quantised to 1/4096; `vThMant = round(θ · 2^e)`,
+//!   at most `2^17 − 1`; `refDelay = 1`; hard reset to 0, as Loihi's. The output layer's
+//!   threshold (1e9: it never spikes, the readout is its membrane) is clipped to `2^17 − 1`:
+//!   read its voltage.
+//! - The first layer takes the binned spike counts, so load it with graded input spikes
+//!   (`input_message_bits > 0`). Lava delivers a synapse's input on the next step, so each
+//!   layer adds one step: run a recording with `tail + L` steps and read the output from step L
+//!   (scripts/lava_netx_run.py).
 
 use super::h5;
 use crate::model::eval_form::{EvalLayer, EvalNetwork};
@@ -26,17 +32,18 @@ use std::path::Path;
 const MAX_DELAY: u16 = 62;
 /// The largest threshold mantissa (17 bits).
 const MAX_THRESHOLD: i64 = (1 << 17) - 1;
-const MAX_EXPONENT: i32 = 6;
+/// The largest weight exponent: Loihi's 24-bit voltage then still holds membranes up to ±128.
+const MAX_EXPONENT: i32 = 10;
 
 pub fn write(form: &EvalNetwork, path: &Path) -> Result<()> {
     let layers = form.layers.iter().enumerate().map(|(l, layer)| dense(l, layer)).collect::<Result<Vec<_>>>()?;
     crate::atomic::write_with(path, |temporary| {
-        let file = hdf5::File::create(temporary).with_context(|| format!("cannot create {}", temporary.display()))?;
-        let root = file.create_group("layer")?;
+        let file = h5::create_file(temporary)?;
+        let root = h5::group(&file, "layer")?;
         for (l, layer) in layers.iter().enumerate() {
-            layer.write(&root.create_group(&l.to_string())?)?;
+            layer.write(&h5::group(&root, &l.to_string())?)?;
         }
-        let simulation = file.create_group("simulation")?;
+        let simulation = h5::group(&file, "simulation")?;
         h5::scalar(&simulation, "Ts", 1i64)?;
         file.close()?;
         Ok(())
@@ -66,7 +73,7 @@ impl Dense {
         h5::array(group, "delay", &matrix, &self.delay)?;
         h5::array(group, "bias", &[self.out_features], &self.bias)?;
         h5::scalar(group, "weightExponent", self.exponent as i64)?;
-        let neuron = group.create_group("neuron")?;
+        let neuron = h5::group(group, "neuron")?;
         h5::string(&neuron, "type", "CUBA")?;
         h5::scalar(&neuron, "iDecay", 4096i64)?;
         h5::scalar(&neuron, "vDecay", self.v_decay)?;

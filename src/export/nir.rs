@@ -1,45 +1,53 @@
 //! NIR (HDF5, as `nir.write` lays it out: `version`, and `node` holding `type = NIRGraph`,
-//! `nodes/<name>/…` and `edges`). NIR's `Delay` holds one delay per channel, not per synapse, so
-//! each layer becomes an exact equivalent graph: for every distinct delay `d` of the layer, a
-//! `Delay(d)` on the layer's input (left out for `d = 0`) followed by an `Affine` holding only
-//! the synapses with delay `d`, all summed into the layer's neuron. The folded BatchNorm's scale
-//! multiplies the weights and its shift is the bias of the first branch.
+//! `nodes/<name>/…`, `edges` and `metadata`). NIR's `Delay` holds one delay per channel, not per
+//! synapse, so each layer becomes an exact equivalent graph: for every distinct delay `d` of the
+//! layer, a `Delay(d)` on the layer's input (left out for `d = 0`) followed by an `Affine`
+//! holding only the synapses with delay `d`, all summed into the layer's neuron. The folded
+//! BatchNorm's scale multiplies the weights and its shift is the bias of the first branch.
 //!
 //! Neurons: NIR's `LIF` is `τ·dv/dt = (v_leak − v) + R·I` with a reset to `v_reset` at
-//! `v_threshold`. Stepped by Euler with `dt` = the time step, it is our charge
-//! `v − v/τ_s + x` when `τ = τ_s·dt` (`τ_s = 1/leak` steps, leak `1/τ` or `sigmoid(w)`), `R = τ_s`
-//! and `v_leak = v_reset = 0`, threshold θ. The output layer, whose readout is its membrane (it
-//! never spikes), is an `LI` node with the same `τ`, `R` and `v_leak`; for `spike_count` it is a
-//! `LIF` with θ = 2. Time constants are in seconds. The paper-era float32 forms of the charge
-//! (`v·(1 − 1/τ)`) are the same equation.
+//! `v_threshold`. Stepped by Euler with `dt` = the time step, `v ← v + (dt/τ)(R·I − v)`, it is
+//! our charge `v − v/τ_s + x` when `τ = τ_s·dt` (`τ_s = 1/leak` steps, leak `1/τ` or
+//! `sigmoid(w)`) and `R·I = τ_s·x`. `R` is written as 1 and `τ_s` is folded into the affine
+//! weights and biases, since some runtimes ignore or rescale `R`. The output layer, whose
+//! readout is its membrane (it never spikes), is an `LI` node with the same `τ`, `R` and
+//! `v_leak`; for `spike_count` it is a `LIF` with θ = 2. Time constants are in seconds. The
+//! paper-era float32 forms of the charge (`v·(1 − 1/τ)`) are the same equation.
+//!
+//! Every tensor is float32; large ones are stored shuffled and deflate-compressed (h5py reads
+//! them as they are). The graph's `metadata` records `dt` (seconds), the `readout`, the
+//! `scoring` rule that turns the readout into class scores, and `tail_steps`: a NIR graph has no
+//! end, so a recording is followed by that many zero frames to produce the readout our engine
+//! computes under its `nir` semantics (`snn-delays infer --semantics nir`).
 
 use super::h5;
+use crate::config::Loss;
 use crate::model::eval_form::{EvalLayer, EvalNetwork};
 use crate::model::neuron::Charge;
-use anyhow::{Context, Result};
+use anyhow::Result;
 use std::collections::BTreeMap;
 use std::path::Path;
 
 /// The `nir` package version whose layout this writes.
 pub const NIR_VERSION: &str = "1.0.8";
 
-/// One node: its type and float64 (or integer) parameters.
+/// One node: its type and float32 parameters.
 struct Node {
     kind: &'static str,
-    arrays: Vec<(&'static str, Vec<usize>, Vec<f64>)>,
+    arrays: Vec<(&'static str, Vec<usize>, Vec<f32>)>,
     shape: Option<i64>,
 }
 
 pub fn write(form: &EvalNetwork, path: &Path) -> Result<()> {
     let (nodes, edges) = graph(form);
     crate::atomic::write_with(path, |temporary| {
-        let file = hdf5::File::create(temporary).with_context(|| format!("cannot create {}", temporary.display()))?;
+        let file = h5::create_file(temporary)?;
         h5::string(&file, "version", NIR_VERSION)?;
-        let root = file.create_group("node")?;
+        let root = h5::group(&file, "node")?;
         h5::string(&root, "type", "NIRGraph")?;
-        let group = root.create_group("nodes")?;
+        let group = h5::group(&root, "nodes")?;
         for (name, node) in &nodes {
-            let entry = group.create_group(name)?;
+            let entry = h5::group(&group, name)?;
             h5::string(&entry, "type", node.kind)?;
             if let Some(size) = node.shape {
                 h5::array(&entry, "shape", &[1], &[size])?;
@@ -49,9 +57,28 @@ pub fn write(form: &EvalNetwork, path: &Path) -> Result<()> {
             }
         }
         h5::string_pairs(&root, "edges", &edges)?;
+        write_metadata(&h5::group(&root, "metadata")?, form)?;
         file.close()?;
         Ok(())
     })
+}
+
+/// How the graph is to be run and read: the time step, the readout, how it becomes class
+/// scores, and the zero frames that follow a recording.
+fn write_metadata(group: &hdf5::Group, form: &EvalNetwork) -> Result<()> {
+    let readout = if form.reads_spikes() { "spikes of the output LIF nodes" } else { "membrane of the output LI nodes" };
+    let scoring = match form.loss {
+        Loss::Sum => "class score = sum over steps of the softmax over classes of the readout",
+        Loss::Mean => "class score = mean over steps of the readout",
+        Loss::Max => "class score = max over steps of the readout",
+        Loss::SpikeCount => "class score = number of output spikes",
+    };
+    h5::scalar(group, "dt", form.time_step_ms / 1000.0)?;
+    h5::string(group, "readout", readout)?;
+    h5::string(group, "scoring", scoring)?;
+    h5::scalar(group, "tail_steps", form.layers.iter().map(|l| l.synapse.extra_steps() as i64).sum::<i64>())?;
+    h5::string(group, "producer", concat!("snn-delays ", env!("CARGO_PKG_VERSION")))?;
+    Ok(())
 }
 
 /// The nodes by name and the edges of the expanded graph.
@@ -72,7 +99,7 @@ fn graph(form: &EvalNetwork) -> (BTreeMap<String, Node>, Vec<(String, String)>) 
                 edges.push((previous.clone(), affine.clone()));
             } else {
                 let delay = format!("layer{l}.delay{d}");
-                let values = vec![d as f64 * dt; c_in];
+                let values = vec![(f64::from(d) * dt) as f32; c_in];
                 nodes.insert(delay.clone(), Node { kind: "Delay", arrays: vec![("delay", vec![c_in], values)], shape: None });
                 edges.push((previous.clone(), delay.clone()));
                 edges.push((delay, affine.clone()));
@@ -89,12 +116,14 @@ fn graph(form: &EvalNetwork) -> (BTreeMap<String, Node>, Vec<(String, String)>) 
 }
 
 /// One delay's branch: its `(C_out, C_in)` weights and `(C_out)` bias.
-type Branch = (Vec<f64>, Vec<f64>);
+type Branch = (Vec<f32>, Vec<f32>);
 
 /// Per distinct delay (ascending), the `(C_out, C_in)` weights of that delay's synapses (folded
-/// BatchNorm scale applied) and the bias (the folded shift on the first branch, else zeros).
+/// BatchNorm scale applied) and the bias (the folded shift on the first branch, else zeros), all
+/// times `τ_s` (see the module's documentation).
 fn branches(layer: &EvalLayer) -> Vec<(u16, Branch)> {
     let s = &layer.synapse;
+    let tau = time_constant_steps(layer);
     let mut by_delay: BTreeMap<u16, Vec<f64>> = BTreeMap::new();
     for (k, (&delay, &weight)) in s.delays.iter().zip(&s.weights).enumerate() {
         if weight != 0.0 {
@@ -107,29 +136,36 @@ fn branches(layer: &EvalLayer) -> Vec<(u16, Branch)> {
     if by_delay.is_empty() {
         by_delay.insert(0, vec![0.0; s.out_channels * s.in_channels]);
     }
+    let times_tau = |values: &[f64]| values.iter().map(|v| (v * tau) as f32).collect::<Vec<f32>>();
     let shift: Vec<f64> =
         layer.norm.as_ref().map_or(vec![0.0; s.out_channels], |norm| norm.shift.iter().map(|&v| f64::from(v)).collect());
     by_delay
         .into_iter()
         .enumerate()
-        .map(|(index, (delay, weights))| (delay, (weights, if index == 0 { shift.clone() } else { vec![0.0; s.out_channels] })))
+        .map(|(index, (delay, weights))| {
+            (delay, (times_tau(&weights), if index == 0 { times_tau(&shift) } else { vec![0.0; s.out_channels] }))
+        })
         .collect()
 }
 
-/// `LIF` (or `LI` for a membrane readout) with `τ = τ_s·dt`, `R = τ_s`, zero leak and reset.
-fn neuron_node(layer: &EvalLayer, dt: f64, leaky_integrator: bool) -> Node {
-    let c = layer.synapse.out_channels;
-    let steps = match layer.charge {
+/// `τ_s = 1/leak`, the membrane time constant in steps.
+fn time_constant_steps(layer: &EvalLayer) -> f64 {
+    match layer.charge {
         Charge::Divide(tau) => f64::from(tau),
         Charge::Multiply(keep) | Charge::MultiplyOneMinus(keep) => 1.0 / (1.0 - f64::from(keep)),
         Charge::SubtractProduct(rate) => 1.0 / f64::from(rate),
-    };
-    let mut arrays =
-        vec![("tau", vec![c], vec![steps * dt; c]), ("r", vec![c], vec![steps; c]), ("v_leak", vec![c], vec![0.0; c])];
+    }
+}
+
+/// `LIF` (or `LI` for a membrane readout) with `τ = τ_s·dt`, `R = 1`, zero leak and reset.
+fn neuron_node(layer: &EvalLayer, dt: f64, leaky_integrator: bool) -> Node {
+    let c = layer.synapse.out_channels;
+    let tau = (time_constant_steps(layer) * dt) as f32;
+    let mut arrays = vec![("tau", vec![c], vec![tau; c]), ("r", vec![c], vec![1.0; c]), ("v_leak", vec![c], vec![0.0; c])];
     if leaky_integrator {
         return Node { kind: "LI", arrays, shape: None };
     }
     arrays.push(("v_reset", vec![c], vec![0.0; c]));
-    arrays.push(("v_threshold", vec![c], vec![f64::from(layer.threshold); c]));
+    arrays.push(("v_threshold", vec![c], vec![layer.threshold; c]));
     Node { kind: "LIF", arrays, shape: None }
 }

@@ -58,6 +58,18 @@ struct Target {
     weight: f32,
 }
 
+/// When a layer's sequence ends.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Semantics {
+    /// As the reference's network computes (and `eval`): each layer's output ends `(K−1)//2`
+    /// steps after its input ends, so a hidden layer's later spikes never reach the next layer.
+    #[default]
+    Reference,
+    /// As a NIR graph runs: no layer ends; the recording is followed by the network's tail of
+    /// zero frames and every layer runs every step, so delayed input keeps arriving.
+    Nir,
+}
+
 /// A loaded network, ready to run.
 pub struct Model {
     form: EvalNetwork,
@@ -96,27 +108,53 @@ impl Model {
     /// readout, `output_steps(steps) × n_outputs`: the output layer's membrane, or its spikes
     /// for `spike_count`.
     pub fn run(&self, frames: &[f32], steps: usize) -> Result<Vec<f32>> {
+        self.run_as(frames, steps, Semantics::Reference)
+    }
+
+    /// [`Model::run`] under the given [`Semantics`]; the readout has the same number of steps.
+    pub fn run_as(&self, frames: &[f32], steps: usize, semantics: Semantics) -> Result<Vec<f32>> {
         let inputs = self.n_inputs();
         ensure!(frames.len() == steps * inputs, "{} values are not {steps} frames of {inputs} inputs", frames.len());
-        let mut x = transpose(frames, steps, inputs);
-        let mut length = steps;
+        let total = steps + self.tail_steps();
+        let (mut x, mut length) = match semantics {
+            Semantics::Reference => (transpose(frames, steps, inputs), steps),
+            Semantics::Nir => (transpose(&[frames, &vec![0.0; (total - steps) * inputs]].concat(), total, inputs), total),
+        };
         for (l, (layer, fan_in)) in self.form.layers.iter().zip(&self.fan_in).enumerate() {
-            let y = synaptic_input(layer, fan_in, &x, length);
-            length += layer.synapse.extra_steps();
+            let mut y = synaptic_input(layer, fan_in, &x, length);
+            match semantics {
+                Semantics::Reference => length += layer.synapse.extra_steps(),
+                Semantics::Nir => y = cut_rows(&y, length + layer.synapse.extra_steps(), length),
+            }
             let membrane = l + 1 == self.form.layers.len() && !self.form.reads_spikes();
             x = neurons(layer, y, length, membrane);
         }
         Ok(transpose(&x, self.n_outputs(), length))
     }
 
+    /// The steps the layers' right padding adds after a recording: `Σ_l (K_l − 1)//2`.
+    pub fn tail_steps(&self) -> usize {
+        self.form.layers.iter().map(|l| l.synapse.extra_steps()).sum()
+    }
+
     /// [`Model::run`] over many samples in parallel; readouts in the order of `samples`.
     pub fn run_all(&self, samples: &[(Vec<f32>, usize)]) -> Result<Vec<Vec<f32>>> {
-        samples.par_iter().map(|(frames, steps)| self.run(frames, *steps)).collect()
+        self.run_all_as(samples, Semantics::Reference)
+    }
+
+    /// [`Model::run_all`] under the given [`Semantics`].
+    pub fn run_all_as(&self, samples: &[(Vec<f32>, usize)], semantics: Semantics) -> Result<Vec<Vec<f32>>> {
+        samples.par_iter().map(|(frames, steps)| self.run_as(frames, *steps, semantics)).collect()
     }
 
     /// A stream for one recording.
     pub fn stream(&self) -> Stream<'_> {
-        Stream::new(self)
+        self.stream_as(Semantics::Reference)
+    }
+
+    /// A stream for one recording under the given [`Semantics`].
+    pub fn stream_as(&self, semantics: Semantics) -> Stream<'_> {
+        Stream::new(self, semantics)
     }
 
     /// The class scores of a readout (`steps × n_outputs`), as the loss defines them (§3).
@@ -154,6 +192,11 @@ fn fan_out(in_channels: usize, fan_in: &[Vec<Source>]) -> Vec<Vec<Target>> {
 }
 
 /// `rows × cols` row-major to `cols × rows`, in tiles that stay in cache.
+/// The first `keep` of each row of `width` values.
+fn cut_rows(values: &[f32], width: usize, keep: usize) -> Vec<f32> {
+    values.chunks_exact(width).flat_map(|row| &row[..keep]).copied().collect()
+}
+
 fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     const TILE: usize = 16;
     let mut out = vec![0f32; values.len()];
@@ -427,10 +470,11 @@ pub struct Stream<'m> {
     outputs: Vec<Vec<f32>>,
     steps: usize,
     ended_at: Option<usize>,
+    semantics: Semantics,
 }
 
 impl<'m> Stream<'m> {
-    fn new(model: &'m Model) -> Stream<'m> {
+    fn new(model: &'m Model, semantics: Semantics) -> Stream<'m> {
         let layers = &model.form.layers;
         Stream {
             model,
@@ -441,6 +485,7 @@ impl<'m> Stream<'m> {
             outputs: layers.iter().map(|l| vec![0.0; l.synapse.out_channels]).collect(),
             steps: 0,
             ended_at: None,
+            semantics,
         }
     }
 
@@ -461,8 +506,7 @@ impl<'m> Stream<'m> {
     /// and returns their readouts.
     pub fn finish(&mut self) -> Vec<Vec<f32>> {
         self.ended_at.get_or_insert(self.steps);
-        let total: usize = self.model.form.layers.iter().map(|l| l.synapse.extra_steps()).sum();
-        (0..total)
+        (0..self.model.tail_steps())
             .map(|_| {
                 self.advance(None);
                 self.outputs.last().expect("an output layer").clone()
@@ -472,15 +516,19 @@ impl<'m> Stream<'m> {
 
     /// Forgets the recording: membranes and rings back to zero.
     pub fn reset(&mut self) {
-        *self = Stream::new(self.model);
+        *self = Stream::new(self.model, self.semantics);
     }
 
-    /// One step of every layer. A layer's input past the end of its batch-mode input counts as
-    /// zero, and so does a hidden layer's output past the end of its batch-mode output.
+    /// One step of every layer. Under [`Semantics::Reference`], a layer's input past the end of
+    /// its batch-mode input counts as zero, and so does a hidden layer's output past the end of
+    /// its batch-mode output; under [`Semantics::Nir`] no layer ends.
     fn advance(&mut self, frame: Option<&[f32]>) {
         let t = self.steps;
         let layers = &self.model.form.layers;
-        let mut valid_until = self.ended_at.unwrap_or(usize::MAX);
+        let mut valid_until = match self.semantics {
+            Semantics::Reference => self.ended_at.unwrap_or(usize::MAX),
+            Semantics::Nir => usize::MAX,
+        };
         for (l, layer) in layers.iter().enumerate() {
             let (k, c_in) = (layer.synapse.kernel_size, layer.synapse.in_channels);
             let (earlier, later) = self.outputs.split_at_mut(l);

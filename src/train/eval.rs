@@ -46,6 +46,12 @@ impl Scores {
             samples,
         }
     }
+
+    /// The scores of samples each evaluated on its own: the reference's means over batches are
+    /// then means over batches of one, the sample-weighted figures.
+    pub fn of_single_samples(self) -> Scores {
+        Scores { loss_batch_mean: self.loss, accuracy_batch_mean: self.accuracy, ..self }
+    }
 }
 
 /// How an evaluation pass runs and shows its progress.
@@ -56,6 +62,9 @@ pub struct Pass<'a> {
     pub label: &'a str,
     /// No progress bar.
     pub quiet: bool,
+    /// Each sample on its own (its own length and the network's tail, never the batch's
+    /// padding), as a deployed model runs; otherwise the reference's padded batches.
+    pub per_sample: bool,
 }
 
 /// Evaluates `subset`. With a group, each rank evaluates its shard of every batch and the
@@ -75,9 +84,10 @@ fn pass_scores(network: &Network, kernels: &EvalKernels, subset: &Subset, pass: 
     };
     prefetched(batches(subset, pass.batch_size, pass.classes, None), stage, |_, staged: StagedBatch| {
         progress.advance(staged.size as u64);
-        figures.push(match group {
-            None => batch_means(network, kernels, &staged)?,
-            Some(_) => shard_sums(network, kernels, &staged)?,
+        figures.push(match (group, pass.per_sample) {
+            (_, true) => per_sample_sums(network, kernels, &staged)?,
+            (None, false) => batch_means(network, kernels, &staged)?,
+            (Some(_), false) => shard_sums(network, kernels, &staged)?,
         });
         sizes.push(staged.size);
         Ok(std::ops::ControlFlow::Continue(()))
@@ -88,6 +98,8 @@ fn pass_scores(network: &Network, kernels: &EvalKernels, subset: &Subset, pass: 
     let mut table = Tensor::stack(&figures, 0);
     if let Some(group) = group {
         group.sum(&table)?;
+    }
+    if group.is_some() || pass.per_sample {
         let counts: Vec<f64> = sizes.iter().map(|&n| n as f64).collect();
         let counts = Tensor::from_slice(&counts).to_device(table.device()).unsqueeze(1);
         table /= counts;
@@ -97,7 +109,8 @@ fn pass_scores(network: &Network, kernels: &EvalKernels, subset: &Subset, pass: 
         group.check()?;
     }
     let column = |c: usize| values.chunks(2).map(|row| row[c]).collect::<Vec<_>>();
-    Ok(Scores::from_batches(&column(0), &column(1), &sizes))
+    let scores = Scores::from_batches(&column(0), &column(1), &sizes);
+    Ok(if pass.per_sample { scores.of_single_samples() } else { scores })
 }
 
 /// The class scores of a staged batch, on the network's device.
@@ -111,6 +124,31 @@ fn scores(network: &Network, kernels: &EvalKernels, staged: &StagedBatch) -> Res
 fn batch_means(network: &Network, kernels: &EvalKernels, staged: &StagedBatch) -> Result<Tensor> {
     let (scores, targets) = scores(network, kernels, staged)?;
     Ok(Tensor::stack(&[cross_entropy(&scores, &targets).to_kind(Kind::Double), hit_rate(&scores, &targets)], 0))
+}
+
+/// The summed loss and hits of this process's rows of a batch, each sample run on its own
+/// steps: the samples of one length together, cut to it. `[2]` float64.
+fn per_sample_sums(network: &Network, kernels: &EvalKernels, staged: &StagedBatch) -> Result<Tensor> {
+    let device = network.device();
+    let (x, targets) = (to_device(&staged.x, device), to_device(&staged.targets, device));
+    let mut sums = Tensor::zeros([2], (Kind::Double, device));
+    for (length, rows) in rows_by_length(&staged.lengths) {
+        let rows = Tensor::from_slice(&rows).to_device(device);
+        let scores = class_scores(&network.forward_eval(&x.narrow(0, 0, length).index_select(1, &rows), kernels)?, network.loss);
+        let targets = targets.index_select(0, &rows);
+        let losses = sample_cross_entropy(&scores, &targets);
+        sums += Tensor::stack(&[losses.sum(Kind::Double), hits(&scores, &targets).sum(Kind::Double)], 0);
+    }
+    Ok(sums)
+}
+
+/// The rows of each distinct length, shortest first.
+fn rows_by_length(lengths: &[usize]) -> Vec<(i64, Vec<i64>)> {
+    let mut groups = std::collections::BTreeMap::<i64, Vec<i64>>::new();
+    for (row, &length) in lengths.iter().enumerate() {
+        groups.entry(length as i64).or_default().push(row as i64);
+    }
+    groups.into_iter().collect()
 }
 
 /// The summed loss and hits of this process's rows of a batch, `[2]` float64 (zeros for none).

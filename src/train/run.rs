@@ -181,7 +181,8 @@ pub fn train(config: &Config, data_dir: &Path, options: &RunOptions) -> Result<O
             );
         }
         let classes = config.derived().n_outputs as i64;
-        let pass = |label| Pass { batch_size: config.batch_size, classes, label, quiet: options.quiet || !leader };
+        let pass =
+            |label| Pass { batch_size: config.batch_size, classes, label, quiet: options.quiet || !leader, per_sample: false };
         let valid = evaluate(&trainer.network, &data.valid, &pass("valid"), group)?;
         let test = data.test.as_ref().map(|t| evaluate(&trainer.network, t, &pass("test"), group)).transpose()?;
         state.seconds += started.elapsed().as_secs_f64();

@@ -2,8 +2,7 @@
 evaluation, computed here from the same checkpoint: the reference network built from dcls 0.1.1
 and spikingjelly 2.0.0, its eval transform (positions rounded, sigma 0, dcls's `max` kernel: one
 tap per synapse at an integer delay; docs/method.md §4.7), run on the frames of
-`snn-delays data export`, in batches padded to their longest sample as the reference's loader
-pads them (§5.4).
+`snn-delays data export`, each sample on its own (its own length, as `infer` computes).
 
 Each case is a reference `state_dict` (the seeded initialisation randomised away from it:
 positions off the grid, BatchNorm statistics, PLIF rates), exported with
@@ -49,19 +48,11 @@ SHAPE = ["n_hidden_neurons=48", "batch_size=16", "max_delay_ms=150"]
 
 
 def reference_outputs(net, cfg, frames):
-    """The eval-form network's output for each sample, batched and padded as the reference's
-    evaluation runs them; each sample's rows cut to its own padded batch length."""
-    count, size = int(frames["labels"].numel()), cfg["batch_size"]
+    """The eval-form network's output for each sample, each run on its own (as `infer` runs
+    them: a sample's prediction never depends on the others' lengths)."""
     net.to_eval_form()
     net.eval()
-    outputs = []
-    with torch.no_grad():
-        for start in range(0, count, size):
-            x = torch.nn.utils.rnn.pad_sequence([frames[f"x.{i}"] for i in range(start, min(start + size, count))]).float()
-            net.reset_state()
-            out = net(x)
-            outputs += [out[:, b] for b in range(out.shape[1])]
-    return outputs
+    return [single_output(net, frames[f"x.{i}"]) for i in range(int(frames["labels"].numel()))]
 
 
 def single_output(net, frame):

@@ -6,12 +6,13 @@ section or from the file being checked:
 delay = K//2 − round_half_even(P) clamped to [0, K−1], per tap; eval weight = W·fl32(1/(1 + 1e-7));
 BatchNorm folded as scale = γ/sqrt(var + 1e-5), shift = β − μ·scale; the leak per step 1/τ
 (LIF) or sigmoid(w) (PLIF, from the checkpoint's `w`); the netx weight exponent the largest
-e ≤ 6 with max|folded weight|·2^e ≤ 254 (netx's 8-bit range).
+e ≤ 10 with max|folded weight|·2^e ≤ 254 (netx's 8-bit range).
 
 netx (single-delay models): shapes, every delay, the stored exponent, every weight and bias
 within half a quantisation step 2^−(e+1), the CUBA decays and threshold mantissa. NIR: summed
-per delay, the branches' weights reproduce every tap's folded weight at its delay (within 1e-6
-of the largest), the biases the shift; the neurons' τ, R, threshold and kind.
+per delay, the branches' weights reproduce every tap's folded weight at its delay times
+τ_s = 1/leak (within 1e-6 of the largest), the biases τ_s times the shift; the neurons' τ
+(τ_s·dt), R = 1, threshold and kind; every tensor float32; `dt` in the graph's metadata.
 
 Usage: export_check.py --config CONFIG.json --checkpoint FILE [--netx FILE] [--nir FILE]"""
 
@@ -27,7 +28,7 @@ from safetensors.numpy import load_file
 from harness import finish
 from reference import derive
 
-MAX_EXPONENT = 6
+MAX_EXPONENT = 10
 
 
 def expected_layers(config, checkpoint):
@@ -118,17 +119,17 @@ def check_nir(path, cfg, layers, failures):
                 failures.append(f"nir layer {l}: {affine} is fed by {source}, not {previous}")
             branches[d] = branches[d] + node.weight
             bias = bias + node.bias
-        scale = max(np.abs(w).max() for w in want["taps"].values())
-        for d in set(branches) | set(want["taps"]):
-            got, expected = branches.get(d, 0.0), want["taps"].get(d, 0.0)
-            if np.abs(np.asarray(got) - expected).max() > 1e-6 * scale:
-                failures.append(f"nir layer {l}: the weights at delay {d} differ")
-        if np.abs(bias - want["shift"]).max() > 1e-6 * scale:
-            failures.append(f"nir layer {l}: bias differs")
-        node = graph.nodes[neuron]
         steps = 1 / want["leak"]
-        if not np.allclose(node.tau, steps * dt) or not np.allclose(node.r, steps):
-            failures.append(f"nir layer {l}: tau {node.tau[0]} r {node.r[0]}, expected {steps * dt} and {steps}")
+        scale = steps * max(np.abs(w).max() for w in want["taps"].values())
+        for d in set(branches) | set(want["taps"]):
+            got, expected = branches.get(d, 0.0), steps * want["taps"].get(d, 0.0)
+            if np.abs(np.asarray(got) - expected).max() > 1e-6 * scale:
+                failures.append(f"nir layer {l}: the weights at delay {d} differ from tau_s times the folded weights")
+        if np.abs(bias - steps * want["shift"]).max() > 1e-6 * scale:
+            failures.append(f"nir layer {l}: bias differs from tau_s times the folded shift")
+        node = graph.nodes[neuron]
+        if not np.allclose(node.tau, steps * dt) or not np.all(node.r == 1):
+            failures.append(f"nir layer {l}: tau {node.tau[0]} r {node.r[0]}, expected {steps * dt} and 1")
         last = l + 1 == len(layers)
         if last and cfg["loss"] != "spike_count":
             if not isinstance(node, nir.LI):
@@ -138,6 +139,13 @@ def check_nir(path, cfg, layers, failures):
         previous = neuron
     if incoming["output"] != [previous]:
         failures.append(f"nir output fed by {incoming['output']}")
+    with h5py.File(path, "r") as f:
+        kinds = {str(f["node/nodes"][n][k].dtype) for n in f["node/nodes"] for k in f["node/nodes"][n]
+                 if k not in ("type", "shape")}
+    if kinds != {"float32"}:
+        failures.append(f"nir tensors are {sorted(kinds)}, expected float32 only")
+    if not np.isclose(float(graph.metadata.get("dt", -1)), dt):
+        failures.append(f"nir metadata dt {graph.metadata.get('dt')}, expected {dt}")
 
 
 def main():

@@ -24,11 +24,10 @@ import sys
 import tempfile
 
 import torch
-import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from harness import fresh_seed, print_reproduce, run
-from reference import ReferenceSnn, compare, randomise, reference_config, reference_loss
+from reference import ReferenceSnn, compare, randomise, reference_config, reference_loss, save_batch
 
 FIXED = [("shd preset", "shd", []), ("shd, 3 hidden layers", "shd", ["n_hidden_layers=3"]),
          ("shd, paper-era charge", "shd", ["charge_formula=paper2023"]),
@@ -73,11 +72,8 @@ def check_case(args, name, preset, sets, workdir, gen, report):
     steps, batch = int(torch.randint(12, 40, (1,), generator=gen)), int(torch.randint(2, 6, (1,), generator=gen))
     x = torch.randint(0, 4, (steps, batch, d["n_inputs"]), generator=gen).float()
     x *= (torch.rand(x.shape, generator=gen) < 0.3)
-    y = torch.randint(0, d["n_outputs"], (batch,), generator=gen)
-    masks = [F.dropout(torch.ones(batch, cfg["n_hidden_neurons"]), cfg["dropout_p"], training=True)
-             for _ in range(cfg["n_hidden_layers"])]
     batch_path = os.path.join(workdir, "batch.safetensors")
-    save_file({"x": x, "y": y, **{f"mask.{l}": m for l, m in enumerate(masks)}}, batch_path)
+    y, masks = save_batch(batch_path, x, cfg, gen)
 
     net.train()
     net.reset_state()

@@ -6,6 +6,7 @@ import math
 import torch
 import torch.nn.functional as F
 from DCLS.construct.modules import Dcls1d
+from safetensors.torch import save_file
 from spikingjelly.activation_based import functional, layer, neuron, surrogate
 
 
@@ -189,6 +190,17 @@ def randomise(net, cfg, gen):
                 t.uniform_(0.5, 1.5, generator=gen)
             elif key == "w":
                 t.add_(torch.empty((), dtype=t.dtype).uniform_(-0.5, 0.5, generator=gen))
+
+
+def save_batch(path, x, cfg, gen):
+    """Draws labels (from `gen`) and dropout masks for the input `x` (T, B, n_inputs), saves the
+    three as `forward`'s input file, and returns the labels and masks."""
+    batch = x.shape[1]
+    y = torch.randint(0, cfg["derived"]["n_outputs"], (batch,), generator=gen)
+    masks = [F.dropout(torch.ones(batch, cfg["n_hidden_neurons"]), cfg["dropout_p"], training=True)
+             for _ in range(cfg["n_hidden_layers"])]
+    save_file({"x": x, "y": y, **{f"mask.{l}": m for l, m in enumerate(masks)}}, path)
+    return y, masks
 
 
 def class_scores(out, loss):
