@@ -18,7 +18,9 @@ everything no flip can have touched:
 - The output and the loss (OUTPUT_TOLERANCE of the tensor's largest |reference|) and every
   gradient (GRADIENT_TOLERANCE) are compared element-wise when no spike differs in the pass; otherwise the output is
   compared where untouched, and the loss and gradients within FLIPPED_TOLERANCE in relative
-  norm, and the case is reported. So are the gradients of a `max` loss whose largest output
+  norm, and the case is reported. (One differing spike in the first layer moves BatchNorm's
+  statistics and, through them, tens of near-threshold spikes downstream: gradients then differ
+  by up to 2% in norm, seen; a planted mistake moves them by 70% or more.) So are the gradients of a `max` loss whose largest output
   over time is tied (exact zeros before any input, which the FFT computes as ±1e-9).
 - At least half of all comparisons must be made, or the run fails (the criterion must not pass
   by skipping).
@@ -53,7 +55,7 @@ from reference import Paper2023Neuron, ReferenceSnn, randomise, reference_config
 CURRENT_TOLERANCE = 1e-5
 OUTPUT_TOLERANCE = 1e-5
 GRADIENT_TOLERANCE = 1e-4
-FLIPPED_TOLERANCE = 1e-2
+FLIPPED_TOLERANCE = 1e-1
 MARGIN = 1e-3
 FLIP_FRACTION = 1e-3
 

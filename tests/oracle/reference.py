@@ -6,7 +6,6 @@ import math
 import torch
 import torch.nn.functional as F
 from DCLS.construct.modules import Dcls1d
-from safetensors.torch import save_file
 from spikingjelly.activation_based import functional, layer, neuron, surrogate
 
 
@@ -194,7 +193,10 @@ def randomise(net, cfg, gen):
 
 def save_batch(path, x, cfg, gen):
     """Draws labels (from `gen`) and dropout masks for the input `x` (T, B, n_inputs), saves the
-    three as `forward`'s input file, and returns the labels and masks."""
+    three as `forward`'s input file, and returns the labels and masks. (safetensors is imported
+    here: the GPU check imports this module where only torch may be installed.)"""
+    from safetensors.torch import save_file
+
     batch = x.shape[1]
     y = torch.randint(0, cfg["derived"]["n_outputs"], (batch,), generator=gen)
     masks = [F.dropout(torch.ones(batch, cfg["n_hidden_neurons"]), cfg["dropout_p"], training=True)
