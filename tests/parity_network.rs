@@ -34,7 +34,7 @@ fn random_unseen_configurations_agree() {
 /// the full SHD, SSC and GSC presets and a PLIF, two-tap, spike-count variant, 100 steps × 8
 /// samples, train (output, loss, every gradient) and eval, with the flip-aware criterion of
 /// tests/oracle/default_path.py: currents within 1e-5, output and loss within 1e-5, gradients
-/// within 1e-4 of their largest value wherever no spike flip can have reached them, and every
+/// within 3e-4 of their largest value wherever no spike flip can have reached them, and every
 /// flipped spike next to the threshold. The figures seen are printed.
 #[test]
 fn default_path_agrees_with_the_reference_at_full_presets() {

@@ -18,7 +18,9 @@
 //!   each layer stopping where its batch output ends.
 //!
 //! Both modes add each output's terms in the same order (input channel, then tap), so streaming
-//! equals batch mode bit for bit.
+//! equals batch mode bit for bit. Each sample runs on its own steps, never another's padding.
+//! Under [`Semantics::Nir`] no layer's sequence ends: the recording is followed by the tail of
+//! zero frames and every layer runs every step, as a NIR graph is stepped.
 //!
 //! ```no_run
 //! # fn main() -> anyhow::Result<()> {
@@ -191,12 +193,12 @@ fn fan_out(in_channels: usize, fan_in: &[Vec<Source>]) -> Vec<Vec<Target>> {
     lists
 }
 
-/// `rows × cols` row-major to `cols × rows`, in tiles that stay in cache.
 /// The first `keep` of each row of `width` values.
 fn cut_rows(values: &[f32], width: usize, keep: usize) -> Vec<f32> {
     values.chunks_exact(width).flat_map(|row| &row[..keep]).copied().collect()
 }
 
+/// `rows × cols` row-major to `cols × rows`, in tiles that stay in cache.
 fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     const TILE: usize = 16;
     let mut out = vec![0f32; values.len()];

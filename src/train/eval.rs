@@ -4,7 +4,9 @@
 //! and pinned for a non-blocking copy ([`crate::data::prefetch`]). Per-batch losses and
 //! accuracies stay on the device until the end of the pass: a pass reads the device once.
 //! [`Scores`] holds their sample-weighted means (each sample counts once) and, for parity, the
-//! reference's unweighted mean over batches (docs/method.md §3).
+//! reference's unweighted mean over batches (docs/method.md §3). With [`Pass::per_sample`] each
+//! sample runs on its own steps instead of its batch's padded length, as the deployment engine
+//! runs it (docs/method.md, "Deployment").
 
 use crate::data::batches::batches;
 use crate::data::prefetch::{prefetched, to_device, StagedBatch};

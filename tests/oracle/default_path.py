@@ -54,7 +54,7 @@ from reference import Paper2023Neuron, ReferenceSnn, randomise, reference_config
 
 CURRENT_TOLERANCE = 1e-5
 OUTPUT_TOLERANCE = 1e-5
-GRADIENT_TOLERANCE = 1e-4
+GRADIENT_TOLERANCE = 3e-4
 FLIPPED_TOLERANCE = 1e-1
 MARGIN = 1e-3
 FLIP_FRACTION = 1e-3
