@@ -15,13 +15,16 @@ everything no flip can have touched:
 - A spike may differ only where it is explained: the reference's membrane before reset was
   within MARGIN of the threshold at that step or earlier for that neuron, or its input was
   already touched by a flip upstream. At most FLIP_FRACTION of a layer's spikes may differ.
-- The output and the loss (OUTPUT_TOLERANCE of the tensor's largest |reference|) and every
-  gradient (GRADIENT_TOLERANCE) are compared element-wise when no spike differs in the pass; otherwise the output is
-  compared where untouched, and the loss and gradients within FLIPPED_TOLERANCE in relative
-  norm, and the case is reported. (One differing spike in the first layer moves BatchNorm's
-  statistics and, through them, tens of near-threshold spikes downstream: gradients then differ
-  by up to 2% in norm, seen; a planted mistake moves them by 70% or more.) So are the gradients of a `max` loss whose largest output
-  over time is tied (exact zeros before any input, which the FFT computes as ±1e-9).
+- The output and the loss (OUTPUT_TOLERANCE of the tensor's largest |reference|) are compared
+  element-wise when no spike differs in the pass, and every gradient in relative norm
+  (GRADIENT_NORM_TOLERANCE) and element-wise (GRADIENT_TOLERANCE of its largest: a sum over
+  T·B terms can cancel to an element far below the terms, where float32 rounding is relatively
+  large). Otherwise the output is compared where untouched, and the loss and gradients within
+  FLIPPED_TOLERANCE in relative norm, and the case is reported. (One differing spike in the
+  first layer moves BatchNorm's statistics and, through them, tens of near-threshold spikes
+  downstream: gradients then differ by up to 2% in norm, seen; a planted mistake moves them by
+  70% or more.) So are the gradients of a `max` loss whose largest output over time is tied
+  (exact zeros before any input, which the FFT computes as ±1e-9).
 - At least half of all comparisons must be made, or the run fails (the criterion must not pass
   by skipping).
 
@@ -54,7 +57,8 @@ from reference import Paper2023Neuron, ReferenceSnn, randomise, reference_config
 
 CURRENT_TOLERANCE = 1e-5
 OUTPUT_TOLERANCE = 1e-5
-GRADIENT_TOLERANCE = 3e-4
+GRADIENT_TOLERANCE = 3e-3
+GRADIENT_NORM_TOLERANCE = 3e-4
 FLIPPED_TOLERANCE = 1e-1
 MARGIN = 1e-3
 FLIP_FRACTION = 1e-3
@@ -130,14 +134,16 @@ class Verdict:
         kind = f"gradients of {kind.rsplit('.', 1)[-1]}" if " grad " in name else kind
         self.worst[kind] = max(self.worst.get(kind, 0.0), worst / bound * tolerance)
 
-    def check_norm(self, name, ours, ref):
+    def check_norm(self, name, ours, ref, tolerance=None, kind=None):
+        """‖ours − ref‖ ≤ tolerance·‖ref‖ (FLIPPED_TOLERANCE, where spikes differ, by default)."""
+        tolerance = tolerance or FLIPPED_TOLERANCE
+        kind = kind or "relative norm of a loss or gradient where spikes differ or the max is tied"
         ours, ref = ours.detach().double(), ref.detach().double()
         relative = float((ours - ref).norm() / (ref.norm() + 1e-30))
         self.made += 1
-        self.worst["relative norm of a loss or gradient where spikes differ or the max is tied"] = max(
-            relative, self.worst.get("relative norm of a loss or gradient where spikes differ or the max is tied", 0.0))
-        if relative > FLIPPED_TOLERANCE:
-            self.failures.append(f"{name}: relative norm {relative:.3e} > {FLIPPED_TOLERANCE}")
+        self.worst[kind] = max(relative, self.worst.get(kind, 0.0))
+        if relative > tolerance:
+            self.failures.append(f"{name}: relative norm {relative:.3e} > {tolerance}")
 
     def skip(self, name):
         self.skipped += 1
@@ -247,6 +253,8 @@ def compare_outputs(verdict, name, ours, out, loss, any_flip, clean, grads=None)
         verdict.check(f"{name} loss", ours["loss"], loss, OUTPUT_TOLERANCE)
         for key, grad in (grads or {}).items():
             verdict.check(f"{name} grad {key}", ours[f"grad.{key}"], grad, GRADIENT_TOLERANCE)
+            verdict.check_norm(f"{name} grad {key}", ours[f"grad.{key}"], grad, GRADIENT_NORM_TOLERANCE,
+                               "relative norm of a gradient where no spike differs")
         return
     verdict.lines.append(f"  {name}: spikes differ; loss and gradients compared in relative norm")
     verdict.check(f"{name} output", ours["output"], out, OUTPUT_TOLERANCE, clean)
