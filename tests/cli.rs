@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{python, scratch, snn, BIN};
+use common::{python, scratch, snn, snn_json, BIN};
 use std::path::Path;
 use std::process::Command;
 use tch::{Kind, Tensor};
@@ -15,9 +15,7 @@ fn stderr_of_failure(args: &[&str]) -> String {
 }
 
 fn config_json(args: &[&str]) -> serde_json::Value {
-    let output = snn(&[&["config"], args].concat());
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    serde_json::from_slice(&output.stdout).unwrap()
+    snn_json(&[&["config"], args].concat())
 }
 
 #[test]

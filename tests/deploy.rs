@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{run_oracle, scratch, small_dataset, snn, text, train_in, BIN};
+use common::{run_oracle, scratch, small_dataset, snn, snn_json, text, train_in, BIN};
 use snn_delays::config::ConfigSource;
 use snn_delays::data::{DataSplits, Split};
 use snn_delays::infer::{prediction, Model, Semantics};
@@ -100,15 +100,10 @@ fn the_engine_equals_the_tch_eval_and_streaming_equals_batch_mode() {
     ]);
     assert!(export.status.success(), "{}", text(&export));
     assert_eq!(Model::load(&model_file).unwrap().form(), &form, "the delays file reads back as written");
-    let json = |args: &[&str]| -> serde_json::Value {
-        let output = snn(args);
-        assert!(output.status.success(), "{}", text(&output));
-        serde_json::from_slice(&output.stdout).unwrap()
-    };
     let data = data.to_str().unwrap();
-    let eval = json(&["eval", "--checkpoint", checkpoint.to_str().unwrap(), "--data", data, "--json"]);
-    let batch = json(&["infer", "--model", model_file.to_str().unwrap(), "--data", data, "--json"]);
-    let streamed = json(&["infer", "--model", model_file.to_str().unwrap(), "--data", data, "--stream", "--json"]);
+    let eval = snn_json(&["eval", "--checkpoint", checkpoint.to_str().unwrap(), "--data", data, "--json"]);
+    let batch = snn_json(&["infer", "--model", model_file.to_str().unwrap(), "--data", data, "--json"]);
+    let streamed = snn_json(&["infer", "--model", model_file.to_str().unwrap(), "--data", data, "--stream", "--json"]);
     assert_eq!(batch["accuracy"], eval["accuracy"]);
     assert_eq!(batch["samples"], eval["samples"]);
     assert_eq!(streamed["samples"], eval["samples"]);
@@ -191,12 +186,6 @@ fn netx_and_nir_exports_read_back_as_the_checkpoint() {
     );
 }
 
-fn json_of(args: &[&str]) -> serde_json::Value {
-    let output = snn(args);
-    assert!(output.status.success(), "{args:?}: {}", text(&output));
-    serde_json::from_slice(&output.stdout).unwrap()
-}
-
 /// On recordings of different lengths (cut between 25 and 60 frames), `infer` computes each
 /// sample on its own: batch mode and `--stream` give the same class scores bit for bit, and
 /// `eval --per-sample` (libtorch) the same accuracy; the reference's padded-batch `eval` is the
@@ -213,13 +202,13 @@ fn each_sample_is_computed_on_its_own_in_batches_and_streams() {
         let (checkpoint, model, data) = (checkpoint.to_str().unwrap(), model.to_str().unwrap(), data.to_str().unwrap());
         let export = snn(&["export", "--checkpoint", checkpoint, "--format", "delays", "--out", model]);
         assert!(export.status.success(), "{}", text(&export));
-        let batch = json_of(&["infer", "--model", model, "--data", data, "--json", "--scores"]);
-        let streamed = json_of(&["infer", "--model", model, "--data", data, "--stream", "--json", "--scores"]);
+        let batch = snn_json(&["infer", "--model", model, "--data", data, "--json", "--scores"]);
+        let streamed = snn_json(&["infer", "--model", model, "--data", data, "--stream", "--json", "--scores"]);
         assert_eq!(batch["samples"], 48);
         assert_eq!(batch["scores"], streamed["scores"], "{name}: batch and stream scores differ");
         assert_eq!(batch["predictions"], streamed["predictions"]);
         let eval =
-            |extra: &[&str]| json_of(&[&["eval", "--checkpoint", checkpoint, "--data", data, "--json"][..], extra].concat());
+            |extra: &[&str]| snn_json(&[&["eval", "--checkpoint", checkpoint, "--data", data, "--json"][..], extra].concat());
         let (per_sample, padded) = (eval(&["--per-sample"]), eval(&[]));
         assert_eq!(per_sample["accuracy"], batch["accuracy"], "{name}: eval --per-sample differs from infer");
         assert_eq!((per_sample["protocol"].as_str(), padded["protocol"].as_str()), (Some("per-sample"), Some("padded batches")));
@@ -271,7 +260,7 @@ fn an_independent_nir_interpreter_matches_the_engine_in_nir_semantics() {
         let args = ["--nir", nir_s, "--frames", frames_s, "--ours", ours_s, "--executor", executor];
         println!("{}", run_oracle("nir_interpreter.py", &args));
     }
-    let reference = json_of(&["infer", "--model", model, "--data", data, "--json"]);
+    let reference = snn_json(&["infer", "--model", model, "--data", data, "--json"]);
     let nir: serde_json::Value = serde_json::from_slice(&nir_mode.stdout).unwrap();
     let (a, b) = (reference["predictions"].as_array().unwrap(), nir["predictions"].as_array().unwrap());
     let same = a.iter().zip(b).filter(|(x, y)| x == y).count();

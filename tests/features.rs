@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{read, scratch, small_dataset, snn, text, train_in};
+use common::{read, scratch, small_dataset, snn, snn_json, text, train_in};
 use std::path::{Path, PathBuf};
 use tch::{Kind, Tensor};
 
@@ -19,12 +19,6 @@ fn setup(dir: &Path, settings: &[&str]) -> (PathBuf, PathBuf, PathBuf) {
     let init = snn(&["init", "--config", config.to_str().unwrap(), "--out", weights.to_str().unwrap()]);
     assert!(init.status.success(), "{}", text(&init));
     (data, config, weights)
-}
-
-fn json(args: &[&str]) -> serde_json::Value {
-    let output = snn(args);
-    assert!(output.status.success(), "{args:?}: {}", text(&output));
-    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("{args:?}: {e}: {}", text(&output)))
 }
 
 /// `bench` times a training step, an eval pass and the engine on a given batch and reports each
@@ -64,9 +58,7 @@ fn bench_reports_training_eval_and_engine_timings() {
 fn data_bench_reports_the_train_split_throughput() {
     let dir = scratch("features-data-bench");
     let (data, _, _) = setup(&dir, &[]);
-    let output = snn(&["data", "bench", "--dataset", "shd", "--data", data.to_str().unwrap()]);
-    assert!(output.status.success(), "{}", text(&output));
-    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let report = snn_json(&["data", "bench", "--dataset", "shd", "--data", data.to_str().unwrap()]);
     assert_eq!(report["samples"], 32, "{report}");
     assert!(report["samples_per_second"].as_f64().unwrap() > 0.0 && report["threads"].as_u64().unwrap() >= 1, "{report}");
 }
@@ -81,12 +73,12 @@ fn infer_takes_a_split_and_a_limit() {
     let export = snn(&["export", "--config", config, "--checkpoint", weights, "--format", "delays", "--out", model_s]);
     assert!(export.status.success(), "{}", text(&export));
     let data = data.to_str().unwrap();
-    let train = json(&["infer", "--model", model_s, "--data", data, "--split", "train", "--limit", "5", "--json"]);
+    let train = snn_json(&["infer", "--model", model_s, "--data", data, "--split", "train", "--limit", "5", "--json"]);
     assert_eq!((train["split"].as_str(), train["samples"].as_u64()), (Some("train"), Some(5)), "{train}");
     assert_eq!(train["predictions"].as_array().unwrap().len(), 5);
-    let test = json(&["infer", "--model", model_s, "--data", data, "--json"]);
+    let test = snn_json(&["infer", "--model", model_s, "--data", data, "--json"]);
     assert_eq!((test["split"].as_str(), test["samples"].as_u64()), (Some("test"), Some(24)), "{test}");
-    let first = json(&["infer", "--model", model_s, "--data", data, "--split", "train", "--json"]);
+    let first = snn_json(&["infer", "--model", model_s, "--data", data, "--split", "train", "--json"]);
     assert_eq!(first["predictions"].as_array().unwrap()[..5], train["predictions"].as_array().unwrap()[..], "the first 5");
     let streamed = snn(&["infer", "--model", model_s, "--data", data, "--stream", "--limit", "2"]);
     let lines = text(&streamed);

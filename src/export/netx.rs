@@ -24,7 +24,6 @@
 
 use super::h5;
 use crate::model::eval_form::{EvalLayer, EvalNetwork};
-use crate::model::neuron::Charge;
 use anyhow::{bail, ensure, Context, Result};
 use std::path::Path;
 
@@ -98,11 +97,6 @@ fn dense(l: usize, layer: &EvalLayer) -> Result<Dense> {
         .find(|e| largest * 2f64.powi(*e) <= 254.0)
         .with_context(|| format!("layer {l}: weights up to {largest:.3} do not fit netx's 8-bit range even without scaling"))?;
     let quantise = |v: f64| (v * 2f64.powi(exponent)).round() as i64;
-    let leak = match layer.charge {
-        Charge::Divide(tau) => 1.0 / f64::from(tau),
-        Charge::Multiply(keep) | Charge::MultiplyOneMinus(keep) => 1.0 - f64::from(keep),
-        Charge::SubtractProduct(rate) => f64::from(rate),
-    };
     Ok(Dense {
         in_features: s.in_channels,
         out_features: s.out_channels,
@@ -110,7 +104,7 @@ fn dense(l: usize, layer: &EvalLayer) -> Result<Dense> {
         delay: delays,
         bias: shift.iter().map(|&b| quantise(f64::from(b))).collect(),
         exponent,
-        v_decay: (4096.0 * leak).round() as i64,
+        v_decay: (4096.0 * layer.charge.leak()).round() as i64,
         threshold: quantise(f64::from(layer.threshold)).min(MAX_THRESHOLD),
     })
 }

@@ -23,7 +23,6 @@
 use super::h5;
 use crate::config::Loss;
 use crate::model::eval_form::{EvalLayer, EvalNetwork};
-use crate::model::neuron::Charge;
 use anyhow::Result;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -76,7 +75,7 @@ fn write_metadata(group: &hdf5::Group, form: &EvalNetwork) -> Result<()> {
     h5::scalar(group, "dt", form.time_step_ms / 1000.0)?;
     h5::string(group, "readout", readout)?;
     h5::string(group, "scoring", scoring)?;
-    h5::scalar(group, "tail_steps", form.layers.iter().map(|l| l.synapse.extra_steps() as i64).sum::<i64>())?;
+    h5::scalar(group, "tail_steps", form.tail_steps() as i64)?;
     h5::string(group, "producer", concat!("snn-delays ", env!("CARGO_PKG_VERSION")))?;
     Ok(())
 }
@@ -150,11 +149,7 @@ fn branches(layer: &EvalLayer) -> Vec<(u16, Branch)> {
 
 /// `τ_s = 1/leak`, the membrane time constant in steps.
 fn time_constant_steps(layer: &EvalLayer) -> f64 {
-    match layer.charge {
-        Charge::Divide(tau) => f64::from(tau),
-        Charge::Multiply(keep) | Charge::MultiplyOneMinus(keep) => 1.0 / (1.0 - f64::from(keep)),
-        Charge::SubtractProduct(rate) => 1.0 / f64::from(rate),
-    }
+    1.0 / layer.charge.leak()
 }
 
 /// `LIF` (or `LI` for a membrane readout) with `τ = τ_s·dt`, `R = 1`, zero leak and reset.

@@ -117,7 +117,7 @@ impl Model {
     pub fn run_as(&self, frames: &[f32], steps: usize, semantics: Semantics) -> Result<Vec<f32>> {
         let inputs = self.n_inputs();
         ensure!(frames.len() == steps * inputs, "{} values are not {steps} frames of {inputs} inputs", frames.len());
-        let total = steps + self.tail_steps();
+        let total = self.form.output_steps(steps);
         let (mut x, mut length) = match semantics {
             Semantics::Reference => (transpose(frames, steps, inputs), steps),
             Semantics::Nir => (transpose(&[frames, &vec![0.0; (total - steps) * inputs]].concat(), total, inputs), total),
@@ -132,11 +132,6 @@ impl Model {
             x = neurons(layer, y, length, membrane);
         }
         Ok(transpose(&x, self.n_outputs(), length))
-    }
-
-    /// The steps the layers' right padding adds after a recording: `Σ_l (K_l − 1)//2`.
-    pub fn tail_steps(&self) -> usize {
-        self.form.layers.iter().map(|l| l.synapse.extra_steps()).sum()
     }
 
     /// [`Model::run`] over many samples in parallel; readouts in the order of `samples`.
@@ -508,7 +503,7 @@ impl<'m> Stream<'m> {
     /// and returns their readouts.
     pub fn finish(&mut self) -> Vec<Vec<f32>> {
         self.ended_at.get_or_insert(self.steps);
-        (0..self.model.tail_steps())
+        (0..self.model.form.tail_steps())
             .map(|_| {
                 self.advance(None);
                 self.outputs.last().expect("an output layer").clone()

@@ -115,7 +115,12 @@ impl EvalNetwork {
 
     /// Output steps for `steps` input steps.
     pub fn output_steps(&self, steps: usize) -> usize {
-        steps + self.layers.iter().map(|layer| layer.synapse.extra_steps()).sum::<usize>()
+        steps + self.tail_steps()
+    }
+
+    /// The steps the layers' right padding adds after a recording: `Σ_l (K_l − 1)//2`.
+    pub fn tail_steps(&self) -> usize {
+        self.layers.iter().map(|layer| layer.synapse.extra_steps()).sum()
     }
 
     /// The readout is the output layer's spikes (`spike_count`), else its membrane.

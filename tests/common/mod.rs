@@ -19,6 +19,13 @@ pub fn snn(args: &[&str]) -> Output {
     run(Command::new(BIN).args(args))
 }
 
+/// Runs `snn-delays` with `args`, which must succeed, and parses its standard output as JSON.
+pub fn snn_json(args: &[&str]) -> serde_json::Value {
+    let output = snn(args);
+    assert!(output.status.success(), "{args:?}: {}", text(&output));
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("{args:?}: {e}: {}", text(&output)))
+}
+
 /// How long a child process of a test may run before it is killed and the test fails.
 pub const CHILD_LIMIT: Duration = Duration::from_secs(900);
 

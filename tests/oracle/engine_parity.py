@@ -141,15 +141,15 @@ def check_case(args, name, sets, workdir, gen, failures, figures):
         return 1
     worst = 0.0
     for sample, (out, scores, predicted) in enumerate(zip(outputs, ours["scores"], ours["predictions"])):
-        reference = torch.max(class_scores(out.unsqueeze(1), cfg["loss"]), 1)
-        reference_scores = class_scores(out.unsqueeze(1), cfg["loss"])[0].double()
+        reference = class_scores(out.unsqueeze(1), cfg["loss"])
+        reference_scores, expected = reference[0].double(), int(torch.max(reference, 1)[1][0])
         scale = float(reference_scores.abs().max()) or 1.0
         diff = float((torch.tensor(scores, dtype=torch.float64) - reference_scores).abs().max()) / scale
         worst = max(worst, diff)
         if diff > SCORE_TOLERANCE:
             failures.append(f"{name} | sample {sample}: scores differ by {diff:.2e} of the largest")
-        if predicted != int(reference[1][0]):
-            failures.append(f"{name} | sample {sample}: ours class {predicted}, reference {int(reference[1][0])}")
+        if predicted != expected:
+            failures.append(f"{name} | sample {sample}: ours class {predicted}, reference {expected}")
     streamed = run([args.bin, "infer", "--model", paths["model.safetensors"], "--data", args.data, "--stream",
                     "--limit", str(args.stream_samples)])
     checked = check_stream(name, cfg, net, frames, streamed, failures)

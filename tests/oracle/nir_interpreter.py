@@ -60,6 +60,9 @@ def topological(graph):
 def run(graph, frames, dt):
     """The value reaching the `Output` node at every step, `(T, n_outputs)`."""
     names, incoming = topological(graph)
+    weights = {n: graph.nodes[n].weight.astype(np.float64) for n in names if isinstance(graph.nodes[n], nir.Affine)}
+    delays = {n: int(round(float(np.ravel(graph.nodes[n].delay)[0]) / dt))
+              for n in names if isinstance(graph.nodes[n], nir.Delay)}
     membranes, history, readout = {}, defaultdict(list), []
     for t, frame in enumerate(frames):
         values = {}
@@ -70,10 +73,10 @@ def run(graph, frames, dt):
                 values[name] = frame.astype(np.float64)
             elif isinstance(node, nir.Delay):
                 history[name].append(total)
-                d = int(round(float(np.ravel(node.delay)[0]) / dt))
+                d = delays[name]
                 values[name] = history[name][t - d] if t >= d else np.zeros_like(total)
             elif isinstance(node, nir.Affine):
-                values[name] = node.weight.astype(np.float64) @ total + node.bias
+                values[name] = weights[name] @ total + node.bias
             elif isinstance(node, (nir.LIF, nir.LI)):
                 v = membranes.get(name, np.zeros_like(total))
                 v = v + dt / node.tau * (node.v_leak - v + node.r * total)

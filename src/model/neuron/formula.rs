@@ -30,6 +30,15 @@ impl Charge {
         }
     }
 
+    /// The fraction of the membrane lost per step: `1/τ` (LIF) or `sigmoid(w)` (PLIF), in float64.
+    pub fn leak(self) -> f64 {
+        match self {
+            Charge::Divide(tau) => 1.0 / f64::from(tau),
+            Charge::Multiply(keep) | Charge::MultiplyOneMinus(keep) => 1.0 - f64::from(keep),
+            Charge::SubtractProduct(rate) => f64::from(rate),
+        }
+    }
+
     /// The gradient of `v_t`: the membrane's own `g_m` first, then the next step's charge terms.
     #[inline(always)]
     pub fn carry(self, grad_membrane: f32, grad_next: f32) -> f32 {
