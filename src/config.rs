@@ -88,6 +88,18 @@ pub enum NeuronBackend {
     Ops,
 }
 
+/// How a recurrent-delay layer carries spikes to their arrival steps (docs/method.md "Recurrent
+/// delays"); both compute the same sums, in a different order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecurrentBuffer {
+    /// The original's formulation: a buffer of future postsynaptic currents, filled by one
+    /// `N×N` product per tap and step; the exact path.
+    Postsynaptic,
+    /// A buffer of future presynaptic kernel values, read through one `N×N` product per step.
+    Presynaptic,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Loss {

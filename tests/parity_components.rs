@@ -1,14 +1,16 @@
 //! Parity of the building blocks against the real packages, run at test time:
 //! DCLS kernel construction and convolution against dcls 0.1.1's `Dcls1d` (bitwise), and the
 //! multi-step LIF/PLIF against spikingjelly 2.0.0 (bitwise), with the op-by-op and the fused
-//! neuron backends.
+//! neuron backends, and the recurrent-delay layer against a ring-buffer oracle built from the spec.
 
 mod common;
 
 use common::{agreement, cases, run_oracle, scratch};
-use snn_delays::config::{ChargeFormula, KernelVersion, NeuronBackend};
+use snn_delays::config::{ChargeFormula, KernelVersion, NeuronBackend, RecurrentBuffer};
 use snn_delays::model::dcls::{construct_kernel, flush_subnormals};
+use snn_delays::model::neuron::step::{Reset, StepLif, Surrogate, Triangle};
 use snn_delays::model::neuron::{ATan, Leak, MultiStepLif, Readout};
+use snn_delays::model::recurrent::RecurrentDelays;
 use snn_delays::model::time_conv::{correlate, Convolution};
 use std::collections::BTreeMap;
 use tch::{Kind, Tensor};
@@ -125,4 +127,79 @@ fn check_neuron_case(index: usize, case: &BTreeMap<String, Tensor>, backend: Neu
     if plif {
         assert_bitwise(&format!("{what} w gradient"), &w.grad().reshape([1]), &case["grad_w"]);
     }
+}
+
+/// The recurrent-delay layer against `delrec_cases.py`, a PyTorch ring buffer of postsynaptic
+/// currents written from the spec: the postsynaptic buffer bitwise (kernel, spikes, membrane and
+/// the gradients of W, d, p and x), the presynaptic buffer (the default) with the same spikes and
+/// the rest within 1e-5 in relative norm.
+#[test]
+fn recurrent_delays_equal_the_ring_buffer_oracle() {
+    let path = scratch("delrec").join("cases.safetensors");
+    run_oracle("delrec_cases.py", &[path.to_str().unwrap()]);
+    let all = cases(&path);
+    assert_eq!(all.len(), 12);
+    let mut largest = 0.0f64;
+    for (index, case) in all.iter().enumerate() {
+        let exact = run_recurrent_case(case, RecurrentBuffer::Postsynaptic);
+        let what = format!("case {index} (preset {}, sigma {}, train {})", param(case, 0), param(case, 1), param(case, 2));
+        for (field, tensor) in &exact {
+            assert_bitwise(&format!("{what} {field}"), tensor, &case[field.as_str()]);
+        }
+        let fast = run_recurrent_case(case, RecurrentBuffer::Presynaptic);
+        assert_bitwise(&format!("{what} presynaptic spikes"), &fast["spikes"], &case["spikes"]);
+        for (field, tensor) in &fast {
+            let reference = &case[field.as_str()];
+            let relative = (tensor - reference).norm().double_value(&[]) / reference.norm().double_value(&[]).max(1e-30);
+            assert!(relative <= 1e-5, "{what} presynaptic {field}: relative difference {relative:e}");
+            largest = largest.max(relative);
+        }
+    }
+    println!("presynaptic buffer: largest relative difference {largest:e}");
+}
+
+/// Our layer on one case: the kernel, outputs and gradients under the oracle's field names.
+fn run_recurrent_case(case: &BTreeMap<String, Tensor>, buffer: RecurrentBuffer) -> BTreeMap<String, Tensor> {
+    let (shd, sigma, train) = (param(case, 0) == 1.0, param(case, 1), param(case, 2) == 1.0);
+    let neuron = if shd {
+        StepLif {
+            tau: 1.05,
+            threshold: 1.0,
+            reset: Reset::Hard,
+            detach_reset: true,
+            surrogate: Surrogate::ATan(ATan { alpha: 5.0 }),
+        }
+    } else {
+        StepLif {
+            tau: 2.0,
+            threshold: 1.0,
+            reset: Reset::Soft,
+            detach_reset: false,
+            surrogate: Surrogate::Triangle(Triangle { gamma: 1.0 }),
+        }
+    };
+    let layer = RecurrentDelays {
+        weight: case["w"].copy().set_requires_grad(true),
+        delays: case["d"].copy().set_requires_grad(true),
+        spread: case.get("p").map(|p| p.copy().set_requires_grad(true)),
+        neuron,
+        buffer,
+    };
+    let x = case["x"].copy().set_requires_grad(true);
+    let kernel = layer.kernel(&layer.delays, sigma);
+    let out = layer.forward(&x, &kernel, train.then_some(&case["mask"]));
+    let objective = (&out.spikes * &case["g_spikes"]).sum(Kind::Float) + (&out.membrane * &case["g_v"]).sum(Kind::Float);
+    objective.backward();
+    let mut fields = BTreeMap::from([
+        ("kernel".to_string(), kernel.detach()),
+        ("spikes".to_string(), out.spikes.detach()),
+        ("v_seq".to_string(), out.membrane.detach()),
+        ("grad_x".to_string(), x.grad()),
+        ("grad_w".to_string(), layer.weight.grad()),
+        ("grad_d".to_string(), layer.delays.grad()),
+    ]);
+    if let Some(spread) = &layer.spread {
+        fields.insert("grad_p".to_string(), spread.grad());
+    }
+    fields
 }

@@ -7,6 +7,7 @@ pub mod layers;
 pub mod loss;
 pub mod network;
 pub mod neuron;
+pub mod recurrent;
 pub mod time_conv;
 
 pub use global_norm::GlobalSum;

@@ -163,7 +163,7 @@ pub struct Dynamics32 {
 
 /// ATan surrogate: forward `H(u) = [u ≥ 0]`; backward `g · (α/2)/(1 + (π/2·α·u)²)`, written as
 /// SpikingJelly writes it (`reciprocal(1 + z·z)·(α/2)·g` with `z = fl32(π·α/2)·u`).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ATan {
     pub alpha: f64,
 }
@@ -183,10 +183,15 @@ impl ATan {
 
     /// Heaviside spikes whose gradient with respect to `u` is `g · slope(u)`.
     pub fn spike(&self, u: &Tensor) -> Tensor {
-        let fired = u.ge(0.0).to_kind(u.kind());
-        let linear = u * self.slope(u);
-        fired + (&linear - linear.detach())
+        heaviside(u, &self.slope(u))
     }
+}
+
+/// Heaviside spikes `[u ≥ 0]` whose gradient with respect to `u` is `g · slope`.
+pub fn heaviside(u: &Tensor, slope: &Tensor) -> Tensor {
+    let fired = u.ge(0.0).to_kind(u.kind());
+    let linear = u * slope;
+    fired + (&linear - linear.detach())
 }
 
 /// Which sequences a caller reads from a layer.

@@ -22,6 +22,7 @@ pub mod cpu_kernel;
 pub mod cuda_kernel;
 pub mod formula;
 pub mod ops;
+pub mod step;
 
 pub use formula::{ATan, Charge, Readout};
 
