@@ -187,7 +187,7 @@ fn run_recurrent_case(case: &BTreeMap<String, Tensor>, buffer: RecurrentBuffer) 
     };
     let x = case["x"].copy().set_requires_grad(true);
     let kernel = layer.kernel(&layer.delays, sigma);
-    let out = layer.forward(&x, &kernel, train.then_some(&case["mask"]));
+    let out = layer.forward(&x, &kernel, train, train.then_some(&case["mask"]));
     let objective = (&out.spikes * &case["g_spikes"]).sum(Kind::Float) + (&out.membrane * &case["g_v"]).sum(Kind::Float);
     objective.backward();
     let mut fields = BTreeMap::from([

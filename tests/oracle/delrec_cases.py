@@ -52,16 +52,18 @@ def kernel(d, p, sigma):
     return torch.relu(s[:, None] - (taps[None, :] - (d + 1)[:, None]).abs()) / s[:, None].square()
 
 
-def lif_step(v, current, preset):
+def lif_step(v, current, preset, train):
+    """spikingjelly 0.0.0.0.14's LIFNode step (DelRec's pin): in eval, a hard-reset neuron takes the
+    TorchScript path, which charges v - (v - v_reset) / tau + x."""
     tau, hard, detach_reset, _, _ = PRESETS[preset]
-    h = v * (1 - 1 / tau) + current
+    h = v - (v - 0.0) / tau + current if hard and not train else v * (1 - 1 / tau) + current
     spikes = surrogate.ATan(alpha=5.0)(h - 1.0) if preset == "shd" else Triangle.apply(h - 1.0, 1.0)
     resetting = spikes.detach() if detach_reset else spikes
     v = (1 - resetting) * h + resetting * 0.0 if hard else h - resetting * 1.0
     return spikes, v
 
 
-def layer(x, w, k, mask, preset):
+def layer(x, w, k, train, mask, preset):
     steps, batch, n = x.shape
     length = k.shape[1]
     ring = torch.zeros(batch, n, length)
@@ -70,8 +72,8 @@ def layer(x, w, k, mask, preset):
     for t in range(steps):
         slot = t % length
         recurrent = ring[:, :, slot].clone()
-        current = x[t] + recurrent * mask if mask is not None else x[t] + recurrent
-        s, v = lif_step(v, current, preset)
+        current = x[t] + recurrent * mask if train else x[t] + recurrent
+        s, v = lif_step(v, current, preset, train)
         post = w @ (s.unsqueeze(-1) * k)
         ring = ring.clone()
         ring[:, :, slot] = 0
@@ -112,7 +114,7 @@ def make_case(preset, sigma, train):
     p = (torch.randn(n) * 0.5).requires_grad_(True) if spread else None
     mask = torch.bernoulli(torch.full((batch, n), 1 - dropout)) / (1 - dropout)
     k = kernel(d, p, sigma)
-    spikes, v_seq = layer(x, w, k, mask if train else None, preset)
+    spikes, v_seq = layer(x, w, k, train, mask, preset)
     g_spikes, g_v = torch.randn_like(spikes), torch.randn_like(v_seq)
     ((spikes * g_spikes).sum() + (v_seq * g_v).sum()).backward()
     params = torch.tensor([0.0 if preset == "ssc" else 1.0, sigma, 1.0 if train else 0.0], dtype=torch.float64)

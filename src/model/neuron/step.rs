@@ -1,7 +1,8 @@
 //! The single-step LIF that a layer with its own time loop drives one step at a time (the
 //! recurrent-delay layer, docs/method.md "Recurrent delays", neurons). Per step, with
 //! `decay_input = false` and `v_0 = 0`:
-//! - charge: `h = v·fl32(1 − 1/τ) + x`;
+//! - charge: `h = v·fl32(1 − 1/τ) + x`; in eval, a hard-reset neuron charges `h = v − v/τ + x`
+//!   (the TorchScript eval path of spikingjelly 0.0.0.0.14, which DelRec pins);
 //! - fire:   `s = H(h − θ)`, equality fires; backward through the [`Surrogate`];
 //! - reset:  soft `v = h − θ·ŝ`, or hard to 0 `v = (1 − ŝ)·h + ŝ·0`, where `ŝ` is `s`, or `s`
 //!   detached when the reset is detached.
@@ -65,9 +66,12 @@ pub struct StepLif {
 
 impl StepLif {
     /// One step from the previous post-reset membrane `v` and the input current `x`, both
-    /// `(B, C)`: the spikes and the post-reset membrane.
-    pub fn step(&self, v: &Tensor, x: &Tensor) -> (Tensor, Tensor) {
-        let charged = v * (1.0 - 1.0 / self.tau) + x;
+    /// `(B, C)`, in training or eval mode: the spikes and the post-reset membrane.
+    pub fn step(&self, v: &Tensor, x: &Tensor, train: bool) -> (Tensor, Tensor) {
+        let charged = match (self.reset, train) {
+            (Reset::Hard, false) => v - v / self.tau + x,
+            _ => v * (1.0 - 1.0 / self.tau) + x,
+        };
         let spikes = self.surrogate.spike(&(&charged - self.threshold));
         let resetting = if self.detach_reset { spikes.detach() } else { spikes.shallow_clone() };
         let membrane = match self.reset {
@@ -91,7 +95,7 @@ mod tests {
         let mut v = Tensor::zeros([1, 1], (Kind::Float, Device::Cpu));
         let (mut spikes, mut membrane) = (Vec::new(), Vec::new());
         for &x in inputs {
-            let (s, next) = neuron.step(&v, &Tensor::from_slice(&[x]).reshape([1, 1]));
+            let (s, next) = neuron.step(&v, &Tensor::from_slice(&[x]).reshape([1, 1]), true);
             spikes.push(s.double_value(&[0, 0]) as f32);
             membrane.push(next.double_value(&[0, 0]) as f32);
             v = next;
@@ -121,7 +125,7 @@ mod tests {
     fn a_detached_reset_carries_no_gradient_through_the_spike() {
         let gradient = |detach_reset: bool| {
             let x = Tensor::from_slice(&[1.25f32]).reshape([1, 1]).set_requires_grad(true);
-            let (_, v) = lif(Reset::Soft, detach_reset).step(&Tensor::zeros([1, 1], (Kind::Float, Device::Cpu)), &x);
+            let (_, v) = lif(Reset::Soft, detach_reset).step(&Tensor::zeros([1, 1], (Kind::Float, Device::Cpu)), &x, true);
             v.sum(Kind::Float).backward();
             x.grad().double_value(&[0, 0])
         };

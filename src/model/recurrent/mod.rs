@@ -53,9 +53,9 @@ impl RecurrentDelays {
         kernel::triangle_kernel(delays, &kernel::widths(self.spread.as_ref(), sigma, delays))
     }
 
-    /// Runs the layer over the feedforward current `x (T, B, N)` with `kernel`, and the recurrent
-    /// dropout mask when training.
-    pub fn forward(&self, x: &Tensor, kernel: &Tensor, mask: Option<&Tensor>) -> RecurrentOutput {
+    /// Runs the layer over the feedforward current `x (T, B, N)` with `kernel`, in training or
+    /// eval mode, with the recurrent dropout mask `(B, N)` if any.
+    pub fn forward(&self, x: &Tensor, kernel: &Tensor, train: bool, mask: Option<&Tensor>) -> RecurrentOutput {
         let taps = kernel.size()[1];
         let (batch, n) = (x.size()[1], x.size()[2]);
         let mut pending = Tensor::zeros([batch, n, taps - 1], (Kind::Float, x.device()));
@@ -71,7 +71,7 @@ impl RecurrentDelays {
                 Some(mask) => input + recurrent * mask,
                 None => input + recurrent,
             };
-            let (s, next) = self.neuron.step(&v, &current);
+            let (s, next) = self.neuron.step(&v, &current, train);
             pending = advance(&pending) + self.sent(&s, kernel);
             spikes.push(s);
             membrane.push(next.shallow_clone());
@@ -127,7 +127,7 @@ mod tests {
             });
             let x = Tensor::zeros([6, 1, 2], (Kind::Float, Device::Cpu));
             let _ = x.get(0).get(0).get(0).fill_(1.0);
-            let out = tch::no_grad(|| layer.forward(&x, &layer.kernel(&layer.delays, 0.0), None));
+            let out = tch::no_grad(|| layer.forward(&x, &layer.kernel(&layer.delays, 0.0), false, None));
             let fired: Vec<f32> = Vec::try_from(out.spikes.select(2, 1).flatten(0, -1)).unwrap();
             assert_eq!(fired, vec![0.0, 0.0, 0.0, 1.0, 0.0, 0.0], "{buffer:?}");
         }
