@@ -2,7 +2,8 @@
 //! - [`TimeBatchNorm`]: BatchNorm1d with statistics per channel over all `T·B` values (§2.3):
 //!   `y = γ·(x − μ)/sqrt(σ² + 1e-5) + β`, running stats updated with momentum 0.1 (unbiased var);
 //! - [`MultiStepDropout`]: one `(B, C)` mask per batch shared by every time step (§2.6);
-//! - [`Linear`]: the synapse of the delay-free `snn` model (§2.2).
+//! - [`Linear`]: the synapse of the delay-free `snn` model (§2.2), and with a bias the feedforward
+//!   synapse of the recurrent-delay networks.
 
 use tch::{nn, Device, Kind, Tensor};
 
@@ -73,20 +74,26 @@ impl MultiStepDropout {
     }
 }
 
-/// A bias-free linear synapse applied to every time step.
+/// A linear synapse applied to every time step: bias-free (the `snn` model), or with a bias (the
+/// recurrent-delay networks).
 #[derive(Debug)]
 pub struct Linear {
     pub weight: Tensor,
+    pub bias: Option<Tensor>,
 }
 
 impl Linear {
     pub fn new(path: &nn::Path, in_channels: i64, out_channels: i64) -> Linear {
-        Linear { weight: path.zeros("weight", &[out_channels, in_channels]) }
+        Linear { weight: path.zeros("weight", &[out_channels, in_channels]), bias: None }
+    }
+
+    pub fn with_bias(path: &nn::Path, in_channels: i64, out_channels: i64) -> Linear {
+        Linear { bias: Some(path.zeros("bias", &[out_channels])), ..Linear::new(path, in_channels, out_channels) }
     }
 
     pub fn forward(&self, x: &Tensor) -> Tensor {
         let shape = x.size();
-        x.flatten(0, 1).linear(&self.weight, None::<Tensor>).reshape([shape[0], shape[1], -1])
+        x.flatten(0, 1).linear(&self.weight, self.bias.as_ref()).reshape([shape[0], shape[1], -1])
     }
 }
 

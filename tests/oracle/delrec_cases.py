@@ -52,14 +52,14 @@ def kernel(d, p, sigma):
     return torch.relu(s[:, None] - (taps[None, :] - (d + 1)[:, None]).abs()) / s[:, None].square()
 
 
-def lif_step(v, current, preset, train):
+def lif_step(v, current, preset, train, threshold=1.0):
     """spikingjelly 0.0.0.0.14's LIFNode step (DelRec's pin): in eval, a hard-reset neuron takes the
     TorchScript path, which charges v - (v - v_reset) / tau + x."""
     tau, hard, detach_reset, _, _ = PRESETS[preset]
     h = v - (v - 0.0) / tau + current if hard and not train else v * (1 - 1 / tau) + current
-    spikes = surrogate.ATan(alpha=5.0)(h - 1.0) if preset == "shd" else Triangle.apply(h - 1.0, 1.0)
+    spikes = surrogate.ATan(alpha=5.0)(h - threshold) if preset == "shd" else Triangle.apply(h - threshold, 1.0)
     resetting = spikes.detach() if detach_reset else spikes
-    v = (1 - resetting) * h + resetting * 0.0 if hard else h - resetting * 1.0
+    v = (1 - resetting) * h + resetting * 0.0 if hard else h - resetting * threshold
     return spikes, v
 
 

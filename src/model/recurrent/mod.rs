@@ -12,6 +12,7 @@
 //! future kernel values `Σ_k K_j[k]·s_j(t − k)` and multiplies by `W` once per step.
 
 pub mod kernel;
+pub mod network;
 
 use super::neuron::step::StepLif;
 use crate::config::RecurrentBuffer;
