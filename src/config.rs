@@ -100,6 +100,97 @@ pub enum RecurrentBuffer {
     Presynaptic,
 }
 
+/// DelRec's two configurations (docs/method.md "Recurrent delays", architectures).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecurrentArchitecture {
+    /// Three recurrent-delay layers, soft reset, τ = 2, triangle surrogate, learned spreads,
+    /// a linear readout summed over time.
+    Ssc,
+    /// A plain LIF layer then a recurrent-delay layer, BatchNorm, hard reset, τ = 1.05, ATan, a
+    /// shared width, a non-firing LIF readout.
+    Shd,
+}
+
+/// The optimizer of a parameter group: Adam with L2 weight decay in the gradient, or AdamW with
+/// the decay applied to the parameter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Optimizer {
+    Adam,
+    AdamW,
+}
+
+/// How evaluation forms its integer delays.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EvalDelays {
+    /// Round a copy (clamped at 0) and evaluate with integer taps (σ = 0); training goes on from
+    /// the continuous delays.
+    Integer,
+    /// The original's: round the delays in place (training resumes from them) and evaluate at
+    /// the σ in force.
+    Original,
+}
+
+/// The training of a recurrent-delay network (DelRec's protocol, spec'd in docs/method.md
+/// "Recurrent delays").
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecurrentConfig {
+    pub architecture: RecurrentArchitecture,
+    pub buffer: RecurrentBuffer,
+    pub optimizer: Optimizer,
+    pub lr_w: f64,
+    pub lr_pos: f64,
+    pub weight_decay: f64,
+    pub scheduler_w: Scheduler,
+    pub scheduler_pos: Scheduler,
+    /// σ at epoch 0; `σ_e = sigma_init·(sigma_gamma^(sigma_clock/E))^e`.
+    pub sigma_init: f64,
+    pub sigma_gamma: f64,
+    pub sigma_clock: f64,
+    /// Clamp the delays at 0 after every optimizer step (else only when evaluating).
+    pub clamp_every_step: bool,
+    pub eval_delays: EvalDelays,
+}
+
+impl RecurrentConfig {
+    /// DelRec's settings for an architecture (spec §7).
+    pub fn preset(architecture: RecurrentArchitecture) -> RecurrentConfig {
+        let ssc = RecurrentConfig {
+            architecture,
+            buffer: RecurrentBuffer::Presynaptic,
+            optimizer: Optimizer::Adam,
+            lr_w: 1e-3,
+            lr_pos: 5e-2,
+            weight_decay: 1e-5,
+            scheduler_w: Scheduler::OneCycle,
+            scheduler_pos: Scheduler::OneCycle,
+            sigma_init: 10.0,
+            sigma_gamma: 0.95,
+            sigma_clock: 100.0,
+            clamp_every_step: false,
+            eval_delays: EvalDelays::Integer,
+        };
+        match architecture {
+            RecurrentArchitecture::Ssc => ssc,
+            RecurrentArchitecture::Shd => RecurrentConfig {
+                optimizer: Optimizer::AdamW,
+                lr_w: 5e-3,
+                scheduler_pos: Scheduler::CosineA,
+                clamp_every_step: true,
+                ..ssc
+            },
+        }
+    }
+
+    /// σ at the start of 0-based `epoch` of an `epochs`-epoch run.
+    pub fn sigma_at(&self, epoch: usize, epochs: usize) -> f64 {
+        self.sigma_init * self.sigma_gamma.powf(self.sigma_clock / epochs as f64).powf(epoch as f64)
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Loss {

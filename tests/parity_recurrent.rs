@@ -7,8 +7,9 @@
 mod common;
 
 use common::{agreement, cases, run_oracle, scratch};
-use snn_delays::config::RecurrentBuffer;
+use snn_delays::config::{EvalDelays, RecurrentBuffer, RecurrentConfig};
 use snn_delays::model::recurrent::network::{Architecture, RecurrentNetwork, Widths};
+use snn_delays::train::recurrent::RecurrentTrainer;
 use std::collections::BTreeMap;
 use tch::{Device, Tensor};
 
@@ -48,14 +49,8 @@ fn run_case(case: &BTreeMap<String, Tensor>, buffer: RecurrentBuffer) -> BTreeMa
     let architecture = if param(case, 0) == 1.0 { Architecture::Shd } else { Architecture::Ssc };
     let (train, sigma) = (param(case, 1) == 1.0, param(case, 2));
     let network = RecurrentNetwork::new(architecture, WIDTHS, buffer, 0, Device::Cpu);
+    load_parameters(&network, case);
     let variables = network.vs.variables();
-    let given: Vec<&String> = case.keys().filter(|k| k.starts_with("param.")).collect();
-    assert_eq!(given.len(), variables.len(), "the oracle's parameters are the network's");
-    tch::no_grad(|| {
-        for (name, variable) in &variables {
-            variable.shallow_clone().copy_(&case[&format!("param.{name}")]);
-        }
-    });
     let masks: Vec<Tensor> = (0..).map_while(|i| case.get(&format!("mask.{i}")).map(Tensor::shallow_clone)).collect();
     let kernels = network.kernels(sigma, !train);
     let out = network.forward(&case["x"], &kernels, train, train.then_some(&masks[..])).unwrap();
@@ -73,4 +68,79 @@ fn run_case(case: &BTreeMap<String, Tensor>, buffer: RecurrentBuffer) -> BTreeMa
         assert_eq!(fields.len(), expected + 2, "every gradient and running statistic is compared");
     }
     fields
+}
+
+/// Four epochs of two batches of DelRec's training (optimizers, schedules with β1 cycling, the σ
+/// schedule, the SHD clamp, the original's in-place rounding at evaluation) against
+/// tests/oracle/delrec_training_cases.py with torch.optim and its schedulers. `shd` (AdamW) is
+/// held bitwise: losses and final parameters. `ssc` (Adam with L2 decay in the gradient) is
+/// allowed what PyTorch's fused `grad + wd·param` can leave (docs/method.md §4.2): losses within
+/// 1e-5 relative, parameters within 16 float32 ulps of the tensor's largest value; it prints
+/// how much was bitwise.
+#[test]
+fn recurrent_training_follows_torch_optim() {
+    let path = scratch("delrec-training").join("cases.safetensors");
+    run_oracle("delrec_training_cases.py", &[path.to_str().unwrap()]);
+    for case in cases(&path) {
+        let architecture = if param(&case, 0) == 1.0 { Architecture::Shd } else { Architecture::Ssc };
+        let config = RecurrentConfig {
+            buffer: RecurrentBuffer::Postsynaptic,
+            eval_delays: EvalDelays::Original,
+            ..RecurrentConfig::preset(architecture)
+        };
+        let mut trainer = RecurrentTrainer::new(&config, WIDTHS, 4, 0, Device::Cpu);
+        load_parameters(&trainer.network, &case);
+        let (mut train_losses, mut eval_losses) = (Vec::new(), Vec::new());
+        for epoch in 0..4 {
+            trainer.begin_epoch(epoch);
+            for batch in 0..2 {
+                let masks: Vec<Tensor> =
+                    (0..).map_while(|i| case.get(&format!("mask.{epoch}.{batch}.{i}")).map(Tensor::shallow_clone)).collect();
+                let x = &case[&format!("x.{epoch}.{batch}")];
+                let result = trainer.train_step(x, &case[&format!("labels.{epoch}.{batch}")], Some(&masks)).unwrap();
+                train_losses.push(result.loss as f32);
+            }
+            trainer.begin_evaluation();
+            let kernels = trainer.eval_kernels();
+            eval_losses.push(trainer.evaluate_batch(&case["x_eval"], &case["labels_eval"], &kernels).unwrap().0 as f32);
+            trainer.end_epoch();
+        }
+        let exact = architecture == Architecture::Shd;
+        compare_losses(&format!("{architecture:?} training"), &train_losses, &case["train_losses"], exact);
+        compare_losses(&format!("{architecture:?} evaluation"), &eval_losses, &case["eval_losses"], exact);
+        for (name, variable) in trainer.network.vs.variables() {
+            let reference = &case[&format!("final.{name}")];
+            let a = agreement(&variable, reference, 0.0);
+            let ulp = f32::EPSILON as f64 * reference.abs().max().double_value(&[]).max(f32::MIN_POSITIVE as f64);
+            println!("{architecture:?} final {name}: max |diff| {:e} = {:.1} ulps", a.max_abs_diff, a.max_abs_diff / ulp);
+            assert!(
+                a.bitwise || (!exact && a.max_abs_diff <= 16.0 * ulp),
+                "{architecture:?} final {name}: max |diff| {:e}",
+                a.max_abs_diff
+            );
+        }
+    }
+}
+
+/// Losses bitwise (`exact`), or within 1e-5 relative.
+fn compare_losses(what: &str, ours: &[f32], reference: &Tensor, exact: bool) {
+    let reference = Vec::<f32>::try_from(reference).unwrap();
+    assert_eq!(ours.len(), reference.len(), "{what}: number of losses");
+    for (step, (a, b)) in ours.iter().zip(&reference).enumerate() {
+        let close = (a - b).abs() <= 1e-5 * b.abs();
+        assert!(a == b || (!exact && close), "{what} loss {step}: ours {a}, torch {b}");
+    }
+    println!("{what} losses: {} of {} bitwise", ours.iter().zip(&reference).filter(|(a, b)| a == b).count(), ours.len());
+}
+
+/// Copies the case's `param.<name>` tensors into the network's variables.
+fn load_parameters(network: &RecurrentNetwork, case: &BTreeMap<String, Tensor>) {
+    let variables = network.vs.variables();
+    let given = case.keys().filter(|k| k.starts_with("param.")).count();
+    assert_eq!(given, variables.len(), "the oracle's parameters are the network's");
+    tch::no_grad(|| {
+        for (name, variable) in &variables {
+            variable.shallow_clone().copy_(&case[&format!("param.{name}")]);
+        }
+    });
 }

@@ -7,6 +7,7 @@ pub mod eval;
 pub mod masks;
 pub mod optim;
 pub mod protocols;
+pub mod recurrent;
 pub mod run;
 pub mod schedule;
 pub mod state;

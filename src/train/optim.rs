@@ -1,6 +1,7 @@
 //! Adam as `torch.optim.Adam` computes it (docs/method.md §4.2), with named parameters so that its
-//! state can be saved and resumed. Per step, with the group's current β1:
-//! - `g ← g + wd·p` (L2 weight decay into the gradient);
+//! state can be saved and resumed; with decoupled weight decay, `torch.optim.AdamW`. Per step,
+//! with the group's current β1:
+//! - `g ← g + wd·p` (L2 weight decay into the gradient), or for AdamW `p ← p·(1 − lr·wd)`;
 //! - `m ← lerp(m, g, 1−β1)`; `v ← v·β2 + (1−β2)·g²`;
 //! - `p ← p − (lr/(1−β1^t)) · m / (sqrt(v)/(1−β2^t)^½ + ε)`.
 //!
@@ -36,6 +37,8 @@ pub struct Adam {
     pub groups: Vec<AdamGroup>,
     pub lr: f64,
     pub beta1: f64,
+    /// AdamW: the weight decay shrinks the parameter instead of entering the gradient.
+    pub decoupled: bool,
 }
 
 impl Adam {
@@ -57,7 +60,12 @@ impl Adam {
                 weight_decay,
             })
             .collect();
-        Adam { groups, lr, beta1: DEFAULT_BETA1 }
+        Adam { groups, lr, beta1: DEFAULT_BETA1, decoupled: false }
+    }
+
+    /// The same optimizer with decoupled weight decay (AdamW).
+    pub fn decoupled(self) -> Adam {
+        Adam { decoupled: true, ..self }
     }
 
     pub fn params(&self) -> impl Iterator<Item = &AdamParam> {
@@ -83,14 +91,21 @@ impl Adam {
 
     /// One update of every parameter that has a gradient.
     pub fn step(&mut self) {
-        let (lr, beta1) = (self.lr, self.beta1);
+        let (lr, beta1, decoupled) = (self.lr, self.beta1, self.decoupled);
         tch::no_grad(|| {
             for (p, decay) in self.params_mut() {
                 let grad = p.param.grad();
                 if !grad.defined() {
                     continue;
                 }
-                let grad = if decay != 0.0 { &grad + &p.param * decay } else { grad };
+                let grad = match (decay != 0.0, decoupled) {
+                    (false, _) => grad,
+                    (true, false) => &grad + &p.param * decay,
+                    (true, true) => {
+                        let _ = p.param.g_mul_scalar_(1.0 - lr * decay);
+                        grad
+                    }
+                };
                 p.steps += 1;
                 let _ = p.exp_avg.lerp_(&grad, 1.0 - beta1);
                 let _ = p.exp_avg_sq.g_mul_scalar_(BETA2).addcmul_(&(&grad * (1.0 - BETA2)), &grad);

@@ -89,7 +89,10 @@ def plain_lif(h, train, threshold):
 
 
 def norm(h, params, name, train):
+    """nn.BatchNorm1d over the T*B positions, counting its training batches."""
     steps, batch, channels = h.shape
+    if train:
+        params[f"{name}.num_batches_tracked"] += 1
     out = F.batch_norm(h.reshape(steps * batch, channels), params[f"{name}.running_mean"],
                        params[f"{name}.running_var"], params[f"{name}.weight"], params[f"{name}.bias"], train, 0.1, 1e-5)
     return out.reshape(steps, batch, channels)

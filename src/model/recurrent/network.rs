@@ -15,6 +15,7 @@
 //! `|N(0,1)|·12` (`ssc`) or `U(10, 30)` (`shd`), clamped at 0; spread logits 0.
 
 use super::RecurrentDelays;
+pub use crate::config::RecurrentArchitecture as Architecture;
 use crate::config::{ChargeFormula, NeuronBackend, RecurrentBuffer};
 use crate::model::layers::{Linear, MultiStepDropout, TimeBatchNorm};
 use crate::model::loss::{cross_entropy, one_hot};
@@ -22,13 +23,6 @@ use crate::model::neuron::step::{Reset, StepLif, Surrogate, Triangle};
 use crate::model::neuron::{ATan, Leak, MultiStepLif, Readout};
 use anyhow::{ensure, Result};
 use tch::{nn, Device, Kind, Reduction, Tensor};
-
-/// Which of DelRec's configurations (spec §4).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Architecture {
-    Ssc,
-    Shd,
-}
 
 /// The widths of a network: input channels, hidden neurons per layer and classes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
