@@ -37,6 +37,29 @@ pub enum ModelType {
     SnnDelaysLr0,
     /// No delays: plain linear synapses.
     Snn,
+    /// Learned delays on recurrent connections (DelRec), configured by the `recurrent` section.
+    Delrec,
+}
+
+/// A starting configuration: a dataset's preset for the paper's feedforward delays, or one of
+/// DelRec's recurrent-delay configurations (docs/method.md §6, "Recurrent delays").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Preset {
+    Shd,
+    Ssc,
+    Gsc,
+    DelrecSsc,
+    DelrecShd,
+}
+
+impl From<Dataset> for Preset {
+    fn from(dataset: Dataset) -> Preset {
+        match dataset {
+            Dataset::Shd => Preset::Shd,
+            Dataset::Ssc => Preset::Ssc,
+            Dataset::Gsc => Preset::Gsc,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -140,12 +163,12 @@ pub enum EvalDelays {
 pub struct RecurrentConfig {
     pub architecture: RecurrentArchitecture,
     pub buffer: RecurrentBuffer,
+    /// Both groups' optimizer; the weights take the top-level `lr_w`, `weight_decay` and
+    /// `scheduler_w`, the positions `lr_pos` and the top-level `scheduler_pos`.
     pub optimizer: Optimizer,
-    pub lr_w: f64,
     pub lr_pos: f64,
-    pub weight_decay: f64,
-    pub scheduler_w: Scheduler,
-    pub scheduler_pos: Scheduler,
+    /// Dropout on each recurrent layer's recurrent current (a `(B, N)` mask fixed over time).
+    pub recurrent_dropout: f64,
     /// σ at epoch 0; `σ_e = sigma_init·(sigma_gamma^(sigma_clock/E))^e`.
     pub sigma_init: f64,
     pub sigma_gamma: f64,
@@ -162,11 +185,8 @@ impl RecurrentConfig {
             architecture,
             buffer: RecurrentBuffer::Presynaptic,
             optimizer: Optimizer::Adam,
-            lr_w: 1e-3,
             lr_pos: 5e-2,
-            weight_decay: 1e-5,
-            scheduler_w: Scheduler::OneCycle,
-            scheduler_pos: Scheduler::OneCycle,
+            recurrent_dropout: 0.3,
             sigma_init: 10.0,
             sigma_gamma: 0.95,
             sigma_clock: 100.0,
@@ -175,19 +195,56 @@ impl RecurrentConfig {
         };
         match architecture {
             RecurrentArchitecture::Ssc => ssc,
-            RecurrentArchitecture::Shd => RecurrentConfig {
-                optimizer: Optimizer::AdamW,
-                lr_w: 5e-3,
-                scheduler_pos: Scheduler::CosineA,
-                clamp_every_step: true,
-                ..ssc
-            },
+            RecurrentArchitecture::Shd => {
+                RecurrentConfig { optimizer: Optimizer::AdamW, recurrent_dropout: 0.2, clamp_every_step: true, ..ssc }
+            }
         }
     }
 
     /// σ at the start of 0-based `epoch` of an `epochs`-epoch run.
     pub fn sigma_at(&self, epoch: usize, epochs: usize) -> f64 {
         self.sigma_init * self.sigma_gamma.powf(self.sigma_clock / epochs as f64).powf(epoch as f64)
+    }
+
+    /// The derived values that mean something else for a recurrent-delay model: one-cycle peaks
+    /// at `lr_w`, positions learn at `lr_pos` on `scheduler_pos`, σ starts at `sigma_init`, and
+    /// τ (in steps) is the recurrent neurons'.
+    fn derive(&self, derived: Derived, config: &Config) -> Derived {
+        Derived {
+            tau_steps: self.architecture.recurrent_neuron().tau,
+            sigma_init: self.sigma_init,
+            lr_pos: self.lr_pos,
+            max_lr_w: config.lr_w,
+            scheduler_pos: config.scheduler_pos,
+            learns_positions: true,
+            ..derived
+        }
+    }
+
+    /// The hidden blocks the architecture has.
+    pub fn hidden_layers(&self) -> usize {
+        match self.architecture {
+            RecurrentArchitecture::Ssc => 3,
+            RecurrentArchitecture::Shd => 2,
+        }
+    }
+
+    /// Checks the section's values; messages name the key as `recurrent.<key>`.
+    fn validate(&self) -> Result<()> {
+        for (key, value) in [("lr_pos", self.lr_pos), ("sigma_gamma", self.sigma_gamma), ("sigma_clock", self.sigma_clock)] {
+            ensure!(value.is_finite() && value > 0.0, "config key `recurrent.{key}` must be a positive number, got {value}");
+        }
+        ensure!(
+            self.sigma_init.is_finite() && self.sigma_init >= 0.0,
+            "config key `recurrent.sigma_init` must be a non-negative number, got {}",
+            self.sigma_init
+        );
+        ensure!(
+            (0.0..1.0).contains(&self.recurrent_dropout),
+            "config key `recurrent.recurrent_dropout` must lie in [0, 1), got {}",
+            self.recurrent_dropout
+        );
+        Ok(())
     }
 }
 
@@ -224,6 +281,9 @@ pub enum Integration {
     Grid,
     /// The paper-era event-anchored float16 windows, with no empty frames.
     Paper2023,
+    /// DelRec's SSC binning: `np.digitize` against 250 edges evenly spaced over [0, 1.4 s], so
+    /// every sample has 250 frames and frame 0 stays empty.
+    Digitize,
 }
 
 /// Which data selects the best epoch.
@@ -285,6 +345,9 @@ pub struct Config {
     pub tn_mask_aug_proba: f64,
     pub cutmix_aug_proba: f64,
     pub rnoise_sig: f64,
+    /// The recurrent-delay model's settings: present exactly when `model_type` is `delrec`.
+    #[serde(default)]
+    pub recurrent: Option<RecurrentConfig>,
 }
 
 /// Values computed from [`Config`]; never set directly.
@@ -354,6 +417,7 @@ impl Config {
             tn_mask_aug_proba: 0.65,
             cutmix_aug_proba: 0.5,
             rnoise_sig: 0.0,
+            recurrent: None,
         };
         let large = |data_dir: &str, epochs| Config {
             data_dir: data_dir.into(),
@@ -374,12 +438,64 @@ impl Config {
         }
     }
 
+    /// The starting configuration of a preset: a dataset's, or DelRec's for SSC (three
+    /// recurrent-delay layers, 250 digitized frames, the `valid` file, 100 epochs) or SHD (one
+    /// recurrent-delay layer after a plain one, 10 ms frames, 20 % of train held out, 150 epochs).
+    pub fn of_preset(preset: Preset) -> Config {
+        let delrec = |dataset: Dataset, architecture: RecurrentArchitecture| Config {
+            model_type: ModelType::Delrec,
+            neuron_backend: NeuronBackend::Ops,
+            charge_formula: ChargeFormula::Paper2023,
+            n_hidden_neurons: 256,
+            weight_decay: 1e-5,
+            scheduler_w: Scheduler::OneCycle,
+            recurrent: Some(RecurrentConfig::preset(architecture)),
+            ..Config::preset(dataset)
+        };
+        match preset {
+            Preset::Shd => Config::preset(Dataset::Shd),
+            Preset::Ssc => Config::preset(Dataset::Ssc),
+            Preset::Gsc => Config::preset(Dataset::Gsc),
+            Preset::DelrecSsc => Config {
+                integration: Integration::Digitize,
+                time_step_ms: 1400.0 / 249.0,
+                epochs: 100,
+                batch_size: 128,
+                n_hidden_layers: 3,
+                dropout_p: 0.1,
+                lr_w: 1e-3,
+                scheduler_pos: Scheduler::OneCycle,
+                ..delrec(Dataset::Ssc, RecurrentArchitecture::Ssc)
+            },
+            Preset::DelrecShd => Config {
+                validation: Validation::Holdout,
+                epochs: 150,
+                batch_size: 256,
+                n_hidden_layers: 2,
+                dropout_p: 0.4,
+                lr_w: 5e-3,
+                scheduler_pos: Scheduler::CosineA,
+                ..delrec(Dataset::Shd, RecurrentArchitecture::Shd)
+            },
+        }
+    }
+
     pub fn learns_positions(&self) -> bool {
         self.model_type == ModelType::SnnDelays
     }
 
+    /// Refuses a recurrent-delay model where a command handles only the feedforward ones.
+    pub fn check_feedforward(&self) -> Result<()> {
+        ensure!(
+            self.model_type != ModelType::Delrec,
+            "this command handles the feedforward models (model_type snn_delays, snn_delays_lr0, snn); model_type `delrec` (recurrent delays) is trained and evaluated by `snn-delays train` and initialised by `snn-delays init`"
+        );
+        Ok(())
+    }
+
+    /// Whether the synapses are DCLS delay convolutions (learned or fixed).
     pub fn has_delays(&self) -> bool {
-        self.model_type != ModelType::Snn
+        matches!(self.model_type, ModelType::SnnDelays | ModelType::SnnDelaysLr0)
     }
 
     /// Checks every value; the message names the key and the offending value.
@@ -447,10 +563,35 @@ impl Config {
             "config key `validation` is `file`, but SHD has no validation file: use `test` (the paper) or `holdout`"
         );
         ensure!(
-            self.scheduler_pos != Scheduler::OneCycle,
-            "config key `scheduler_pos` must be `cosine_a` or `none`, got `one_cycle`"
+            self.scheduler_pos != Scheduler::OneCycle || self.model_type == ModelType::Delrec,
+            "config key `scheduler_pos` must be `cosine_a` or `none`, got `one_cycle` (one-cycle positions are DelRec's)"
         );
-        Ok(())
+        ensure!(
+            self.integration != Integration::Digitize || self.dataset != Dataset::Gsc,
+            "config key `integration` is `digitize`, which bins spike files; GSC has audio"
+        );
+        self.validate_recurrent()
+    }
+
+    /// The `recurrent` section is there exactly for `delrec`, and fixes the number of layers.
+    fn validate_recurrent(&self) -> Result<()> {
+        match (&self.recurrent, self.model_type) {
+            (None, ModelType::Delrec) => bail!("config key `recurrent` is missing: model_type `delrec` needs its settings"),
+            (None, _) => Ok(()),
+            (Some(_), model) if model != ModelType::Delrec => {
+                bail!("config key `recurrent` is set, but model_type is `{}`; set it to null or use `delrec`", name_of(&model))
+            }
+            (Some(recurrent), _) => {
+                ensure!(
+                    self.n_hidden_layers == recurrent.hidden_layers(),
+                    "config key `n_hidden_layers` must be {} for recurrent.architecture `{}`, got {}",
+                    recurrent.hidden_layers(),
+                    name_of(&recurrent.architecture),
+                    self.n_hidden_layers
+                );
+                recurrent.validate()
+            }
+        }
     }
 
     /// Every derived value, from the current fields (docs/method.md §6).
@@ -467,7 +608,7 @@ impl Config {
             Dataset::Gsc => GSC_MEL_BANDS,
             Dataset::Shd | Dataset::Ssc => RAW_CHANNELS / self.n_bins,
         };
-        Derived {
+        let derived = Derived {
             n_inputs,
             n_outputs: self.n_outputs.unwrap_or(match self.dataset {
                 Dataset::Shd => 20,
@@ -493,6 +634,10 @@ impl Config {
             time_mask_size: kernel_size / 3,
             neuron_mask_size: n_inputs / 5,
             learns_positions: learns,
+        };
+        match &self.recurrent {
+            Some(recurrent) if self.model_type == ModelType::Delrec => recurrent.derive(derived, self),
+            _ => derived,
         }
     }
 
@@ -516,7 +661,7 @@ pub const RUN_ID_KEY: &str = "run_id";
 /// How a configuration is assembled: a preset, then a JSON file, then `key=value` overrides.
 #[derive(Clone, Debug, Default)]
 pub struct ConfigSource<'a> {
-    pub preset: Option<Dataset>,
+    pub preset: Option<Preset>,
     pub file: Option<&'a Path>,
     pub overrides: &'a [String],
 }
@@ -541,16 +686,16 @@ impl ConfigSource<'_> {
 }
 
 /// Preset, then the fields of a JSON object (with where it came from), then `key=value`.
-fn load_fields(preset: Option<Dataset>, file: Option<(Map<String, Value>, String)>, overrides: &[String]) -> Result<Config> {
-    let dataset = match (preset, &file) {
+fn load_fields(preset: Option<Preset>, file: Option<(Map<String, Value>, String)>, overrides: &[String]) -> Result<Config> {
+    let preset = match (preset, &file) {
         (Some(preset), _) => preset,
         (None, Some((object, _))) => match object.get("dataset") {
-            Some(value) => parse_field::<Dataset>("dataset", value.clone())?,
-            None => Dataset::Shd,
+            Some(value) => parse_field::<Dataset>("dataset", value.clone())?.into(),
+            None => Preset::Shd,
         },
-        (None, None) => Dataset::Shd,
+        (None, None) => Preset::Shd,
     };
-    let mut fields = match serde_json::to_value(Config::preset(dataset)) {
+    let mut fields = match serde_json::to_value(Config::of_preset(preset)) {
         Ok(Value::Object(map)) => map,
         _ => unreachable!("a preset is a JSON object"),
     };
@@ -593,8 +738,20 @@ fn parse_field<T: serde::de::DeserializeOwned>(key: &str, value: Value) -> Resul
     serde_json::from_value(value).map_err(|e| anyhow::anyhow!("invalid config key `{key}`: {e}"))
 }
 
-/// Replaces one field, checking that the key exists and that the value has the field's type.
+/// Replaces one field, checking that the key exists and that the value has the field's type; a
+/// dotted key (`recurrent.buffer`) replaces a field of a section.
 fn set_field(fields: &mut Map<String, Value>, key: &str, value: Value) -> Result<()> {
+    if let Some((section, inner)) = key.split_once('.') {
+        let Some(Value::Object(mut map)) = fields.get(section).cloned() else {
+            bail!("config key `{section}` holds no settings here, so `{key}` cannot be set");
+        };
+        let Some(slot) = map.get(inner) else {
+            let known: Vec<&str> = map.keys().map(String::as_str).collect();
+            bail!("unknown config key `{key}`; known keys of `{section}`: {}", known.join(", "));
+        };
+        map.insert(inner.to_string(), coerce_like(slot, value));
+        return set_field(fields, section, Value::Object(map));
+    }
     let Some(slot) = fields.get_mut(key) else {
         let known: Vec<&str> = fields.keys().map(String::as_str).collect();
         bail!("unknown config key `{key}`; known keys: {}", known.join(", "));
@@ -651,7 +808,7 @@ mod tests {
 
     fn load(preset: Dataset, overrides: &[&str]) -> Result<Config> {
         let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
-        ConfigSource { preset: Some(preset), file: None, overrides: &overrides }.load()
+        ConfigSource { preset: Some(preset.into()), file: None, overrides: &overrides }.load()
     }
 
     #[test]

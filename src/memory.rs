@@ -132,7 +132,7 @@ mod tests {
 
     fn shd(overrides: &[&str]) -> Config {
         let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
-        ConfigSource { preset: Some(Dataset::Shd), file: None, overrides: &overrides }.load().unwrap()
+        ConfigSource { preset: Some(Dataset::Shd.into()), file: None, overrides: &overrides }.load().unwrap()
     }
 
     #[test]

@@ -7,8 +7,9 @@
 mod common;
 
 use common::{agreement, cases, run_oracle, scratch};
-use snn_delays::config::{EvalDelays, RecurrentBuffer, RecurrentConfig};
-use snn_delays::model::recurrent::network::{Architecture, RecurrentNetwork, Widths};
+use snn_delays::config::{ConfigSource, Preset, RecurrentBuffer};
+use snn_delays::model::loss::one_hot;
+use snn_delays::model::recurrent::network::{Architecture, RecurrentNetwork, RecurrentShape, Widths};
 use snn_delays::train::recurrent::RecurrentTrainer;
 use std::collections::BTreeMap;
 use tch::{Device, Tensor};
@@ -48,17 +49,19 @@ fn param(case: &BTreeMap<String, Tensor>, i: i64) -> f64 {
 fn run_case(case: &BTreeMap<String, Tensor>, buffer: RecurrentBuffer) -> BTreeMap<String, Tensor> {
     let architecture = if param(case, 0) == 1.0 { Architecture::Shd } else { Architecture::Ssc };
     let (train, sigma) = (param(case, 1) == 1.0, param(case, 2));
-    let network = RecurrentNetwork::new(architecture, WIDTHS, buffer, 0, Device::Cpu);
+    let shape = RecurrentShape { architecture, widths: WIDTHS, dropout: 0.1, recurrent_dropout: 0.2, buffer };
+    let network = RecurrentNetwork::new(&shape, 0, Device::Cpu);
     load_parameters(&network, case);
     let variables = network.vs.variables();
     let masks: Vec<Tensor> = (0..).map_while(|i| case.get(&format!("mask.{i}")).map(Tensor::shallow_clone)).collect();
     let kernels = network.kernels(sigma, !train);
     let out = network.forward(&case["x"], &kernels, train, train.then_some(&masks[..])).unwrap();
-    let loss = network.loss(&out, &case["labels"]);
+    let loss = network.loss(&out, &one_hot(&case["labels"], WIDTHS.outputs));
     let mut fields = BTreeMap::from([("out".to_string(), out.detach()), ("loss".to_string(), loss.detach().reshape([1]))]);
     if train {
         loss.backward();
         for (name, variable) in &variables {
+            let name = oracle_name(name);
             let field = if variable.requires_grad() { format!("grad.{name}") } else { format!("after.{name}") };
             if case.contains_key(&field) {
                 fields.insert(field, if variable.requires_grad() { variable.grad() } else { variable.copy() });
@@ -83,12 +86,18 @@ fn recurrent_training_follows_torch_optim() {
     run_oracle("delrec_training_cases.py", &[path.to_str().unwrap()]);
     for case in cases(&path) {
         let architecture = if param(&case, 0) == 1.0 { Architecture::Shd } else { Architecture::Ssc };
-        let config = RecurrentConfig {
-            buffer: RecurrentBuffer::Postsynaptic,
-            eval_delays: EvalDelays::Original,
-            ..RecurrentConfig::preset(architecture)
-        };
-        let mut trainer = RecurrentTrainer::new(&config, WIDTHS, 4, 0, Device::Cpu);
+        let preset = if architecture == Architecture::Shd { Preset::DelrecShd } else { Preset::DelrecSsc };
+        let overrides = [
+            "n_bins=70",
+            "n_hidden_neurons=12",
+            "n_outputs=5",
+            "epochs=4",
+            "recurrent.buffer=postsynaptic",
+            "recurrent.eval_delays=original",
+        ]
+        .map(String::from);
+        let config = ConfigSource { preset: Some(preset), file: None, overrides: &overrides }.load().unwrap();
+        let mut trainer = RecurrentTrainer::new(&config, Device::Cpu).unwrap();
         load_parameters(&trainer.network, &case);
         let (mut train_losses, mut eval_losses) = (Vec::new(), Vec::new());
         for epoch in 0..4 {
@@ -97,19 +106,21 @@ fn recurrent_training_follows_torch_optim() {
                 let masks: Vec<Tensor> =
                     (0..).map_while(|i| case.get(&format!("mask.{epoch}.{batch}.{i}")).map(Tensor::shallow_clone)).collect();
                 let x = &case[&format!("x.{epoch}.{batch}")];
-                let result = trainer.train_step(x, &case[&format!("labels.{epoch}.{batch}")], Some(&masks)).unwrap();
+                let targets = one_hot(&case[&format!("labels.{epoch}.{batch}")], WIDTHS.outputs);
+                let result = trainer.train_step(x, &targets, Some(&masks)).unwrap();
                 train_losses.push(result.loss as f32);
             }
             trainer.begin_evaluation();
             let kernels = trainer.eval_kernels();
-            eval_losses.push(trainer.evaluate_batch(&case["x_eval"], &case["labels_eval"], &kernels).unwrap().0 as f32);
+            let targets = one_hot(&case["labels_eval"], WIDTHS.outputs);
+            eval_losses.push(trainer.evaluate_batch(&case["x_eval"], &targets, &kernels).unwrap().0 as f32);
             trainer.end_epoch();
         }
         let exact = architecture == Architecture::Shd;
         compare_losses(&format!("{architecture:?} training"), &train_losses, &case["train_losses"], exact);
         compare_losses(&format!("{architecture:?} evaluation"), &eval_losses, &case["eval_losses"], exact);
         for (name, variable) in trainer.network.vs.variables() {
-            let reference = &case[&format!("final.{name}")];
+            let reference = &case[&format!("final.{}", oracle_name(&name))];
             let a = agreement(&variable, reference, 0.0);
             let ulp = f32::EPSILON as f64 * reference.abs().max().double_value(&[]).max(f32::MIN_POSITIVE as f64);
             println!("{architecture:?} final {name}: max |diff| {:e} = {:.1} ulps", a.max_abs_diff, a.max_abs_diff / ulp);
@@ -140,7 +151,12 @@ fn load_parameters(network: &RecurrentNetwork, case: &BTreeMap<String, Tensor>) 
     assert_eq!(given, variables.len(), "the oracle's parameters are the network's");
     tch::no_grad(|| {
         for (name, variable) in &variables {
-            variable.shallow_clone().copy_(&case[&format!("param.{name}")]);
+            variable.shallow_clone().copy_(&case[&format!("param.{}", oracle_name(name))]);
         }
     });
+}
+
+/// The oracle's name of a variable: ours without the `model.` root.
+fn oracle_name(name: &str) -> &str {
+    name.strip_prefix("model.").expect("every variable lies under model.")
 }

@@ -276,3 +276,61 @@ fn a_run_from_before_a_config_key_existed_resumes_with_its_default() {
     assert!(output.status.success(), "{}", text(&output));
     assert_eq!(metrics_without_time(&run).len(), 3);
 }
+
+/// The DelRec presets train from one command on generated data (at 16 neurons, 4 classes): a
+/// run writes the usual files and its best checkpoint records σ; a run paused after one epoch and
+/// resumed equals an uninterrupted one; `init` counts the published parameters; commands that
+/// handle only the feedforward models refuse a `delrec` model by name.
+#[test]
+fn recurrent_delay_presets_train_and_resume() {
+    let dir = scratch("delrec-run");
+    let data = dataset(&dir);
+    for preset in ["delrec-shd", "delrec-ssc"] {
+        let run = |name: &str, extra: &[&str]| {
+            let run = dir.join(format!("{preset}-{name}"));
+            let mut args = vec!["train", "--preset", preset, "--data", data.to_str().unwrap(), "--run-dir", run.to_str().unwrap()];
+            args.extend(["--quiet", "--set", "n_hidden_neurons=16", "--set", "batch_size=32", "--set", "n_outputs=4", "--epochs", "2"]);
+            if preset == "delrec-ssc" {
+                args.extend(["--set", "dataset=shd", "--set", "validation=holdout", "--set", "integration=grid", "--set", "time_step_ms=10"]);
+            }
+            let output = snn(&[&args[..], extra].concat());
+            assert!(output.status.success(), "{preset} {name}: {}", text(&output));
+            run
+        };
+        let whole = run("whole", &[]);
+        let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(whole.join("summary.json")).unwrap()).unwrap();
+        assert_eq!(summary["model_type"], "delrec");
+        let metadata = snn_delays::checkpoint::read_metadata(&whole.join("best_acc.safetensors")).unwrap();
+        let best = summary["best_valid_epoch"].as_u64().unwrap() as usize;
+        let sigma = metrics_without_time(&whole)[best - 1]["sigma"].as_f64();
+        assert_eq!(metadata.get("snn_delays.sigma").and_then(|s| s.parse().ok()), sigma, "the best epoch's σ in its checkpoint");
+        run("split", &["--stop-after", "1"]);
+        let split = run("split", &["--resume"]);
+        assert_same_run(&whole, &split);
+        let evaluated = snn(&["eval", "--checkpoint", whole.join("best_acc.safetensors").to_str().unwrap(), "--data", data.to_str().unwrap()]);
+        assert!(!evaluated.status.success() && text(&evaluated).contains("model_type `delrec`"), "{}", text(&evaluated));
+    }
+    for (preset, count) in [("delrec-ssc", "374819"), ("delrec-shd", "173844")] {
+        let out = dir.join(format!("{preset}-init.safetensors"));
+        let output = snn(&["init", "--preset", preset, "--out", out.to_str().unwrap()]);
+        assert!(text(&output).contains(&format!("{count} trainable parameters")), "{}", text(&output));
+    }
+}
+
+/// The `recurrent` section is checked like the rest of a configuration.
+#[test]
+fn recurrent_settings_are_checked_by_name() {
+    for (args, expected) in [
+        (&["--preset", "shd", "--set", "recurrent.buffer=presynaptic"][..], "holds no settings"),
+        (&["--preset", "delrec-ssc", "--set", "recurrent.bogus=1"][..], "unknown config key `recurrent.bogus`"),
+        (&["--preset", "delrec-ssc", "--set", "recurrent.buffer=ring"][..], "recurrent"),
+        (&["--preset", "delrec-ssc", "--set", "n_hidden_layers=2"][..], "n_hidden_layers"),
+        (&["--preset", "delrec-shd", "--set", "recurrent.recurrent_dropout=1.5"][..], "recurrent.recurrent_dropout"),
+        (&["--preset", "shd", "--set", "model_type=delrec"][..], "config key `recurrent` is missing"),
+    ] {
+        let output = snn(&[&["config"][..], args].concat());
+        assert!(!output.status.success() && text(&output).contains(expected), "{args:?}: {}", text(&output));
+    }
+    let output = snn(&["config", "--preset", "delrec-ssc", "--set", "recurrent.buffer=postsynaptic"]);
+    assert!(output.status.success() && text(&output).contains("\"buffer\": \"postsynaptic\""), "{}", text(&output));
+}

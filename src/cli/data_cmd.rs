@@ -77,7 +77,7 @@ pub struct ExportArgs {
 impl DataArgs {
     fn load(&self, extra: &[String]) -> Result<Config> {
         let overrides: Vec<String> = self.set.iter().chain(extra).cloned().collect();
-        ConfigSource { preset: Some(self.dataset), file: self.config.as_deref(), overrides: &overrides }.load()
+        ConfigSource { preset: Some(self.dataset.into()), file: self.config.as_deref(), overrides: &overrides }.load()
     }
 }
 

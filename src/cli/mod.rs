@@ -18,7 +18,7 @@ mod schedule_cmd;
 mod synth_cmd;
 mod train_cmd;
 
-use crate::config::{Config, ConfigSource, Dataset};
+use crate::config::{Config, ConfigSource, Preset};
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -78,9 +78,10 @@ enum Command {
 /// Where the configuration comes from; the same flags on every subcommand that takes one.
 #[derive(Args, Debug, Clone)]
 pub struct ConfigArgs {
-    /// Start from this preset [default: the config file's `dataset`, else shd]
+    /// Start from this preset: a dataset's feedforward delays, or DelRec's recurrent delays
+    /// (delrec-ssc, delrec-shd) [default: the config file's `dataset`, else shd]
     #[arg(long, value_enum)]
-    pub preset: Option<Dataset>,
+    pub preset: Option<Preset>,
     /// JSON config file (e.g. as printed by `snn-delays config`); its keys override the preset
     #[arg(long, value_name = "FILE.json")]
     pub config: Option<PathBuf>,
@@ -98,6 +99,7 @@ impl ConfigArgs {
     /// checked against the machine's first.
     pub fn load_for_network(&self, steps: usize, batch: usize) -> Result<Config> {
         let config = self.load()?;
+        config.check_feedforward()?;
         crate::memory::Budget::machine()
             .check("this network", &crate::memory::training_step(&config, steps as u64, batch as u64))?;
         Ok(config)

@@ -57,7 +57,7 @@ fn run_config(args: &ReproduceArgs, protocol: Protocol, seed: u64) -> Result<Con
     overrides.extend(args.epochs.map(|n| format!("epochs={n}")));
     overrides.push(format!("seed={seed}"));
     overrides.push(format!("validation={}", name_of(&protocol.validation)));
-    ConfigSource { preset: Some(args.dataset), file: None, overrides: &overrides }.load()
+    ConfigSource { preset: Some(args.dataset.into()), file: None, overrides: &overrides }.load()
 }
 
 /// Runs (or reuses, or resumes) one seed of one protocol and reads its result.

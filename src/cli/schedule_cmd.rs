@@ -15,6 +15,7 @@ pub struct ScheduleArgs {
 
 pub fn run(args: &ScheduleArgs) -> Result<()> {
     let config = args.config.load()?;
+    config.check_feedforward()?;
     let mut tiny = config.clone();
     tiny.n_hidden_neurons = 1;
     tiny.n_hidden_layers = 0;

@@ -9,6 +9,11 @@
 //! - `paper2023`: windows anchored at events: a window starting at `s` takes the consecutive
 //!   events with `fp(t − s) ≤ Δ`; the next starts at the first event left. No empty frames.
 //!
+//! - `digitize` (DelRec's SSC loader): from the times in seconds, as stored; `np.digitize` against
+//!   the 250 edges `np.linspace(0, 1.4, 250)`: frame = the number of edges `≤ t`, so frame 0 stays
+//!   empty and every sample has 250 frames. A time at or after 1.4 s (frame 250, which the
+//!   original cannot hold) goes to the last frame.
+//!
 //! Binning sums `n_bins` adjacent channels: input `i` counts the events of units
 //! `n_bins·i .. n_bins·i + n_bins − 1`. Inputs are spike counts, not binary.
 
@@ -76,37 +81,62 @@ pub struct Framing {
     pub channels: usize,
 }
 
+/// The number of edges of the `digitize` integration, and so its frames.
+pub const DIGITIZE_EDGES: usize = 250;
+/// The last edge of the `digitize` integration, in seconds.
+pub const DIGITIZE_SPAN_S: f64 = 1.4;
+
 impl Framing {
-    /// Integrates sorted events, given as times in ms and units, into binned frames.
+    /// Integrates sorted events, given as times in ms and units, into binned frames of a fixed
+    /// duration (`grid`, `paper2023`; a `digitize` framing goes through [`Framing::digitized`]).
     pub fn frames(&self, ms: &[f32], units: &[u16], precision: TimePrecision) -> Frames {
         let inputs = self.channels / self.n_bins;
         let Some((&first, &last)) = ms.first().zip(ms.last()) else {
             return Frames { steps: 0, channels: inputs, values: Vec::new() };
         };
         let duration = self.duration_ms;
-        let steps = match self.integration {
-            Integration::Grid => (precision.round(precision.round(last - first) / duration).ceil() as usize).max(1),
-            Integration::Paper2023 => windows(ms, duration, precision).last().map_or(1, |last| last + 1),
+        let paper = self.integration == Integration::Paper2023;
+        let steps = if paper {
+            windows(ms, duration, precision).last().map_or(1, |last| last + 1)
+        } else {
+            (precision.round(precision.round(last - first) / duration).ceil() as usize).max(1)
         };
         let mut values = vec![0.0f32; steps * inputs];
         let mut add = |frame: usize, unit: u16| values[frame * inputs + unit as usize / self.n_bins] += 1.0;
-        match self.integration {
-            Integration::Grid => {
-                let mut frame = 0;
-                let mut boundary = duration as f64;
-                for (&t, &unit) in ms.iter().zip(units) {
-                    let shifted = precision.round(t - first) as f64;
-                    if shifted >= boundary {
-                        frame = round_index(precision, floor_divide(shifted as f32, duration));
-                        boundary = (frame + 1) as f64 * duration as f64;
-                    }
-                    add(frame.min(steps - 1), unit);
+        if paper {
+            windows(ms, duration, precision).zip(units).for_each(|(frame, &unit)| add(frame, unit));
+        } else {
+            let mut frame = 0;
+            let mut boundary = duration as f64;
+            for (&t, &unit) in ms.iter().zip(units) {
+                let shifted = precision.round(t - first) as f64;
+                if shifted >= boundary {
+                    frame = round_index(precision, floor_divide(shifted as f32, duration));
+                    boundary = (frame + 1) as f64 * duration as f64;
                 }
+                add(frame.min(steps - 1), unit);
             }
-            Integration::Paper2023 => windows(ms, duration, precision).zip(units).for_each(|(frame, &unit)| add(frame, unit)),
         }
         Frames { steps, channels: inputs, values }
     }
+
+    /// The `digitize` frames of events given as times in seconds (as stored) and units.
+    pub fn digitized(&self, seconds: &[f64], units: &[u16]) -> Frames {
+        let inputs = self.channels / self.n_bins;
+        let edges = digitize_edges();
+        let mut values = vec![0.0f32; DIGITIZE_EDGES * inputs];
+        for (&t, &unit) in seconds.iter().zip(units) {
+            let frame = edges.partition_point(|&edge| edge <= t).min(DIGITIZE_EDGES - 1);
+            values[frame * inputs + unit as usize / self.n_bins] += 1.0;
+        }
+        Frames { steps: DIGITIZE_EDGES, channels: inputs, values }
+    }
+}
+
+/// `np.linspace(0, 1.4, 250)`: `k·step` with `step = 1.4/249`, the last edge exactly 1.4.
+fn digitize_edges() -> Vec<f64> {
+    let step = DIGITIZE_SPAN_S / (DIGITIZE_EDGES - 1) as f64;
+    (0..DIGITIZE_EDGES).map(|k| if k == DIGITIZE_EDGES - 1 { DIGITIZE_SPAN_S } else { k as f64 * step }).collect()
 }
 
 /// The window of each event in the event-anchored integration: a new window starts at the first
@@ -131,6 +161,18 @@ fn floor_divide(a: f32, b: f32) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn digitized_frames_start_at_one_and_keep_every_sample_at_250() {
+        let framing = Framing { integration: Integration::Digitize, duration_ms: 5.6, n_bins: 5, channels: 700 };
+        let step = 1.4 / 249.0;
+        let frames = framing.digitized(&[0.0, step * 0.999, step, 1.0, 1.4, 2.0], &[0, 5, 699, 10, 3, 4]);
+        assert_eq!((frames.steps, frames.channels), (250, 140));
+        let at = |frame: usize, input: usize| frames.values[frame * 140 + input];
+        assert_eq!((at(1, 0), at(1, 1), at(2, 139), at(249, 0)), (1.0, 1.0, 1.0, 2.0));
+        assert_eq!(at(178, 2), 1.0, "1.0 s is past edge 177 (0.9952 s) and before edge 178 (1.0008 s)");
+        assert_eq!(frames.values[..140].iter().sum::<f32>(), 0.0, "frame 0 stays empty");
+    }
 
     fn framing(integration: Integration) -> Framing {
         Framing { integration, duration_ms: 10.0, n_bins: 5, channels: 700 }

@@ -8,7 +8,7 @@
 //! `0..classes`, matching lengths, at least one event. Unsorted times are sorted (with a warning).
 //! `NAME.h5.gz` and `NAME.h5.zip`, as downloaded, are decompressed once beside the original.
 
-use super::frames::{Frames, Framing, TimePrecision};
+use super::frames::{Frames, Framing, Integration, TimePrecision};
 use crate::atomic;
 use crate::config::RAW_CHANNELS;
 use anyhow::{bail, ensure, Context, Result};
@@ -138,10 +138,22 @@ impl SpikeFile {
         }
     }
 
+    /// The spike times of sample `index`, in seconds as stored.
+    pub fn times_seconds(&self, index: usize) -> Vec<f64> {
+        let range = self.offsets[index]..self.offsets[index + 1];
+        match &self.times {
+            Times::Half(bits) => bits[range].iter().map(|&b| f64::from(f16::from_bits(b))).collect(),
+            Times::Single(values) => values[range].iter().map(|&t| f64::from(t)).collect(),
+        }
+    }
+
     /// The frames of sample `index`.
     pub fn frames(&self, index: usize, framing: &Framing) -> Frames {
         let units = &self.units[self.offsets[index]..self.offsets[index + 1]];
-        framing.frames(&self.times_ms(index), units, self.precision())
+        match framing.integration {
+            Integration::Digitize => framing.digitized(&self.times_seconds(index), units),
+            Integration::Grid | Integration::Paper2023 => framing.frames(&self.times_ms(index), units, self.precision()),
+        }
     }
 }
 

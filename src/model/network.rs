@@ -447,14 +447,14 @@ mod tests {
 
     fn config(overrides: &[&str]) -> Config {
         let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
-        ConfigSource { preset: Some(Dataset::Shd), file: None, overrides: &overrides }.load().unwrap()
+        ConfigSource { preset: Some(Dataset::Shd.into()), file: None, overrides: &overrides }.load().unwrap()
     }
 
     #[test]
     fn parameter_counts_match_the_reference() {
         assert_eq!(Network::new(&config(&[]), Device::Cpu).trainable_parameter_count(), 214_016);
         assert_eq!(Network::new(&config(&["model_type=snn"]), Device::Cpu).trainable_parameter_count(), 107_520);
-        let large = ConfigSource { preset: Some(Dataset::Ssc), file: None, overrides: &[] }.load().unwrap();
+        let large = ConfigSource { preset: Some(Dataset::Ssc.into()), file: None, overrides: &[] }.load().unwrap();
         assert_eq!(Network::new(&large, Device::Cpu).trainable_parameter_count(), 1_230_848);
     }
 

@@ -12,12 +12,11 @@ use crate::data::batches::batches;
 use crate::data::prefetch::{prefetched, to_device, StagedBatch};
 use crate::data::Subset;
 use crate::distributed::Group;
-use crate::model::eval_form::EvalKernels;
 use crate::model::loss::{class_scores, cross_entropy, hit_rate, hits, sample_cross_entropy};
 use crate::model::Network;
 use crate::progress::{Progress, Unit};
 use anyhow::Result;
-use tch::{Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
 /// A pass's loss and accuracy over `samples` samples.
 #[derive(Clone, Copy, Debug, serde::Serialize)]
@@ -73,13 +72,22 @@ pub struct Pass<'a> {
 /// per-batch sums are added over the ranks: the figures of one process, up to summation order.
 pub fn evaluate(network: &Network, subset: &Subset, pass: &Pass, group: Option<&Group>) -> Result<Scores> {
     let kernels = network.eval_kernels();
-    tch::no_grad(|| pass_scores(network, &kernels, subset, pass, group))
+    let score = |x: &Tensor| Ok(class_scores(&network.forward_eval(x, &kernels)?, network.loss));
+    evaluate_with(network.device(), &score, subset, pass, group)
 }
 
-fn pass_scores(network: &Network, kernels: &EvalKernels, subset: &Subset, pass: &Pass, group: Option<&Group>) -> Result<Scores> {
+/// Maps an input `(T, B, C)` on the device to class scores `(B, classes)`.
+pub type ScoreFn<'a> = dyn Fn(&Tensor) -> Result<Tensor> + 'a;
+
+/// [`evaluate`] for any model, given as its function from inputs to class scores.
+pub fn evaluate_with(device: Device, score: &ScoreFn, subset: &Subset, pass: &Pass, group: Option<&Group>) -> Result<Scores> {
+    tch::no_grad(|| pass_scores(device, score, subset, pass, group))
+}
+
+fn pass_scores(device: Device, score: &ScoreFn, subset: &Subset, pass: &Pass, group: Option<&Group>) -> Result<Scores> {
     let (mut figures, mut sizes) = (Vec::new(), Vec::new());
     let progress = Progress::new(pass.label, subset.len() as u64, Unit::Items, pass.quiet);
-    let (device, world) = (network.device(), group.map(|g| g.world.clone()));
+    let world = group.map(|g| g.world.clone());
     let stage = |_, batch: crate::data::batches::Batch| {
         let rows = world.as_ref().map(|w| w.shard(batch.lengths.len()));
         Ok(StagedBatch::of(batch, rows, device))
@@ -87,9 +95,9 @@ fn pass_scores(network: &Network, kernels: &EvalKernels, subset: &Subset, pass: 
     prefetched(batches(subset, pass.batch_size, pass.classes, None), stage, |_, staged: StagedBatch| {
         progress.advance(staged.size as u64);
         figures.push(match (group, pass.per_sample) {
-            (_, true) => per_sample_sums(network, kernels, &staged)?,
-            (None, false) => batch_means(network, kernels, &staged)?,
-            (Some(_), false) => shard_sums(network, kernels, &staged)?,
+            (_, true) => per_sample_sums(device, score, &staged)?,
+            (None, false) => batch_means(device, score, &staged)?,
+            (Some(_), false) => shard_sums(device, score, &staged)?,
         });
         sizes.push(staged.size);
         Ok(std::ops::ControlFlow::Continue(()))
@@ -115,28 +123,25 @@ fn pass_scores(network: &Network, kernels: &EvalKernels, subset: &Subset, pass: 
     Ok(if pass.per_sample { scores.of_single_samples() } else { scores })
 }
 
-/// The class scores of a staged batch, on the network's device.
-fn scores(network: &Network, kernels: &EvalKernels, staged: &StagedBatch) -> Result<(Tensor, Tensor)> {
-    let device = network.device();
-    let targets = to_device(&staged.targets, device);
-    Ok((class_scores(&network.forward_eval(&to_device(&staged.x, device), kernels)?, network.loss), targets))
+/// The class scores of a staged batch, on `device`, and its targets there.
+fn scores(device: Device, score: &ScoreFn, staged: &StagedBatch) -> Result<(Tensor, Tensor)> {
+    Ok((score(&to_device(&staged.x, device))?, to_device(&staged.targets, device)))
 }
 
 /// A whole batch's mean loss and accuracy, `[2]` float64.
-fn batch_means(network: &Network, kernels: &EvalKernels, staged: &StagedBatch) -> Result<Tensor> {
-    let (scores, targets) = scores(network, kernels, staged)?;
+fn batch_means(device: Device, score: &ScoreFn, staged: &StagedBatch) -> Result<Tensor> {
+    let (scores, targets) = scores(device, score, staged)?;
     Ok(Tensor::stack(&[cross_entropy(&scores, &targets).to_kind(Kind::Double), hit_rate(&scores, &targets)], 0))
 }
 
 /// The summed loss and hits of this process's rows of a batch, each sample run on its own
 /// steps: the samples of one length together, cut to it. `[2]` float64.
-fn per_sample_sums(network: &Network, kernels: &EvalKernels, staged: &StagedBatch) -> Result<Tensor> {
-    let device = network.device();
+fn per_sample_sums(device: Device, score: &ScoreFn, staged: &StagedBatch) -> Result<Tensor> {
     let (x, targets) = (to_device(&staged.x, device), to_device(&staged.targets, device));
     let mut sums = Tensor::zeros([2], (Kind::Double, device));
     for (length, rows) in rows_by_length(&staged.lengths) {
         let rows = Tensor::from_slice(&rows).to_device(device);
-        let scores = class_scores(&network.forward_eval(&x.narrow(0, 0, length).index_select(1, &rows), kernels)?, network.loss);
+        let scores = score(&x.narrow(0, 0, length).index_select(1, &rows))?;
         let targets = targets.index_select(0, &rows);
         let losses = sample_cross_entropy(&scores, &targets);
         sums += Tensor::stack(&[losses.sum(Kind::Double), hits(&scores, &targets).sum(Kind::Double)], 0);
@@ -154,11 +159,11 @@ fn rows_by_length(lengths: &[usize]) -> Vec<(i64, Vec<i64>)> {
 }
 
 /// The summed loss and hits of this process's rows of a batch, `[2]` float64 (zeros for none).
-fn shard_sums(network: &Network, kernels: &EvalKernels, staged: &StagedBatch) -> Result<Tensor> {
+fn shard_sums(device: Device, score: &ScoreFn, staged: &StagedBatch) -> Result<Tensor> {
     if staged.targets.size()[0] == 0 {
-        return Ok(Tensor::zeros([2], (Kind::Double, network.device())));
+        return Ok(Tensor::zeros([2], (Kind::Double, device)));
     }
-    let (scores, targets) = scores(network, kernels, staged)?;
+    let (scores, targets) = scores(device, score, staged)?;
     let losses = sample_cross_entropy(&scores, &targets);
     Ok(Tensor::stack(&[losses.sum(Kind::Double), hits(&scores, &targets).sum(Kind::Double)], 0))
 }

@@ -34,7 +34,7 @@ mod tests {
 
     #[test]
     fn a_sample_keeps_its_mask_in_any_batch() {
-        let config = ConfigSource { preset: Some(Dataset::Shd), file: None, overrides: &[] }.load().unwrap();
+        let config = ConfigSource { preset: Some(Dataset::Shd.into()), file: None, overrides: &[] }.load().unwrap();
         let whole = per_sample_masks(&config, 3, &[7, 1, 4], Device::Cpu);
         let alone = per_sample_masks(&config, 3, &[4], Device::Cpu);
         assert_eq!(whole.len(), 2);

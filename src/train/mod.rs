@@ -4,6 +4,7 @@
 
 pub mod data_parallel;
 pub mod eval;
+pub mod learner;
 pub mod masks;
 pub mod optim;
 pub mod protocols;

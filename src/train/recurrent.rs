@@ -13,15 +13,15 @@
 use super::optim::Adam;
 use super::schedule::LrSchedule;
 use super::BatchResult;
-use crate::config::{EvalDelays, Optimizer, RecurrentConfig};
+use crate::config::{Config, EvalDelays, Optimizer, RecurrentConfig};
 use crate::model::loss::hit_rate;
-use crate::model::recurrent::network::{RecurrentNetwork, Widths};
-use anyhow::{bail, Result};
+use crate::model::recurrent::network::{RecurrentNetwork, RecurrentShape};
+use anyhow::{bail, Context, Result};
 use tch::{Device, Tensor};
 
 pub struct RecurrentTrainer {
-    pub config: RecurrentConfig,
-    pub epochs: usize,
+    pub config: Config,
+    pub recurrent: RecurrentConfig,
     pub network: RecurrentNetwork,
     pub weights: Adam,
     pub positions: Adam,
@@ -32,32 +32,34 @@ pub struct RecurrentTrainer {
 }
 
 impl RecurrentTrainer {
-    /// A network of `widths` seeded from `seed`, with DelRec's optimizer groups and schedules for
-    /// an `epochs`-epoch run, at epoch 0.
-    pub fn new(config: &RecurrentConfig, widths: Widths, epochs: usize, seed: i64, device: Device) -> RecurrentTrainer {
-        let network = RecurrentNetwork::new(config.architecture, widths, config.buffer, seed, device);
+    /// The network of a `delrec` configuration seeded from its seed, with DelRec's optimizer
+    /// groups and schedules, at epoch 0.
+    pub fn new(config: &Config, device: Device) -> Result<RecurrentTrainer> {
+        let shape = RecurrentShape::of(config)?;
+        let recurrent = config.recurrent.clone().context("model_type `delrec` needs the config's `recurrent` section")?;
+        let network = RecurrentNetwork::new(&shape, config.seed as i64, device);
         let groups = network.groups();
         let named = |tensors: &[Tensor]| tensors.iter().map(|t| (key_of(&network, t), t.shallow_clone())).collect::<Vec<_>>();
-        let optimizer = |adam: Adam| if config.optimizer == Optimizer::AdamW { adam.decoupled() } else { adam };
+        let optimizer = |adam: Adam| if recurrent.optimizer == Optimizer::AdamW { adam.decoupled() } else { adam };
         let weights =
             optimizer(Adam::new(vec![(named(&groups.weights), config.weight_decay), (named(&groups.norm), 0.0)], config.lr_w));
-        let positions = optimizer(Adam::new(vec![(named(&groups.positions), 0.0)], config.lr_pos));
+        let positions = optimizer(Adam::new(vec![(named(&groups.positions), 0.0)], recurrent.lr_pos));
         let mut trainer = RecurrentTrainer {
+            lr_w: LrSchedule::new(config.scheduler_w, config.lr_w, config.epochs),
+            lr_pos: LrSchedule::new(config.scheduler_pos, recurrent.lr_pos, config.epochs),
+            sigma: recurrent.sigma_at(0, config.epochs),
             config: config.clone(),
-            epochs,
+            recurrent,
             network,
             weights,
             positions,
-            lr_w: LrSchedule::new(config.scheduler_w, config.lr_w, epochs),
-            lr_pos: LrSchedule::new(config.scheduler_pos, config.lr_pos, epochs),
-            sigma: config.sigma_at(0, epochs),
         };
         trainer.apply_schedules();
-        trainer
+        Ok(trainer)
     }
 
     /// Sets each optimizer's rate and β1 to its schedule's current values.
-    fn apply_schedules(&mut self) {
+    pub fn apply_schedules(&mut self) {
         for (adam, schedule) in [(&mut self.weights, &self.lr_w), (&mut self.positions, &self.lr_pos)] {
             adam.lr = schedule.lr;
             adam.beta1 = schedule.beta1();
@@ -66,15 +68,15 @@ impl RecurrentTrainer {
 
     /// Sets σ for 0-based `epoch`.
     pub fn begin_epoch(&mut self, epoch: usize) {
-        self.sigma = self.config.sigma_at(epoch, self.epochs);
+        self.sigma = self.recurrent.sigma_at(epoch, self.config.epochs);
     }
 
     /// One batch: forward with the given dropout masks (drawn when `None`), loss, backward, both
     /// optimizers, the clamp. A non-finite loss stops before any parameter changes.
-    pub fn train_step(&mut self, x: &Tensor, labels: &Tensor, masks: Option<&[Tensor]>) -> Result<BatchResult> {
+    pub fn train_step(&mut self, x: &Tensor, targets: &Tensor, masks: Option<&[Tensor]>) -> Result<BatchResult> {
         let kernels = self.network.kernels(self.sigma, false);
         let output = self.network.forward(x, &kernels, true, masks)?;
-        let loss = self.network.loss(&output, labels);
+        let loss = self.network.loss(&output, targets);
         self.weights.zero_grad();
         self.positions.zero_grad();
         loss.backward();
@@ -84,15 +86,11 @@ impl RecurrentTrainer {
         }
         self.weights.step();
         self.positions.step();
-        if self.config.clamp_every_step {
+        if self.recurrent.clamp_every_step {
             self.clamp_delays();
         }
-        let accuracy = tch::no_grad(|| hit_rate(&self.network.class_scores(&output), &self.one_hot(labels)));
+        let accuracy = tch::no_grad(|| hit_rate(&self.network.class_scores(&output), targets));
         Ok(BatchResult { loss: value, accuracy })
-    }
-
-    fn one_hot(&self, labels: &Tensor) -> Tensor {
-        crate::model::loss::one_hot(labels, self.network.readout.linear.weight.size()[0])
     }
 
     fn clamp_delays(&mut self) {
@@ -106,7 +104,7 @@ impl RecurrentTrainer {
     /// Readies the network for an evaluation pass: the `original` rounding writes the rounded,
     /// clamped delays into the parameters.
     pub fn begin_evaluation(&mut self) {
-        if self.config.eval_delays == EvalDelays::Original {
+        if self.recurrent.eval_delays == EvalDelays::Original {
             tch::no_grad(|| {
                 for layer in self.network.recurrent_layers() {
                     let _ = layer.delays.shallow_clone().round_().clamp_min_(0.0);
@@ -117,17 +115,17 @@ impl RecurrentTrainer {
 
     /// The kernels an evaluation pass uses.
     pub fn eval_kernels(&self) -> Vec<Tensor> {
-        tch::no_grad(|| match self.config.eval_delays {
+        tch::no_grad(|| match self.recurrent.eval_delays {
             EvalDelays::Integer => self.network.kernels(0.0, true),
             EvalDelays::Original => self.network.kernels(self.sigma, false),
         })
     }
 
     /// One evaluation batch with `kernels`: its mean loss and class scores.
-    pub fn evaluate_batch(&self, x: &Tensor, labels: &Tensor, kernels: &[Tensor]) -> Result<(f64, Tensor)> {
+    pub fn evaluate_batch(&self, x: &Tensor, targets: &Tensor, kernels: &[Tensor]) -> Result<(f64, Tensor)> {
         tch::no_grad(|| {
             let output = self.network.forward(x, kernels, false, None)?;
-            Ok((self.network.loss(&output, labels).double_value(&[]), self.network.class_scores(&output)))
+            Ok((self.network.loss(&output, targets).double_value(&[]), self.network.class_scores(&output)))
         })
     }
 
@@ -151,7 +149,7 @@ fn key_of(network: &RecurrentNetwork, variable: &Tensor) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::RecurrentArchitecture;
+    use crate::config::{ConfigSource, Preset, RecurrentArchitecture};
     use tch::Kind;
 
     #[test]
@@ -166,12 +164,13 @@ mod tests {
     /// `integer` evaluation leaves the delays as they are; `original` rounds them in place.
     #[test]
     fn evaluation_rounds_a_copy_unless_the_original_rounding_is_chosen() {
-        let widths = Widths { inputs: 4, hidden: 6, outputs: 3 };
-        for (eval_delays, changes) in [(EvalDelays::Integer, false), (EvalDelays::Original, true)] {
-            let config = RecurrentConfig { eval_delays, ..RecurrentConfig::preset(RecurrentArchitecture::Shd) };
-            let mut trainer = RecurrentTrainer::new(&config, widths, 3, 0, Device::Cpu);
+        for (eval_delays, changes) in [("integer", false), ("original", true)] {
+            let overrides = ["n_bins=175", "n_hidden_neurons=6", "n_outputs=3", "epochs=3"].map(String::from).to_vec();
+            let overrides = [overrides, vec![format!("recurrent.eval_delays={eval_delays}")]].concat();
+            let config = ConfigSource { preset: Some(Preset::DelrecShd), file: None, overrides: &overrides }.load().unwrap();
+            let mut trainer = RecurrentTrainer::new(&config, Device::Cpu).unwrap();
             let x = Tensor::rand([8, 2, 4], (Kind::Float, Device::Cpu));
-            let labels = Tensor::from_slice(&[0i64, 2]);
+            let labels = crate::model::loss::one_hot(&Tensor::from_slice(&[0i64, 2]), 3);
             trainer.train_step(&x, &labels, None).unwrap();
             let before = trainer.network.recurrent_layers().next().unwrap().delays.copy();
             trainer.begin_evaluation();
@@ -179,7 +178,7 @@ mod tests {
             let (loss, _) = trainer.evaluate_batch(&x, &labels, &kernels).unwrap();
             assert!(loss.is_finite());
             let after = &trainer.network.recurrent_layers().next().unwrap().delays;
-            assert_eq!(!before.equal(after), changes, "{eval_delays:?}");
+            assert_eq!(!before.equal(after), changes, "{eval_delays}");
             assert!(after.equal(&before.round().clamp_min(0.0)) || !changes);
         }
     }

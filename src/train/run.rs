@@ -1,5 +1,6 @@
-//! A whole training run in `runs/NAME/` (docs/method.md §4.4–§4.8): per epoch, shuffled batches
-//! through [`Trainer::train_step`], then schedules and sigma, evaluation with integer delays,
+//! A whole training run in `runs/NAME/` (docs/method.md §4.4–§4.8) of any [`Learner`] (the
+//! feedforward network, or a recurrent-delay one): per epoch, shuffled batches through
+//! [`Learner::train_step`], then schedules and sigma, evaluation with integer delays,
 //! the epoch line, TensorBoard, `metrics.jsonl`, `best_acc`/`best_loss` (reference state dicts,
 //! training form) and `last` (resumable). `summary.json` marks a finished run.
 //!
@@ -12,13 +13,15 @@
 //! whatever the world size that wrote it.
 
 use super::data_parallel::{broadcast_state, define_gradients, synced_step};
-use super::eval::{evaluate, read_all, Pass, Scores};
+use super::eval::{read_all, Pass, Scores};
+use super::learner::Learner;
 use super::masks::per_sample_masks;
+use super::recurrent::RecurrentTrainer;
 use super::state::{load_last, save_last, EpochRecord, RunState};
 use super::Trainer;
 use crate::atomic;
 use crate::checkpoint;
-use crate::config::{Config, MaskDraw};
+use crate::config::{Config, MaskDraw, ModelType};
 use crate::data::augment::Augment;
 use crate::data::batches::batches;
 use crate::data::batches::Batch;
@@ -130,13 +133,17 @@ pub fn train(config: &Config, data_dir: &Path, options: &RunOptions) -> Result<O
     if let Device::Cuda(index) = options.device {
         options.memory.cuda(index)?.check(&format!("{what} on cuda:{index}"), &parts)?;
     }
-    let mut trainer = Trainer::new(config, options.device);
+    let mut trainer: Box<dyn Learner> = match config.model_type {
+        ModelType::Delrec => Box::new(RecurrentTrainer::new(config, options.device)?),
+        _ => Box::new(Trainer::new(config, options.device)),
+    };
+    let trainer = trainer.as_mut();
     let (mut state, mut marks) = if resume {
-        let (state, marks) = load_last(&files.last, &mut trainer)?;
+        let (state, marks) = load_last(&files.last, trainer)?;
         check_resumed_state(&state, &files, options)?;
         (state, marks)
     } else {
-        let mut state = RunState::new(&trainer);
+        let mut state = RunState::new(trainer);
         if group.is_some() {
             state.threads = None;
         }
@@ -145,10 +152,10 @@ pub fn train(config: &Config, data_dir: &Path, options: &RunOptions) -> Result<O
             written[crate::config::RUN_ID_KEY] = serde_json::Value::from(state.run_id.clone());
             atomic::write_bytes(&files.config, serde_json::to_string_pretty(&written)?.as_bytes())?;
         }
-        (state, positions_now(&trainer))
+        (state, trainer.positions())
     };
     if let Some(group) = &options.group {
-        join_training(&mut trainer, &state, group)?;
+        join_training(trainer, &state, group)?;
     }
     let mut observer = leader.then(|| open_observer(&options.run_dir, &files, config, &state, resume)).transpose()?;
     let interrupted = interrupt_flag();
@@ -158,13 +165,14 @@ pub fn train(config: &Config, data_dir: &Path, options: &RunOptions) -> Result<O
         if let Some(why) = &slow {
             eprintln!("warning: {why}");
         }
-        println!("{} | {}", data.protocol(), run_header(&trainer, &data, options, slow.as_deref()));
+        println!("{} | {}", data.protocol(), run_header(trainer, &data, options, slow.as_deref()));
     }
     while state.epochs_done < config.epochs {
         let epoch = state.epochs_done;
         let started = Instant::now();
         let board = observer.as_mut().map(|o| &mut o.board);
-        let trained = train_epoch(&mut trainer, &data, epoch, &mut state, board, options, &interrupted)
+        trainer.begin_epoch(epoch);
+        let trained = train_epoch(trainer, &data, epoch, &mut state, board, options, &interrupted)
             .map_err(|e| e.context(format!("stopped in epoch {} ({})", epoch + 1, saved_so_far(&files, epoch))))?;
         let Some(train) = trained else {
             if leader {
@@ -173,7 +181,7 @@ pub fn train(config: &Config, data_dir: &Path, options: &RunOptions) -> Result<O
             return Ok(Outcome::Interrupted { epochs_done: epoch });
         };
         trainer.end_epoch(epoch);
-        if let Some(key) = non_finite_parameter(&trainer) {
+        if let Some(key) = non_finite_parameter(trainer) {
             bail!(
                 "stopped in epoch {}: parameter `{key}` is no longer finite (is the learning rate too high?); {}",
                 epoch + 1,
@@ -183,31 +191,31 @@ pub fn train(config: &Config, data_dir: &Path, options: &RunOptions) -> Result<O
         let classes = config.derived().n_outputs as i64;
         let pass =
             |label| Pass { batch_size: config.batch_size, classes, label, quiet: options.quiet || !leader, per_sample: false };
-        let valid = evaluate(&trainer.network, &data.valid, &pass("valid"), group)?;
-        let test = data.test.as_ref().map(|t| evaluate(&trainer.network, t, &pass("test"), group)).transpose()?;
+        let valid = trainer.evaluate(&data.valid, &pass("valid"), group)?;
+        let test = data.test.as_ref().map(|t| trainer.evaluate(t, &pass("test"), group)).transpose()?;
         state.seconds += started.elapsed().as_secs_f64();
         let record = EpochRecord {
-            lr_w: trainer.lr_w.lr,
+            lr_w: trainer.schedules().0.lr,
             lr_pos: trainer.lr_pos(),
-            sigma: trainer.output_sigma(),
+            sigma: trainer.sigma(),
             seconds: started.elapsed().as_secs_f64(),
             ..EpochRecord::new(epoch + 1, &train, &valid, test.as_ref())
         };
-        update_best(&mut state, &record, &trainer, leader.then_some(&files), data.valid_is_test)?;
+        update_best(&mut state, &record, trainer, leader.then_some(&files), data.valid_is_test)?;
         state.history.push(record.clone());
         state.epochs_done += 1;
         if let Some(observer) = observer.as_mut() {
-            log_epoch(&mut observer.board, &trainer, &record, &mut marks);
+            log_epoch(&mut observer.board, trainer, &record, &mut marks);
             println!("{}", epoch_line(&record, &state, config.epochs));
             observer.metrics.append(&serde_json::to_value(&record)?)?;
-            save_last(&files.last, &trainer, &state, &marks)?;
+            save_last(&files.last, trainer, &state, &marks)?;
             observer.board.flush()?;
         }
         if options.stop_after.is_some_and(|n| state.epochs_done >= n) && state.epochs_done < config.epochs {
             return Ok(Outcome::Paused { epochs_done: state.epochs_done });
         }
     }
-    let summary = summary(&trainer, &state, &data, options);
+    let summary = summary(trainer, &state, &data, options);
     if leader {
         atomic::write_bytes(&files.summary, serde_json::to_string_pretty(&summary)?.as_bytes())?;
     }
@@ -217,6 +225,9 @@ pub fn train(config: &Config, data_dir: &Path, options: &RunOptions) -> Result<O
 /// A data-parallel run splits batches over ranks, which the reference's per-batch dropout masks
 /// (drawn from the global generator) cannot follow.
 fn check_shardable(config: &Config) -> Result<()> {
+    if config.model_type == ModelType::Delrec {
+        bail!("a run over several processes trains the feedforward models; train model_type `delrec` in one process");
+    }
     if config.dropout_p > 0.0 && config.dropout_masks == MaskDraw::Global {
         bail!(
             "a run over several processes needs per-sample dropout masks (the reference draws one mask per batch from the global generator, which cannot be split over ranks): add --set dropout_masks=per_sample, in a one-process run too if you want to compare with it"
@@ -227,7 +238,7 @@ fn check_shardable(config: &Config) -> Result<()> {
 
 /// Makes this rank's trainer one of the group's: BatchNorm over the global batch, gradients
 /// defined everywhere, rank 0's parameters; every rank must have resumed from the same epoch.
-fn join_training(trainer: &mut Trainer, state: &RunState, group: &Rc<Group>) -> Result<()> {
+fn join_training(learner: &mut dyn Learner, state: &RunState, group: &Rc<Group>) -> Result<()> {
     let leader_epochs = group.leader_value(state.epochs_done as i64)?;
     anyhow::ensure!(
         leader_epochs == state.epochs_done as i64,
@@ -235,6 +246,7 @@ fn join_training(trainer: &mut Trainer, state: &RunState, group: &Rc<Group>) -> 
         group.world.rank,
         state.epochs_done
     );
+    let trainer = learner.feedforward().context("only the feedforward models train over several processes")?;
     trainer.network.global_sum = Some(group.clone() as Rc<dyn crate::model::GlobalSum>);
     define_gradients(trainer);
     broadcast_state(trainer, group)
@@ -424,7 +436,7 @@ fn with_defaults(saved: serde_json::Value) -> serde_json::Value {
 /// thread; the loss is read once per step (for its finiteness check), while accuracies and the
 /// per-batch position changes stay on the device until the epoch ends.
 fn train_epoch(
-    trainer: &mut Trainer,
+    trainer: &mut dyn Learner,
     data: &DataSplits,
     epoch: usize,
     state: &mut RunState,
@@ -432,12 +444,12 @@ fn train_epoch(
     options: &RunOptions,
     interrupted: &AtomicBool,
 ) -> Result<Option<Scores>> {
-    let config = trainer.config.clone();
+    let config = trainer.config().clone();
     let seed = config.seed;
     tch::manual_seed((seed as i64).wrapping_mul(1_000_003).wrapping_add(epoch as i64));
     let augment = config.augment.then(|| Augment::from_config(&config));
     let classes = config.derived().n_outputs as i64;
-    let at_start = positions_now(trainer);
+    let at_start = trainer.positions();
     let mut previous: Vec<Tensor> = at_start.iter().map(Tensor::shallow_clone).collect();
     let mut moves: Vec<Vec<Tensor>> = at_start.iter().map(|_| Vec::new()).collect();
     let (mut losses, mut accuracies, mut sizes) = (Vec::new(), Vec::new(), Vec::new());
@@ -476,7 +488,7 @@ fn train_epoch(
         let (step, stop) = batch_step(trainer, &batch, epoch, group, interrupted.load(Ordering::SeqCst), device)?;
         losses.push(step.loss);
         accuracies.push(step.accuracy);
-        let now = positions_now(trainer);
+        let now = trainer.positions();
         for (layer, (before, after)) in previous.iter().zip(&now).enumerate() {
             moves[layer].push(mean_abs_change(before, after));
         }
@@ -516,18 +528,19 @@ enum Staged {
 /// One training step on a staged batch: the whole of it in one process, this rank's shard in a
 /// group. Returns the step's result and whether to stop after it (Ctrl-C here, or on any rank).
 fn batch_step(
-    trainer: &mut Trainer,
+    trainer: &mut dyn Learner,
     batch: &StagedBatch,
     epoch: usize,
     group: Option<&Group>,
     stop_requested: bool,
     device: Device,
 ) -> Result<(super::BatchResult, bool)> {
-    let masks = dropout_masks(&trainer.config, epoch, &batch.indices, device);
+    let masks = dropout_masks(trainer.config(), epoch, &batch.indices, device);
     let (x, targets) = (to_device(&batch.x, device), to_device(&batch.targets, device));
     match group {
         None => Ok((trainer.train_step(&x, &targets, DropoutMasks(&masks))?, stop_requested)),
         Some(group) => {
+            let trainer = trainer.feedforward().context("only the feedforward models train over several processes")?;
             let synced = synced_step(trainer, group, (&x, &targets), DropoutMasks(&masks), batch.size, stop_requested)?;
             Ok((synced.result, synced.stop))
         }
@@ -549,7 +562,7 @@ fn dropout_masks(config: &Config, epoch: usize, indices: &[usize], device: Devic
 fn update_best(
     state: &mut RunState,
     record: &EpochRecord,
-    trainer: &Trainer,
+    trainer: &dyn Learner,
     files: Option<&RunFiles>,
     valid_is_test: bool,
 ) -> Result<()> {
@@ -562,32 +575,30 @@ fn update_best(
         state.best_valid_epoch = Some(record.epoch);
         state.test_acc_at_best_valid = test_acc;
         if let Some(files) = files {
-            checkpoint::save(&trainer.network.vs, &files.best_acc)?;
+            save_best(trainer, &files.best_acc)?;
         }
     }
     if record.valid_loss < state.best_valid_loss {
         state.best_valid_loss = record.valid_loss;
         if let Some(files) = files {
-            checkpoint::save(&trainer.network.vs, &files.best_loss)?;
+            save_best(trainer, &files.best_loss)?;
         }
     }
     Ok(())
 }
 
-/// The first trainable parameter holding a NaN or an infinity, checked once per epoch before
-/// anything is logged or saved.
-fn non_finite_parameter(trainer: &Trainer) -> Option<String> {
-    trainer
-        .network
-        .named_trainable()
-        .into_iter()
-        .find(|(_, tensor)| tensor.isfinite().all().int64_value(&[]) == 0)
-        .map(|(key, _)| key)
+/// A best checkpoint: the model's state dict, with the learner's metadata in the header.
+fn save_best(trainer: &dyn Learner, path: &Path) -> Result<()> {
+    checkpoint::write_tensors_with_metadata(path, &checkpoint::state_dict(trainer.vs()), Some(trainer.checkpoint_metadata()))
 }
 
-/// Every layer's positions, detached copies.
-fn positions_now(trainer: &Trainer) -> Vec<Tensor> {
-    trainer.network.dcls_layers().map(|layer| layer.positions.detach().copy()).collect()
+/// The first trainable parameter holding a NaN or an infinity, checked once per epoch before
+/// anything is logged or saved.
+fn non_finite_parameter(trainer: &dyn Learner) -> Option<String> {
+    checkpoint::state_dict(trainer.vs())
+        .into_iter()
+        .find(|(_, tensor)| tensor.requires_grad() && tensor.isfinite().all().int64_value(&[]) == 0)
+        .map(|(key, _)| key)
 }
 
 /// The mean absolute change of positions, a 0-dim float64 tensor on their device.
@@ -597,7 +608,7 @@ fn mean_abs_change(before: &Tensor, after: &Tensor) -> Tensor {
 
 /// The per-epoch scalars and histograms of §4.8, at the epoch's number (from 1). Losses and
 /// accuracies are sample-weighted; `*_batch_mean` are the reference's means over batches.
-fn log_epoch(board: &mut Board, trainer: &Trainer, record: &EpochRecord, marks: &mut [Tensor]) {
+fn log_epoch(board: &mut Board, trainer: &dyn Learner, record: &EpochRecord, marks: &mut [Tensor]) {
     let step = record.epoch;
     for (tag, value) in [
         ("loss_train", record.train_loss),
@@ -625,22 +636,12 @@ fn log_epoch(board: &mut Board, trainer: &Trainer, record: &EpochRecord, marks: 
             board.scalar(tag, value, step);
         }
     }
-    let time_step = trainer.config.time_step_ms;
-    for (i, neuron) in trainer.network.neurons().enumerate() {
-        board.scalar(&format!("tau_m_{i}"), neuron.tau_steps() * time_step, step);
-    }
-    for (i, synapse) in trainer.network.synapses().enumerate() {
-        board.scalar(&format!("w_{i}"), synapse.weight().abs().mean(Kind::Double).double_value(&[]), step);
-        board.value_histogram(&format!("weights/layer{i}"), synapse.weight(), step);
-    }
-    let now = positions_now(trainer);
-    for (i, layer) in trainer.network.dcls_layers().enumerate() {
-        board.integer_histogram(&format!("delays/layer{i}"), &layer.delays(), layer.shape.kernel_size - 1, step);
-        if let Some(mark) = marks.get_mut(i) {
-            if (step - 1).is_multiple_of(5) && step > 1 {
-                board.scalar(&format!("dpos{i}_5epochs"), mean_abs_change(mark, &now[i]).double_value(&[]), step);
-                *mark = now[i].copy();
-            }
+    trainer.log_layers(board, step);
+    let now = trainer.positions();
+    for (i, mark) in marks.iter_mut().enumerate().take(now.len()) {
+        if (step - 1).is_multiple_of(5) && step > 1 {
+            board.scalar(&format!("dpos{i}_5epochs"), mean_abs_change(mark, &now[i]).double_value(&[]), step);
+            *mark = now[i].copy();
         }
     }
 }
@@ -666,13 +667,14 @@ fn epoch_line(record: &EpochRecord, state: &RunState, epochs: usize) -> String {
 }
 
 /// The run's first line; `slow_convolution` says why the time convolution will be slow, if it will.
-fn run_header(trainer: &Trainer, data: &DataSplits, options: &RunOptions, slow_convolution: Option<&str>) -> String {
+fn run_header(trainer: &dyn Learner, data: &DataSplits, options: &RunOptions, slow_convolution: Option<&str>) -> String {
     let chosen = match (options.device_auto, options.device) {
         (false, _) => "",
         (true, Device::Cpu) => " (auto: no CUDA device)",
         (true, _) => " (auto: CUDA present)",
     };
-    let note = trainer.network.backend_note.as_ref().map_or(String::new(), |why| format!(" ({why})"));
+    let (neurons, note) = trainer.neurons();
+    let note = note.map_or(String::new(), |why| format!(" ({why})"));
     let convolution = slow_convolution.map_or(String::new(), |why| format!(", {why}"));
     let gpu = match options.device {
         Device::Cuda(index) => format!(" ({})", crate::device::cuda::describe(index)),
@@ -684,12 +686,12 @@ fn run_header(trainer: &Trainer, data: &DataSplits, options: &RunOptions, slow_c
     });
     format!(
         "{} {}: {} trainable parameters, {} train samples, device {}{gpu}{chosen}{processes}, {} neurons{note}{convolution}, run {}",
-        crate::config::name_of(&trainer.config.dataset),
-        crate::config::name_of(&trainer.config.model_type),
-        trainer.network.trainable_parameter_count(),
+        crate::config::name_of(&trainer.config().dataset),
+        crate::config::name_of(&trainer.config().model_type),
+        trainer.trainable_parameter_count(),
         data.train.len(),
         crate::device::name(options.device),
-        crate::config::name_of(&trainer.network.neuron_backend()),
+        neurons,
         options.run_dir.display()
     )
 }
@@ -697,7 +699,7 @@ fn run_header(trainer: &Trainer, data: &DataSplits, options: &RunOptions, slow_c
 /// `summary.json`: accuracies are sample-weighted and epochs counted from 1; the best epoch is
 /// chosen on the sample-weighted validation accuracy. The `*_batch_mean` figures are the
 /// reference's means over batches: the best of them, and the test one at the best epoch.
-fn summary(trainer: &Trainer, state: &RunState, data: &DataSplits, options: &RunOptions) -> serde_json::Value {
+fn summary(trainer: &dyn Learner, state: &RunState, data: &DataSplits, options: &RunOptions) -> serde_json::Value {
     let at_best = state.history.iter().find(|record| Some(record.epoch) == state.best_valid_epoch);
     let best_batch_mean = state.history.iter().map(|record| record.valid_acc_batch_mean).fold(f64::NAN, f64::max);
     let test_batch_mean =
@@ -718,15 +720,15 @@ fn summary(trainer: &Trainer, state: &RunState, data: &DataSplits, options: &Run
         "best_valid_acc_batch_mean": best_batch_mean,
         "test_acc_batch_mean_at_best_valid": test_batch_mean,
         "final": state.history.last(),
-        "params": trainer.network.trainable_parameter_count(),
+        "params": trainer.trainable_parameter_count(),
         "seconds": state.seconds,
         "epochs": state.epochs_done,
         "protocol": data.protocol(),
         "valid_is_test": data.valid_is_test,
-        "model_type": trainer.config.model_type,
+        "model_type": trainer.config().model_type,
         "device": crate::device::name(options.device),
         "processes": options.group.as_ref().map_or(1, |group| group.world.size),
-        "neuron_backend": trainer.network.neuron_backend(),
+        "neuron_backend": trainer.neurons().0,
     })
 }
 

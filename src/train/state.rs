@@ -4,8 +4,8 @@
 //! The random streams need no saving: each epoch reseeds from (seed, epoch).
 
 use super::eval::Scores;
+use super::learner::Learner;
 use super::schedule::LrSchedule;
-use super::Trainer;
 use crate::checkpoint;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -93,7 +93,8 @@ pub struct RunState {
 }
 
 impl RunState {
-    pub fn new(trainer: &Trainer) -> RunState {
+    pub fn new(trainer: &dyn Learner) -> RunState {
+        let (lr_w, lr_pos) = trainer.schedules();
         RunState {
             epochs_done: 0,
             batches_done: 0,
@@ -105,8 +106,8 @@ impl RunState {
             test_acc_at_best_valid: None,
             best_test_acc: None,
             history: Vec::new(),
-            lr_w: trainer.lr_w.clone(),
-            lr_pos: trainer.lr_pos.clone(),
+            lr_w: lr_w.clone(),
+            lr_pos: lr_pos.cloned(),
             weight_steps: BTreeMap::new(),
             position_steps: BTreeMap::new(),
             seconds: 0.0,
@@ -115,15 +116,16 @@ impl RunState {
 }
 
 /// Writes `last.safetensors` atomically.
-pub fn save_last(path: &Path, trainer: &Trainer, state: &RunState, marks: &[Tensor]) -> Result<()> {
+pub fn save_last(path: &Path, trainer: &dyn Learner, state: &RunState, marks: &[Tensor]) -> Result<()> {
     let mut state = state.clone();
-    state.lr_w = trainer.lr_w.clone();
-    state.lr_pos = trainer.lr_pos.clone();
-    state.weight_steps = trainer.weights.steps();
-    state.position_steps = trainer.positions.as_ref().map(|a| a.steps()).unwrap_or_default();
-    let mut tensors = checkpoint::state_dict(&trainer.network.vs);
-    tensors.extend(trainer.weights.state_tensors(WEIGHTS_PREFIX));
-    if let Some(adam) = &trainer.positions {
+    let ((lr_w, lr_pos), (weights, positions)) = (trainer.schedules(), trainer.optimizers());
+    state.lr_w = lr_w.clone();
+    state.lr_pos = lr_pos.cloned();
+    state.weight_steps = weights.steps();
+    state.position_steps = positions.map(|a| a.steps()).unwrap_or_default();
+    let mut tensors = checkpoint::state_dict(trainer.vs());
+    tensors.extend(weights.state_tensors(WEIGHTS_PREFIX));
+    if let Some(adam) = positions {
         tensors.extend(adam.state_tensors(POSITIONS_PREFIX));
     }
     tensors.extend(marks.iter().enumerate().map(|(i, t)| (format!("{MARK_PREFIX}.{i}"), t.shallow_clone())));
@@ -138,13 +140,13 @@ fn new_run_id() -> String {
     format!("{nanos:x}-{:x}", std::process::id())
 }
 
-pub fn load_last(path: &Path, trainer: &mut Trainer) -> Result<(RunState, Vec<Tensor>)> {
+pub fn load_last(path: &Path, trainer: &mut dyn Learner) -> Result<(RunState, Vec<Tensor>)> {
     let metadata = checkpoint::read_metadata(path)?;
     let Some(json) = metadata.get(STATE_KEY) else {
         bail!("{} holds no training state (`{STATE_KEY}`): it is not a `last` checkpoint", path.display());
     };
     let state: RunState = serde_json::from_str(json).with_context(|| format!("{}: unreadable training state", path.display()))?;
-    let epochs = trainer.config.epochs;
+    let epochs = trainer.config().epochs;
     anyhow::ensure!(
         state.epochs_done <= epochs && state.history.len() == state.epochs_done,
         "{}: its training state ({} epochs done, {} recorded) does not fit this run of {epochs} epochs",
@@ -153,16 +155,15 @@ pub fn load_last(path: &Path, trainer: &mut Trainer) -> Result<(RunState, Vec<Te
         state.history.len()
     );
     let tensors: BTreeMap<String, Tensor> = checkpoint::read_tensors(path)?.into_iter().collect();
-    checkpoint::load_model_part(&trainer.network.vs, path, &tensors)?;
+    checkpoint::load_model_part(trainer.vs(), path, &tensors)?;
     let context = || format!("{}: optimizer state", path.display());
-    tch::no_grad(|| trainer.weights.load_state(WEIGHTS_PREFIX, &tensors, &state.weight_steps)).with_context(context)?;
-    if let Some(adam) = &mut trainer.positions {
+    let (weights, positions) = trainer.optimizers_mut();
+    tch::no_grad(|| weights.load_state(WEIGHTS_PREFIX, &tensors, &state.weight_steps)).with_context(context)?;
+    if let Some(adam) = positions {
         tch::no_grad(|| adam.load_state(POSITIONS_PREFIX, &tensors, &state.position_steps)).with_context(context)?;
     }
-    trainer.lr_w = state.lr_w.clone();
-    trainer.lr_pos = state.lr_pos.clone();
-    trainer.apply_schedules();
-    let marks =
-        (0..).map_while(|i| tensors.get(&format!("{MARK_PREFIX}.{i}")).map(|t| t.to_device(trainer.network.device()))).collect();
+    trainer.set_schedules(state.lr_w.clone(), state.lr_pos.clone());
+    let device = trainer.device();
+    let marks = (0..).map_while(|i| tensors.get(&format!("{MARK_PREFIX}.{i}")).map(|t| t.to_device(device))).collect();
     Ok((state, marks))
 }

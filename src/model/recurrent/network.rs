@@ -15,13 +15,14 @@
 //! `|N(0,1)|·12` (`ssc`) or `U(10, 30)` (`shd`), clamped at 0; spread logits 0.
 
 use super::RecurrentDelays;
+use crate::checkpoint::keys;
 pub use crate::config::RecurrentArchitecture as Architecture;
-use crate::config::{ChargeFormula, NeuronBackend, RecurrentBuffer};
+use crate::config::{ChargeFormula, Config, NeuronBackend, RecurrentBuffer};
 use crate::model::layers::{Linear, MultiStepDropout, TimeBatchNorm};
-use crate::model::loss::{cross_entropy, one_hot};
+use crate::model::loss::cross_entropy;
 use crate::model::neuron::step::{Reset, StepLif, Surrogate, Triangle};
 use crate::model::neuron::{ATan, Leak, MultiStepLif, Readout};
-use anyhow::{ensure, Result};
+use anyhow::{ensure, Context, Result};
 use tch::{nn, Device, Kind, Reduction, Tensor};
 
 /// The widths of a network: input channels, hidden neurons per layer and classes.
@@ -30,6 +31,36 @@ pub struct Widths {
     pub inputs: i64,
     pub hidden: i64,
     pub outputs: i64,
+}
+
+/// Everything that fixes a network's structure.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RecurrentShape {
+    pub architecture: Architecture,
+    pub widths: Widths,
+    /// The blocks' dropout: on the current (`ssc`) or on the spikes (`shd`).
+    pub dropout: f64,
+    pub recurrent_dropout: f64,
+    pub buffer: RecurrentBuffer,
+}
+
+impl RecurrentShape {
+    /// The shape a `delrec` configuration describes.
+    pub fn of(config: &Config) -> Result<RecurrentShape> {
+        let recurrent = config.recurrent.as_ref().context("model_type `delrec` needs the config's `recurrent` section")?;
+        let derived = config.derived();
+        Ok(RecurrentShape {
+            architecture: recurrent.architecture,
+            widths: Widths {
+                inputs: derived.n_inputs as i64,
+                hidden: config.n_hidden_neurons as i64,
+                outputs: derived.n_outputs as i64,
+            },
+            dropout: config.dropout_p,
+            recurrent_dropout: recurrent.recurrent_dropout,
+            buffer: recurrent.buffer,
+        })
+    }
 }
 
 /// What a block's neurons are.
@@ -110,13 +141,6 @@ impl Architecture {
         }
     }
 
-    fn recurrent_dropout(self) -> f64 {
-        match self {
-            Architecture::Ssc => 0.3,
-            Architecture::Shd => 0.2,
-        }
-    }
-
     /// A multi-step hard-reset LIF at `threshold` with `shd`'s constants, computed op by op.
     fn plain_neuron(threshold: f64) -> MultiStepLif {
         MultiStepLif {
@@ -130,52 +154,56 @@ impl Architecture {
 }
 
 impl RecurrentNetwork {
-    /// The network of `architecture` at `widths`, initialised from `seed` on the CPU generator,
-    /// then moved to `device`.
-    pub fn new(architecture: Architecture, widths: Widths, buffer: RecurrentBuffer, seed: i64, device: Device) -> Self {
+    /// The network of `shape`, initialised from `seed` on the CPU generator, then moved to
+    /// `device`.
+    pub fn new(shape: &RecurrentShape, seed: i64, device: Device) -> Self {
         let vs = nn::VarStore::new(Device::Cpu);
-        let root = vs.root();
-        let blocks = match architecture {
-            Architecture::Ssc => {
-                (0..3).map(|l| Self::ssc_block(&(&root / "blocks" / l), architecture, widths, l, buffer)).collect()
-            }
-            Architecture::Shd => Self::shd_blocks(&(&root / "blocks"), architecture, widths, buffer),
+        let root = vs.root() / keys::MODEL;
+        let blocks = match shape.architecture {
+            Architecture::Ssc => (0..3).map(|l| Self::ssc_block(&(&root / "blocks" / l), shape, l)).collect(),
+            Architecture::Shd => Self::shd_blocks(&(&root / "blocks"), shape),
         };
         let readout = ReadoutBlock {
-            linear: Linear::with_bias(&(&root / "readout"), widths.hidden, widths.outputs),
-            neuron: (architecture == Architecture::Shd).then(|| Architecture::plain_neuron(SILENT_THRESHOLD)),
+            linear: Linear::with_bias(&(&root / "readout"), shape.widths.hidden, shape.widths.outputs),
+            neuron: (shape.architecture == Architecture::Shd).then(|| Architecture::plain_neuron(SILENT_THRESHOLD)),
         };
-        let mut network = RecurrentNetwork { vs, architecture, blocks, readout };
+        let mut network = RecurrentNetwork { vs, architecture: shape.architecture, blocks, readout };
         network.initialise(seed);
         network.vs.set_device(device);
         network
     }
 
-    fn ssc_block(path: &nn::Path, architecture: Architecture, widths: Widths, l: i64, buffer: RecurrentBuffer) -> Block {
-        let inputs = if l == 0 { widths.inputs } else { widths.hidden };
-        let layer = RecurrentDelays::new(&(path / "recurrent"), widths.hidden, true, architecture.recurrent_neuron(), buffer);
+    fn recurrent_cell(path: &nn::Path, shape: &RecurrentShape, learns_spread: bool) -> Cell {
+        let neuron = shape.architecture.recurrent_neuron();
+        Cell::Recurrent {
+            layer: RecurrentDelays::new(&(path / "recurrent"), shape.widths.hidden, learns_spread, neuron, shape.buffer),
+            dropout: MultiStepDropout { p: shape.recurrent_dropout },
+        }
+    }
+
+    fn ssc_block(path: &nn::Path, shape: &RecurrentShape, l: i64) -> Block {
+        let inputs = if l == 0 { shape.widths.inputs } else { shape.widths.hidden };
         Block {
-            linear: Linear::with_bias(&(path / "linear"), inputs, widths.hidden),
+            linear: Linear::with_bias(&(path / "linear"), inputs, shape.widths.hidden),
             norm: None,
-            current_dropout: Some(MultiStepDropout { p: 0.1 }),
-            cell: Cell::Recurrent { layer, dropout: MultiStepDropout { p: architecture.recurrent_dropout() } },
+            current_dropout: Some(MultiStepDropout { p: shape.dropout }),
+            cell: Self::recurrent_cell(path, shape, true),
             spike_dropout: None,
         }
     }
 
-    fn shd_blocks(path: &nn::Path, architecture: Architecture, widths: Widths, buffer: RecurrentBuffer) -> Vec<Block> {
+    fn shd_blocks(path: &nn::Path, shape: &RecurrentShape) -> Vec<Block> {
+        let hidden = shape.widths.hidden;
         let block = |l: i64, inputs: i64, cell: Cell| Block {
-            linear: Linear::with_bias(&(path / l / "linear"), inputs, widths.hidden),
-            norm: Some(TimeBatchNorm::new(&(path / l / "norm"), widths.hidden)),
+            linear: Linear::with_bias(&(path / l / "linear"), inputs, hidden),
+            norm: Some(TimeBatchNorm::new(&(path / l / "norm"), hidden)),
             current_dropout: None,
             cell,
-            spike_dropout: Some(MultiStepDropout { p: 0.4 }),
+            spike_dropout: Some(MultiStepDropout { p: shape.dropout }),
         };
-        let layer =
-            RecurrentDelays::new(&(path / 1 / "recurrent"), widths.hidden, false, architecture.recurrent_neuron(), buffer);
         vec![
-            block(0, widths.inputs, Cell::Plain(Architecture::plain_neuron(1.0))),
-            block(1, widths.hidden, Cell::Recurrent { layer, dropout: MultiStepDropout { p: architecture.recurrent_dropout() } }),
+            block(0, shape.widths.inputs, Cell::Plain(Architecture::plain_neuron(1.0))),
+            block(1, hidden, Self::recurrent_cell(&(path / 1), shape, false)),
         ]
     }
 
@@ -319,13 +347,14 @@ impl RecurrentNetwork {
         }
     }
 
-    /// The batch's mean cross-entropy of the class scores: against the labels `(B,)` (`ssc`),
-    /// or against their one-hot float targets (`shd`), as each original computes it.
-    pub fn loss(&self, output: &Tensor, labels: &Tensor) -> Tensor {
+    /// The batch's mean cross-entropy of the class scores for one-hot `targets (B, n_out)`:
+    /// against the class indices (`ssc`) or the one-hot float targets (`shd`), as each original
+    /// computes it.
+    pub fn loss(&self, output: &Tensor, targets: &Tensor) -> Tensor {
         let scores = self.class_scores(output);
         match self.architecture {
-            Architecture::Ssc => scores.cross_entropy_loss::<Tensor>(labels, None, Reduction::Mean, -100, 0.0),
-            Architecture::Shd => cross_entropy(&scores, &one_hot(labels, scores.size()[1])),
+            Architecture::Ssc => scores.cross_entropy_loss::<Tensor>(&targets.argmax(1, false), None, Reduction::Mean, -100, 0.0),
+            Architecture::Shd => cross_entropy(&scores, targets),
         }
     }
 }
@@ -357,7 +386,9 @@ mod tests {
     use super::*;
 
     fn network(architecture: Architecture, widths: Widths) -> RecurrentNetwork {
-        RecurrentNetwork::new(architecture, widths, RecurrentBuffer::Presynaptic, 0, Device::Cpu)
+        let shape =
+            RecurrentShape { architecture, widths, dropout: 0.1, recurrent_dropout: 0.2, buffer: RecurrentBuffer::Presynaptic };
+        RecurrentNetwork::new(&shape, 0, Device::Cpu)
     }
 
     /// The spec's counts at the published widths (140 inputs, 256 hidden, 35 or 20 classes).
