@@ -1,6 +1,8 @@
 """SHD/SSC frames parity: `snn-delays data export` against spikingjelly 2.0.0's fixed-duration
-integration (`grid`) followed by binning by 5, and against an independent re-implementation of
-the paper-era event-anchored windows (`paper2023`, docs/method.md §5.2), on a float16 file written
+integration (`grid`) followed by binning by 5, against an independent re-implementation of
+the paper-era event-anchored windows (`paper2023`, docs/method.md §5.2), and against NumPy's
+`digitize` over `linspace(0, 1.4, 250)` as DelRec's SSC loader bins (`digitize`, §5.8; a time at
+or after 1.4 s, which the original cannot hold, goes to the last frame), on a float16 file written
 here with h5py. Random samples come from --seed (fresh each run unless given). Edge cases: a
 single spike, all spikes at one time (spikingjelly raises; we must give one frame holding
 them all), spikes exactly on window borders, long silences, a last spike on a frame border.
@@ -88,6 +90,14 @@ def paper2023_reference(times, units):
     return frames.reshape(frames.shape[0], 700 // BINS, BINS).sum(-1)
 
 
+def digitize_reference(times, units):
+    """DelRec's SSC binning: counts at np.digitize(t, linspace(0, 1.4, 250)), then 5 channels to 1."""
+    frames = np.zeros([250, 700])
+    index = np.minimum(np.digitize(times, np.linspace(0, 1.4, 250)), 249)
+    np.add.at(frames, (index, units.astype(int)), 1)
+    return frames.reshape(250, 700 // BINS, BINS).sum(-1)
+
+
 def export(binary, folder, integration, out):
     run([binary, "data", "export", "--dataset", "shd", "--data", folder, "--split", "train", "--integration", integration, "--out", out])
     return load_file(out)
@@ -109,7 +119,8 @@ def main():
             f.create_dataset("spikes/times", data=ragged([s[1] for s in samples]), dtype=h5py.vlen_dtype(np.float16))
             f.create_dataset("spikes/units", data=ragged([s[2] for s in samples]), dtype=h5py.vlen_dtype(np.uint16))
             f.create_dataset("labels", data=labels)
-        for integration, reference in (("grid", grid_reference), ("paper2023", paper2023_reference)):
+        for integration, reference in (("grid", grid_reference), ("paper2023", paper2023_reference),
+                                       ("digitize", digitize_reference)):
             ours = export(args.bin, folder, integration, os.path.join(folder, f"{integration}.safetensors"))
             if not np.array_equal(ours["labels"], labels.astype(np.int64)):
                 failures.append(f"{integration}: labels differ")
@@ -118,6 +129,8 @@ def main():
                 checked += 1
                 if expected.shape != got.shape or not np.array_equal(expected, got):
                     failures.append(f"{integration} sample {i} ({name}): ours {got.shape}, reference {expected.shape}")
+            if integration == "digitize":
+                continue
             worked, want = ours[f"x.{len(edge_cases()) - 1}"], worked_example_frames(integration)
             if worked.shape != want.shape or not np.array_equal(worked, want):
                 failures.append(f"{integration}: the spec's worked example gave frames {worked[:, :8].tolist()}, "
