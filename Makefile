@@ -50,13 +50,15 @@ parity: build
 
 # Speed: ours against the reference in the same run, printed as ratios (about 25 minutes on 2
 # cores): training steps, evaluation, a whole epoch and peak memory, the ops and host reads a step
-# dispatches, then the data loader, the deployment engine, and training in 1 against 2 processes.
+# dispatches, then the data loader, the deployment engine, training in 1 against 2 processes, and the
+# recurrent-delay (DelRec) training step against DelRec's computation in PyTorch.
 bench: build
 	$(PYTHON) bench/speed_bench.py --bin $(BIN)
 	$(PYTHON) bench/dispatch_bench.py --bin $(BIN)
 	$(PYTHON) bench/data_bench.py --bin $(BIN)
 	$(PYTHON) bench/engine_bench.py --bin $(BIN)
 	$(PYTHON) bench/scale_bench.py --bin $(BIN)
+	$(PYTHON) bench/delrec_bench.py --bin $(BIN)
 
 # Learned delays against fixed and no delays on the generated task (the README's accuracy table).
 bench-delays: build

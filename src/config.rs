@@ -121,6 +121,8 @@ pub enum RecurrentBuffer {
     Postsynaptic,
     /// A buffer of future presynaptic kernel values, read through one `N×N` product per step.
     Presynaptic,
+    /// The presynaptic sums with a hand-written backward: a few ops per step, no autograd graph.
+    Fused,
 }
 
 /// DelRec's two configurations (docs/method.md "Recurrent delays", architectures).
@@ -183,7 +185,7 @@ impl RecurrentConfig {
     pub fn preset(architecture: RecurrentArchitecture) -> RecurrentConfig {
         let ssc = RecurrentConfig {
             architecture,
-            buffer: RecurrentBuffer::Presynaptic,
+            buffer: RecurrentBuffer::Fused,
             optimizer: Optimizer::Adam,
             lr_pos: 5e-2,
             recurrent_dropout: 0.3,

@@ -1,8 +1,9 @@
 //! Whole-network parity of the recurrent-delay networks (`ssc` and `shd` architectures) against
 //! tests/oracle/delrec_network_cases.py, PyTorch written from the spec with the original's
 //! ring buffer: outputs, loss, every gradient and BatchNorm's running statistics, bitwise with
-//! the postsynaptic buffer; the presynaptic buffer (the default) within 1e-5 in relative norm plus
-//! 1e-6 absolute (a bias before BatchNorm has a gradient that cancels to rounding noise, ~1e-7).
+//! the postsynaptic buffer; the presynaptic buffer and the fused layer (the default) within 1e-5
+//! in relative norm plus 1e-6 absolute (a bias before BatchNorm has a gradient that cancels to
+//! rounding noise, ~1e-7).
 
 mod common;
 
@@ -22,23 +23,26 @@ fn recurrent_networks_equal_the_spec_oracle() {
     run_oracle("delrec_network_cases.py", &[path.to_str().unwrap()]);
     let all = cases(&path);
     assert_eq!(all.len(), 8);
-    let mut largest = 0.0f64;
+    let mut largest = [0.0f64; 2];
     for (index, case) in all.iter().enumerate() {
         let what = format!("case {index} (architecture {}, train {}, sigma {})", param(case, 0), param(case, 1), param(case, 2));
         for (field, ours) in run_case(case, RecurrentBuffer::Postsynaptic) {
             let a = agreement(&ours, &case[field.as_str()], 0.0);
             assert!(a.bitwise, "{what} {field}: not bitwise equal (max |diff| {:e})", a.max_abs_diff);
         }
-        for (field, ours) in run_case(case, RecurrentBuffer::Presynaptic) {
-            let reference = &case[field.as_str()];
-            let (difference, size) = ((&ours - reference).norm().double_value(&[]), reference.norm().double_value(&[]));
-            assert!(difference <= 1e-5 * size + 1e-6, "{what} presynaptic {field}: |diff| {difference:e}, |reference| {size:e}");
-            if size > 1e-3 {
-                largest = largest.max(difference / size);
+        for (slot, buffer) in [RecurrentBuffer::Presynaptic, RecurrentBuffer::Fused].into_iter().enumerate() {
+            for (field, ours) in run_case(case, buffer) {
+                let reference = &case[field.as_str()];
+                let (difference, size) = ((&ours - reference).norm().double_value(&[]), reference.norm().double_value(&[]));
+                let why = format!("{what} {buffer:?} {field}: |diff| {difference:e}, |reference| {size:e}");
+                assert!(difference <= 1e-5 * size + 1e-6, "{why}");
+                if size > 1e-3 {
+                    largest[slot] = largest[slot].max(difference / size);
+                }
             }
         }
     }
-    println!("presynaptic buffer: largest relative difference {largest:e} (tensors of norm > 1e-3)");
+    println!("largest relative differences (tensors of norm > 1e-3): presynaptic {:e}, fused {:e}", largest[0], largest[1]);
 }
 
 fn param(case: &BTreeMap<String, Tensor>, i: i64) -> f64 {
@@ -55,11 +59,12 @@ fn run_case(case: &BTreeMap<String, Tensor>, buffer: RecurrentBuffer) -> BTreeMa
     let variables = network.vs.variables();
     let masks: Vec<Tensor> = (0..).map_while(|i| case.get(&format!("mask.{i}")).map(Tensor::shallow_clone)).collect();
     let kernels = network.kernels(sigma, !train);
-    let out = network.forward(&case["x"], &kernels, train, train.then_some(&masks[..])).unwrap();
-    let loss = network.loss(&out, &one_hot(&case["labels"], WIDTHS.outputs));
-    let mut fields = BTreeMap::from([("out".to_string(), out.detach()), ("loss".to_string(), loss.detach().reshape([1]))]);
+    let pass = network.forward(&case["x"], &kernels, train, train.then_some(&masks[..])).unwrap();
+    let loss = network.loss(&pass.output, &one_hot(&case["labels"], WIDTHS.outputs));
+    let mut fields =
+        BTreeMap::from([("out".to_string(), pass.output.detach()), ("loss".to_string(), loss.detach().reshape([1]))]);
     if train {
-        loss.backward();
+        pass.backward(&loss).unwrap();
         for (name, variable) in &variables {
             let name = oracle_name(name);
             let field = if variable.requires_grad() { format!("grad.{name}") } else { format!("after.{name}") };

@@ -288,17 +288,38 @@ fn recurrent_delay_presets_train_and_resume() {
     for preset in ["delrec-shd", "delrec-ssc"] {
         let run = |name: &str, extra: &[&str]| {
             let run = dir.join(format!("{preset}-{name}"));
-            let mut args = vec!["train", "--preset", preset, "--data", data.to_str().unwrap(), "--run-dir", run.to_str().unwrap()];
-            args.extend(["--quiet", "--set", "n_hidden_neurons=16", "--set", "batch_size=32", "--set", "n_outputs=4", "--epochs", "2"]);
+            let mut args =
+                vec!["train", "--preset", preset, "--data", data.to_str().unwrap(), "--run-dir", run.to_str().unwrap()];
+            args.extend([
+                "--quiet",
+                "--set",
+                "n_hidden_neurons=16",
+                "--set",
+                "batch_size=32",
+                "--set",
+                "n_outputs=4",
+                "--epochs",
+                "2",
+            ]);
             if preset == "delrec-ssc" {
-                args.extend(["--set", "dataset=shd", "--set", "validation=holdout", "--set", "integration=grid", "--set", "time_step_ms=10"]);
+                args.extend([
+                    "--set",
+                    "dataset=shd",
+                    "--set",
+                    "validation=holdout",
+                    "--set",
+                    "integration=grid",
+                    "--set",
+                    "time_step_ms=10",
+                ]);
             }
             let output = snn(&[&args[..], extra].concat());
             assert!(output.status.success(), "{preset} {name}: {}", text(&output));
             run
         };
         let whole = run("whole", &[]);
-        let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(whole.join("summary.json")).unwrap()).unwrap();
+        let summary: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(whole.join("summary.json")).unwrap()).unwrap();
         assert_eq!(summary["model_type"], "delrec");
         let metadata = snn_delays::checkpoint::read_metadata(&whole.join("best_acc.safetensors")).unwrap();
         let best = summary["best_valid_epoch"].as_u64().unwrap() as usize;
@@ -307,7 +328,13 @@ fn recurrent_delay_presets_train_and_resume() {
         run("split", &["--stop-after", "1"]);
         let split = run("split", &["--resume"]);
         assert_same_run(&whole, &split);
-        let evaluated = snn(&["eval", "--checkpoint", whole.join("best_acc.safetensors").to_str().unwrap(), "--data", data.to_str().unwrap()]);
+        let evaluated = snn(&[
+            "eval",
+            "--checkpoint",
+            whole.join("best_acc.safetensors").to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+        ]);
         assert!(!evaluated.status.success() && text(&evaluated).contains("model_type `delrec`"), "{}", text(&evaluated));
     }
     for (preset, count) in [("delrec-ssc", "374819"), ("delrec-shd", "173844")] {

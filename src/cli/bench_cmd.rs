@@ -8,18 +8,20 @@
 
 use super::{ConfigArgs, DeviceArgs};
 use crate::checkpoint;
+use crate::config::{Config, ModelType};
 use crate::infer::Model;
 use crate::model::eval_form::{EvalKernels, EvalNetwork};
 use crate::model::loss::{class_scores, cross_entropy, one_hot};
 use crate::model::DropoutMasks;
 use crate::op_count::count;
+use crate::train::recurrent::RecurrentTrainer;
 use crate::train::Trainer;
 use anyhow::{ensure, Context, Result};
 use clap::Args;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
-use tch::{Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
 /// Batches in one timed evaluation pass (the reference's script uses the same number).
 pub const EVAL_BATCHES: usize = 4;
@@ -64,6 +66,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let started = Instant::now();
     ensure!(args.repeats > 0, "--repeats must be at least 1");
     super::set_threads(args.threads)?;
+    if args.config.load()?.model_type == ModelType::Delrec {
+        return run_recurrent(args, started);
+    }
     let config = args.config.load_for_network(1, 1)?;
     let device = args.device.select()?;
     let mut trainer = Trainer::new(&config, device);
@@ -71,10 +76,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     if let Some(sigma) = args.sigma {
         tch::no_grad(|| trainer.network.dcls_layers_mut().for_each(|layer| drop(layer.sigma.fill_(sigma))));
     }
-    let mut tensors: BTreeMap<String, Tensor> = checkpoint::read_tensors(&args.batch)?.into_iter().collect();
-    let mut take = |key: &str| tensors.remove(key).with_context(|| format!("{} has no key `{key}`", args.batch.display()));
-    let x = take("x")?.to_kind(Kind::Float).to_device(device);
-    let targets = one_hot(&take("y")?.to_kind(Kind::Int64).to_device(device), config.derived().n_outputs as i64);
+    let (x, targets) = read_batch(args, &config, device)?;
     let engine = args.engine.then(|| Model::new(EvalNetwork::of(&trainer.network, config.time_step_ms)));
     let samples = engine.as_ref().map(|_| per_sample(&x));
     let mut once = || -> Result<()> {
@@ -90,24 +92,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         synchronize(device);
         Ok(())
     };
-    let mut seconds = Vec::with_capacity(args.repeats);
-    for repeat in 0..args.warmup + args.repeats {
-        let step = Instant::now();
-        once()?;
-        if repeat >= args.warmup {
-            seconds.push(step.elapsed().as_secs_f64());
-        }
-    }
-    let startup_seconds = started.elapsed().as_secs_f64() - seconds.iter().sum::<f64>();
-    let mut report = serde_json::json!({
-        "seconds": seconds,
-        "median_seconds": median(&seconds),
-        "startup_seconds": startup_seconds,
-        "peak_rss_mib": peak_rss_mib(),
-        "device": crate::device::name(device),
-        "neuron_backend": trainer.network.neuron_backend(),
-        "backend_note": trainer.network.backend_note,
-    });
+    let mut report = timed(args, started, device, &mut once)?;
+    report["neuron_backend"] = serde_json::to_value(trainer.network.neuron_backend())?;
+    report["backend_note"] = serde_json::to_value(&trainer.network.backend_note)?;
     if let (Some(model), Some(samples)) = (&engine, &samples) {
         report["stream_seconds_per_frame"] = stream_latency(model, &samples[0])?.into();
     } else if args.eval {
@@ -119,12 +106,86 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         step?;
         report["per_step"] = serde_json::to_value(counts)?;
     }
+    show(args, &report);
+    Ok(())
+}
+
+/// [`run`] for a recurrent-delay model: its training step (kernels at `--sigma`, else at σ of
+/// epoch 0) or one evaluation pass of [`EVAL_BATCHES`] batches on its evaluation kernels.
+fn run_recurrent(args: &BenchArgs, started: Instant) -> Result<()> {
+    ensure!(!args.engine, "--engine runs the feedforward models' eval form; model_type `delrec` has none yet");
+    let config = args.config.load()?;
+    let device = args.device.select()?;
+    let mut trainer = RecurrentTrainer::new(&config, device)?;
+    checkpoint::load(&trainer.network.vs, &args.weights)?;
+    if let Some(sigma) = args.sigma {
+        trainer.sigma = sigma;
+    }
+    let (x, targets) = read_batch(args, &config, device)?;
+    let eval_pass = |trainer: &RecurrentTrainer| -> Result<()> {
+        let kernels = trainer.eval_kernels();
+        for _ in 0..EVAL_BATCHES {
+            drop(trainer.evaluate_batch(&x, &targets, &kernels)?);
+        }
+        Ok(())
+    };
+    let mut once = || -> Result<()> {
+        if args.eval {
+            eval_pass(&trainer)?;
+        } else {
+            trainer.train_step(&x, &targets, None)?;
+        }
+        synchronize(device);
+        Ok(())
+    };
+    let mut report = timed(args, started, device, &mut once)?;
+    report["neuron_backend"] = format!("ops, {} buffer", crate::config::name_of(&trainer.recurrent.buffer)).into();
+    if args.eval {
+        report["per_pass"] = serde_json::to_value(count(|| eval_pass(&trainer)).1)?;
+    } else {
+        let (step, counts) = count(|| trainer.train_step(&x, &targets, None));
+        step?;
+        report["per_step"] = serde_json::to_value(counts)?;
+    }
+    show(args, &report);
+    Ok(())
+}
+
+/// The batch file's `x (T, B, n_inputs)` and one-hot targets of its `y (B,)`, on `device`.
+fn read_batch(args: &BenchArgs, config: &Config, device: Device) -> Result<(Tensor, Tensor)> {
+    let mut tensors: BTreeMap<String, Tensor> = checkpoint::read_tensors(&args.batch)?.into_iter().collect();
+    let mut take = |key: &str| tensors.remove(key).with_context(|| format!("{} has no key `{key}`", args.batch.display()));
+    let x = take("x")?.to_kind(Kind::Float).to_device(device);
+    let targets = one_hot(&take("y")?.to_kind(Kind::Int64).to_device(device), config.derived().n_outputs as i64);
+    Ok((x, targets))
+}
+
+/// Runs `once` `--warmup` times untimed, then `--repeats` times timed: the report's times.
+fn timed(args: &BenchArgs, started: Instant, device: Device, once: &mut dyn FnMut() -> Result<()>) -> Result<serde_json::Value> {
+    let mut seconds = Vec::with_capacity(args.repeats);
+    for repeat in 0..args.warmup + args.repeats {
+        let step = Instant::now();
+        once()?;
+        if repeat >= args.warmup {
+            seconds.push(step.elapsed().as_secs_f64());
+        }
+    }
+    let startup_seconds = started.elapsed().as_secs_f64() - seconds.iter().sum::<f64>();
+    Ok(serde_json::json!({
+        "seconds": seconds,
+        "median_seconds": median(&seconds),
+        "startup_seconds": startup_seconds,
+        "peak_rss_mib": peak_rss_mib(),
+        "device": crate::device::name(device),
+    }))
+}
+
+fn show(args: &BenchArgs, report: &serde_json::Value) {
     if args.json {
         println!("{report}");
     } else {
-        print_report(&report);
+        print_report(report);
     }
-    Ok(())
 }
 
 /// The report as text.

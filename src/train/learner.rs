@@ -211,7 +211,7 @@ impl Learner for RecurrentTrainer {
         self.begin_evaluation();
         let kernels = self.eval_kernels();
         let network = &self.network;
-        let score = |x: &Tensor| Ok(network.class_scores(&network.forward(x, &kernels, false, None)?));
+        let score = |x: &Tensor| Ok(network.class_scores(&network.forward(x, &kernels, false, None)?.output));
         evaluate_with(self.device(), &score, subset, pass, group)
     }
 

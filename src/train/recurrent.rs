@@ -75,11 +75,12 @@ impl RecurrentTrainer {
     /// optimizers, the clamp. A non-finite loss stops before any parameter changes.
     pub fn train_step(&mut self, x: &Tensor, targets: &Tensor, masks: Option<&[Tensor]>) -> Result<BatchResult> {
         let kernels = self.network.kernels(self.sigma, false);
-        let output = self.network.forward(x, &kernels, true, masks)?;
-        let loss = self.network.loss(&output, targets);
+        let pass = self.network.forward(x, &kernels, true, masks)?;
+        let output = &pass.output;
+        let loss = self.network.loss(output, targets);
         self.weights.zero_grad();
         self.positions.zero_grad();
-        loss.backward();
+        pass.backward(&loss)?;
         let value = loss.double_value(&[]);
         if !value.is_finite() {
             bail!("the training loss is {value}; stopping before this step changes any parameter");
@@ -89,7 +90,7 @@ impl RecurrentTrainer {
         if self.recurrent.clamp_every_step {
             self.clamp_delays();
         }
-        let accuracy = tch::no_grad(|| hit_rate(&self.network.class_scores(&output), targets));
+        let accuracy = tch::no_grad(|| hit_rate(&self.network.class_scores(output), targets));
         Ok(BatchResult { loss: value, accuracy })
     }
 
@@ -124,7 +125,7 @@ impl RecurrentTrainer {
     /// One evaluation batch with `kernels`: its mean loss and class scores.
     pub fn evaluate_batch(&self, x: &Tensor, targets: &Tensor, kernels: &[Tensor]) -> Result<(f64, Tensor)> {
         tch::no_grad(|| {
-            let output = self.network.forward(x, kernels, false, None)?;
+            let output = self.network.forward(x, kernels, false, None)?.output;
             Ok((self.network.loss(&output, targets).double_value(&[]), self.network.class_scores(&output)))
         })
     }

@@ -63,6 +63,10 @@ def lif_step(v, current, preset, train, threshold=1.0):
     return spikes, v
 
 
+# The ring buffer checks what it delivered against the direct sum; a benchmark turns this off.
+CHECK_ARRIVALS = True
+
+
 def layer(x, w, k, train, mask, preset):
     steps, batch, n = x.shape
     length = k.shape[1]
@@ -83,7 +87,8 @@ def layer(x, w, k, train, mask, preset):
         spikes.append(s)
         membrane.append(v)
         arrived.append(recurrent)
-    check_arrivals(torch.stack(spikes).detach(), torch.stack(arrived).detach(), w.detach(), k.detach())
+    if CHECK_ARRIVALS:
+        check_arrivals(torch.stack(spikes).detach(), torch.stack(arrived).detach(), w.detach(), k.detach())
     return torch.stack(spikes), torch.stack(membrane)
 
 

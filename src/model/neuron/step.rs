@@ -33,13 +33,17 @@ pub enum Surrogate {
 }
 
 impl Surrogate {
-    /// Heaviside spikes whose gradient with respect to `u` is `g · slope(u)`.
-    pub fn spike(&self, u: &Tensor) -> Tensor {
-        let slope = match self {
+    /// The slope at `u`, with no gradient of its own.
+    pub fn slope(&self, u: &Tensor) -> Tensor {
+        match self {
             Surrogate::ATan(atan) => atan.slope(u),
             Surrogate::Triangle(triangle) => triangle.slope(u),
-        };
-        heaviside(u, &slope)
+        }
+    }
+
+    /// Heaviside spikes whose gradient with respect to `u` is `g · slope(u)`.
+    pub fn spike(&self, u: &Tensor) -> Tensor {
+        heaviside(u, &self.slope(u))
     }
 }
 
@@ -68,17 +72,27 @@ impl StepLif {
     /// One step from the previous post-reset membrane `v` and the input current `x`, both
     /// `(B, C)`, in training or eval mode: the spikes and the post-reset membrane.
     pub fn step(&self, v: &Tensor, x: &Tensor, train: bool) -> (Tensor, Tensor) {
-        let charged = match (self.reset, train) {
-            (Reset::Hard, false) => v - v / self.tau + x,
-            _ => v * (1.0 - 1.0 / self.tau) + x,
-        };
+        let charged = self.charge(v, x, train);
         let spikes = self.surrogate.spike(&(&charged - self.threshold));
         let resetting = if self.detach_reset { spikes.detach() } else { spikes.shallow_clone() };
-        let membrane = match self.reset {
-            Reset::Soft => &charged - &resetting * self.threshold,
-            Reset::Hard => (resetting.neg() + 1.0) * &charged + &resetting * 0.0,
-        };
+        let membrane = self.reset(&charged, &resetting);
         (spikes, membrane)
+    }
+
+    /// The membrane `h` after charging `v` with `x`.
+    pub fn charge(&self, v: &Tensor, x: &Tensor, train: bool) -> Tensor {
+        match (self.reset, train) {
+            (Reset::Hard, false) => v - v / self.tau + x,
+            _ => v * (1.0 - 1.0 / self.tau) + x,
+        }
+    }
+
+    /// The membrane after `h` fired `spikes` (detached or not, as the caller chose).
+    pub fn reset(&self, charged: &Tensor, spikes: &Tensor) -> Tensor {
+        match self.reset {
+            Reset::Soft => charged - spikes * self.threshold,
+            Reset::Hard => (spikes.neg() + 1.0) * charged + spikes * 0.0,
+        }
     }
 }
 

@@ -11,6 +11,7 @@
 //! every tap (the original's computation, `L` products per step); the presynaptic one holds the
 //! future kernel values `Σ_k K_j[k]·s_j(t − k)` and multiplies by `W` once per step.
 
+pub mod fused;
 pub mod kernel;
 pub mod network;
 
@@ -66,7 +67,7 @@ impl RecurrentDelays {
             let arriving = pending.select(2, 0);
             let recurrent = match self.buffer {
                 RecurrentBuffer::Postsynaptic => arriving,
-                RecurrentBuffer::Presynaptic => arriving.matmul(&self.weight.tr()),
+                RecurrentBuffer::Presynaptic | RecurrentBuffer::Fused => arriving.matmul(&self.weight.tr()),
             };
             let current = match mask {
                 Some(mask) => input + recurrent * mask,
@@ -88,7 +89,7 @@ impl RecurrentDelays {
         let taps = kernel.size()[1];
         match self.buffer {
             RecurrentBuffer::Postsynaptic => self.weight.matmul(&(spikes.unsqueeze(-1) * kernel)).narrow(2, 1, taps - 1),
-            RecurrentBuffer::Presynaptic => spikes.unsqueeze(-1) * kernel.narrow(1, 1, taps - 1),
+            RecurrentBuffer::Presynaptic | RecurrentBuffer::Fused => spikes.unsqueeze(-1) * kernel.narrow(1, 1, taps - 1),
         }
     }
 }

@@ -14,6 +14,7 @@
 //! defaults (`ssc`) or Kaiming-uniform for ReLU weights (`shd`); W orthogonal; delays
 //! `|N(0,1)|·12` (`ssc`) or `U(10, 30)` (`shd`), clamped at 0; spread logits 0.
 
+use super::fused::RecurrentCut;
 use super::RecurrentDelays;
 use crate::checkpoint::keys;
 pub use crate::config::RecurrentArchitecture as Architecture;
@@ -96,6 +97,21 @@ pub struct RecurrentNetwork {
     pub architecture: Architecture,
     pub blocks: Vec<Block>,
     pub readout: ReadoutBlock,
+}
+
+/// A pass's output `(T, B, n_out)`, with the cuts of its fused recurrent layers.
+pub struct RecurrentPass {
+    pub output: Tensor,
+    cuts: Vec<RecurrentCut>,
+}
+
+impl RecurrentPass {
+    /// Backpropagates `loss` (computed from the output) to every parameter: autograd down to
+    /// the last fused layer's spikes, then each fused layer's backward, last to first.
+    pub fn backward(&self, loss: &Tensor) -> Result<()> {
+        loss.backward();
+        self.cuts.iter().rev().try_for_each(RecurrentCut::backward)
+    }
 }
 
 /// A dropout of a training pass, in the order masks are drawn.
@@ -294,7 +310,7 @@ impl RecurrentNetwork {
 
     /// The output `(T, B, n_out)` for input `(T, B, C_in)` with one kernel per recurrent layer:
     /// in training with the given masks (in [`Self::mask_plan`] order, drawn when `None`).
-    pub fn forward(&self, x: &Tensor, kernels: &[Tensor], train: bool, masks: Option<&[Tensor]>) -> Result<Tensor> {
+    pub fn forward(&self, x: &Tensor, kernels: &[Tensor], train: bool, masks: Option<&[Tensor]>) -> Result<RecurrentPass> {
         let plan = self.mask_plan();
         let (batch, device) = (x.size()[1], x.device());
         let masks: Vec<Tensor> = match (train, masks) {
@@ -307,6 +323,7 @@ impl RecurrentNetwork {
         };
         let mask_of = |slot: MaskSlot| plan.iter().position(|(s, _)| *s == slot).and_then(|i| masks.get(i));
         let mut kernels = kernels.iter();
+        let mut cuts = Vec::new();
         let mut h = x.shallow_clone();
         for (l, block) in self.blocks.iter().enumerate() {
             h = block.linear.forward(&h);
@@ -319,7 +336,14 @@ impl RecurrentNetwork {
             h = match &block.cell {
                 Cell::Recurrent { layer, .. } => {
                     let kernel = kernels.next().expect("one kernel per recurrent layer");
-                    layer.forward(&h, kernel, train, mask_of(MaskSlot::Recurrent(l))).spikes
+                    let mask = mask_of(MaskSlot::Recurrent(l));
+                    if layer.buffer == RecurrentBuffer::Fused {
+                        let (spikes, cut) = layer.forward_fused(&h, kernel, train, mask);
+                        cuts.extend(cut);
+                        spikes
+                    } else {
+                        layer.forward(&h, kernel, train, mask).spikes
+                    }
                 }
                 Cell::Plain(neuron) => neuron.forward(&h, train, Readout::SPIKES)?.spikes.expect("spikes were asked for"),
             };
@@ -328,10 +352,11 @@ impl RecurrentNetwork {
             }
         }
         let out = self.readout.linear.forward(&h);
-        Ok(match &self.readout.neuron {
+        let output = match &self.readout.neuron {
             Some(neuron) => neuron.forward(&out, train, Readout::MEMBRANE)?.membrane.expect("the membrane was asked for"),
             None => out,
-        })
+        };
+        Ok(RecurrentPass { output, cuts })
     }
 
     /// The width of every mask: the hidden layers all have the same number of neurons.
@@ -425,7 +450,7 @@ mod tests {
         let kernels = shd.kernels(0.0, true);
         assert!(before.equal(&shd.recurrent_layers().next().unwrap().delays));
         let x = Tensor::rand([12, 2, 6], (Kind::Float, Device::Cpu));
-        let out = shd.forward(&x, &kernels, true, None).unwrap();
+        let out = shd.forward(&x, &kernels, true, None).unwrap().output;
         assert_eq!(out.size(), [12, 2, 4]);
         let masks = vec![Tensor::ones([2, 10], (Kind::Float, Device::Cpu))];
         assert!(shd.forward(&x, &kernels, true, Some(&masks)).is_err());
