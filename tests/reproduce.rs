@@ -66,3 +66,52 @@ fn both_protocols_over_seeds_resume_reuse_and_report() {
     let changed = reproduce(&data, &out, &["--set", "dropout_p=0.1"]);
     assert!(!changed.status.success() && text(&changed).contains("dropout_p"), "{}", text(&changed));
 }
+
+/// `--preset delrec-shd` runs DelRec's recurrent delays under DelRec's SHD protocol (20 % of
+/// train held out), and a preset of another dataset is refused.
+#[test]
+fn the_delrec_presets_reproduce_under_their_protocol() {
+    let dir = scratch("reproduce-delrec");
+    let data = small_dataset(&dir, &["--classes", "4", "--train", "96", "--test", "40", "--seed", "3"]);
+    let out = dir.join("out");
+    let base = [
+        "reproduce",
+        "--dataset",
+        "shd",
+        "--preset",
+        "delrec-shd",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    let tiny = [
+        "--seeds",
+        "2",
+        "--epochs",
+        "2",
+        "--quiet",
+        "--set",
+        "n_hidden_neurons=16",
+        "--set",
+        "batch_size=32",
+        "--set",
+        "n_outputs=4",
+    ];
+    let done = snn(&[&base[..], &tiny].concat());
+    assert!(done.status.success(), "{}", text(&done));
+    let results = json(&out.join("results.json"));
+    assert_eq!(results["preset"], "delrec-shd");
+    let protocols = results["protocols"].as_array().unwrap();
+    assert_eq!(protocols.len(), 1);
+    assert_eq!(protocols[0]["protocol"]["name"], "holdout");
+    for run in protocols[0]["runs"].as_array().unwrap() {
+        let summary = json(&Path::new(run["run_dir"].as_str().unwrap()).join("summary.json"));
+        assert_eq!(summary["model_type"], "delrec");
+        assert_eq!(run["test_acc"], summary["test_acc_at_best_valid"]);
+    }
+    let table = std::fs::read_to_string(out.join("results.md")).unwrap();
+    assert!(table.contains("# Reproduction: DELREC-SHD") && table.contains("| holdout ("), "{table}");
+    let wrong = snn(&["reproduce", "--dataset", "ssc", "--preset", "delrec-shd", "--data", data.to_str().unwrap()]);
+    assert!(!wrong.status.success() && text(&wrong).contains("trains on shd, not on --dataset ssc"), "{}", text(&wrong));
+}

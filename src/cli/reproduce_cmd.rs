@@ -1,20 +1,25 @@
-//! `snn-delays reproduce`: the dataset's preset over several seeds under each selection protocol
-//! (`train::protocols`), then `results.md` and `results.json` beside the published figures.
+//! `snn-delays reproduce`: the dataset's preset (or `--preset`, e.g. DelRec's) over several seeds
+//! under each of its selection protocols (`train::protocols`), then `results.md` and
+//! `results.json` beside the published figures.
 //! A run that finished earlier with the same configuration is reused; an interrupted one resumes.
 
 use super::RunFlags;
 use crate::atomic;
-use crate::config::{name_of, Config, ConfigSource, Dataset};
-use crate::train::protocols::{markdown, protocols, Protocol, ProtocolResult, SeedResult};
+use crate::config::{name_of, Config, ConfigSource, Dataset, Preset};
+use crate::train::protocols::{markdown, preset_protocols, Protocol, ProtocolResult, SeedResult};
 use crate::train::run::{finished_summary, train, Interrupted, Outcome, RunOptions};
 use anyhow::{bail, Context, Result};
-use clap::Args;
+use clap::{Args, ValueEnum};
 use std::path::{Path, PathBuf};
 
 #[derive(Args, Debug)]
 pub struct ReproduceArgs {
     #[arg(long, value_enum)]
     dataset: Dataset,
+    /// The preset to run [default: the dataset's]; delrec-ssc (with --dataset ssc) and
+    /// delrec-shd (with --dataset shd) run DelRec's recurrent delays under DelRec's protocol
+    #[arg(long, value_enum)]
+    preset: Option<Preset>,
     /// Dataset folder [default: the preset's data_dir]
     #[arg(long, value_name = "DIR")]
     data: Option<PathBuf>,
@@ -36,19 +41,42 @@ pub struct ReproduceArgs {
 
 pub fn run(args: &ReproduceArgs) -> Result<()> {
     anyhow::ensure!(args.seeds >= 1, "--seeds must be at least 1, got 0");
-    let out = args.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(format!("reproduce-{}", name_of(&args.dataset))));
+    let preset = preset_of(args)?;
+    let name = preset_name(preset);
+    let out = args.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(format!("reproduce-{name}")));
     let options = args.run.options(out.clone(), false, None)?;
     let mut results = Vec::new();
-    for protocol in protocols(args.dataset) {
+    for protocol in preset_protocols(preset) {
         let runs = (0..args.seeds).map(|seed| run_seed(args, protocol, seed, &out, &options)).collect::<Result<Vec<_>>>()?;
         results.push(ProtocolResult::new(protocol, runs));
     }
-    let table = markdown(args.dataset, &results);
-    let json = serde_json::json!({"dataset": args.dataset, "seeds": args.seeds, "protocols": results});
+    let table = markdown(&name.to_uppercase(), &results);
+    let json = serde_json::json!({"dataset": args.dataset, "preset": name, "seeds": args.seeds, "protocols": results});
     atomic::write_bytes(&out.join("results.md"), table.as_bytes())?;
     atomic::write_bytes(&out.join("results.json"), serde_json::to_string_pretty(&json)?.as_bytes())?;
     println!("{table}\nresults in {} and results.json", out.join("results.md").display());
     Ok(())
+}
+
+/// `--preset`, which must be one of `--dataset`'s, or the dataset's own.
+fn preset_of(args: &ReproduceArgs) -> Result<Preset> {
+    let Some(preset) = args.preset else {
+        return Ok(args.dataset.into());
+    };
+    let dataset = Config::of_preset(preset).dataset;
+    anyhow::ensure!(
+        dataset == args.dataset,
+        "--preset {} trains on {}, not on --dataset {}",
+        preset_name(preset),
+        name_of(&dataset),
+        name_of(&args.dataset)
+    );
+    Ok(preset)
+}
+
+/// The preset as `--preset` spells it.
+fn preset_name(preset: Preset) -> String {
+    preset.to_possible_value().map_or_else(String::new, |value| value.get_name().to_string())
 }
 
 /// The configuration of one run: the preset, `--set`, `--epochs`, then the seed and protocol.
@@ -57,7 +85,7 @@ fn run_config(args: &ReproduceArgs, protocol: Protocol, seed: u64) -> Result<Con
     overrides.extend(args.epochs.map(|n| format!("epochs={n}")));
     overrides.push(format!("seed={seed}"));
     overrides.push(format!("validation={}", name_of(&protocol.validation)));
-    ConfigSource { preset: Some(args.dataset.into()), file: None, overrides: &overrides }.load()
+    ConfigSource { preset: Some(preset_of(args)?), file: None, overrides: &overrides }.load()
 }
 
 /// Runs (or reuses, or resumes) one seed of one protocol and reads its result.

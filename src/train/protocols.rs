@@ -5,12 +5,14 @@
 //!   `holdout` chooses it on 20% of the training split held out by seed, and reports the test
 //!   accuracy at that epoch.
 //! - SSC and Speech Commands have validation files (`file`).
+//! - The DelRec presets run DelRec's protocols: `file` on SSC; on SHD, `holdout` (20 % of the
+//!   training split by seed, as DelRec splits it).
 //!
 //! Each run's figure is the test accuracy at its best validation epoch, sample-weighted; the
 //! reference's mean over batches at the same epoch is kept beside it. Over seeds:
 //! mean ± sample standard deviation (n − 1).
 
-use crate::config::{Dataset, Validation};
+use crate::config::{Dataset, Preset, Validation};
 use serde::Serialize;
 
 /// A way to choose the reported epoch.
@@ -21,6 +23,28 @@ pub struct Protocol {
     pub description: &'static str,
     /// The published figure (mean, standard deviation, %) and where it comes from.
     pub published: Option<(f64, f64, &'static str)>,
+}
+
+/// The protocols run for a preset: the DelRec ones', or its dataset's.
+pub fn preset_protocols(preset: Preset) -> Vec<Protocol> {
+    const DELREC: &str = "Quéant, Rançon, Cottereau and Masquelier, 2025 (DelRec), as cited by a follow-up's README";
+    match preset {
+        Preset::DelrecSsc => vec![Protocol {
+            name: "file",
+            validation: Validation::File,
+            description: "best epoch chosen on ssc_valid.h5",
+            published: Some((82.58, 0.08, DELREC)),
+        }],
+        Preset::DelrecShd => vec![Protocol {
+            name: "holdout",
+            validation: Validation::Holdout,
+            description: "best epoch chosen on 20% of the training split held out",
+            published: None,
+        }],
+        Preset::Shd => protocols(Dataset::Shd),
+        Preset::Ssc => protocols(Dataset::Ssc),
+        Preset::Gsc => protocols(Dataset::Gsc),
+    }
 }
 
 /// The protocols run for `dataset`.
@@ -112,12 +136,11 @@ pub fn mean_std(values: &[f64]) -> (f64, f64) {
 
 /// `results.md`: one row per protocol, the seeds' test accuracies, their mean ± std and the
 /// published figure.
-pub fn markdown(dataset: Dataset, results: &[ProtocolResult]) -> String {
+pub fn markdown(title: &str, results: &[ProtocolResult]) -> String {
     let seeds = results.first().map_or(0, |r| r.runs.len());
     let mut text = format!(
-        "# Reproduction: {}\n\nTest accuracy (%) at the best validation epoch, weighted by samples; in brackets the \
-         reference's mean over batches. Mean ± sample standard deviation over {seeds} seeds.\n\n",
-        crate::config::name_of(&dataset).to_uppercase()
+        "# Reproduction: {title}\n\nTest accuracy (%) at the best validation epoch, weighted by samples; in brackets the \
+         reference's mean over batches. Mean ± sample standard deviation over {seeds} seeds.\n\n"
     );
     let seed_columns: String =
         results.first().map_or(String::new(), |r| r.runs.iter().map(|run| format!(" seed {} |", run.seed)).collect());
@@ -159,7 +182,7 @@ mod tests {
         let names: Vec<_> = protocols(Dataset::Shd).iter().map(|p| p.name).collect();
         assert_eq!(names, ["paper", "holdout"]);
         let run = SeedResult { seed: 0, run_dir: "r".into(), test_acc: 0.95, test_acc_batch_mean: 0.951, best_epoch: 3 };
-        let table = markdown(Dataset::Shd, &[ProtocolResult::new(protocols(Dataset::Shd)[0], vec![run])]);
+        let table = markdown("SHD", &[ProtocolResult::new(protocols(Dataset::Shd)[0], vec![run])]);
         assert!(table.contains("| paper (") && table.contains("95.00 (95.10)") && table.contains("95.07 ± 0.24"), "{table}");
     }
 }
