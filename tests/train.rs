@@ -279,8 +279,9 @@ fn a_run_from_before_a_config_key_existed_resumes_with_its_default() {
 
 /// The DelRec presets train from one command on generated data (at 16 neurons, 4 classes): a
 /// run writes the usual files and its best checkpoint records σ; a run paused after one epoch and
-/// resumed equals an uninterrupted one; `init` counts the published parameters; commands that
-/// handle only the feedforward models refuse a `delrec` model by name.
+/// resumed equals an uninterrupted one; `eval` of the best checkpoint gives the run's test
+/// accuracy there; `init` counts the published parameters; commands that handle only the
+/// feedforward models (`export`) refuse a `delrec` model by name.
 #[test]
 fn recurrent_delay_presets_train_and_resume() {
     let dir = scratch("delrec-run");
@@ -328,14 +329,13 @@ fn recurrent_delay_presets_train_and_resume() {
         run("split", &["--stop-after", "1"]);
         let split = run("split", &["--resume"]);
         assert_same_run(&whole, &split);
-        let evaluated = snn(&[
-            "eval",
-            "--checkpoint",
-            whole.join("best_acc.safetensors").to_str().unwrap(),
-            "--data",
-            data.to_str().unwrap(),
-        ]);
-        assert!(!evaluated.status.success() && text(&evaluated).contains("model_type `delrec`"), "{}", text(&evaluated));
+        let best = whole.join("best_acc.safetensors");
+        let evaluated = snn(&["eval", "--checkpoint", best.to_str().unwrap(), "--data", data.to_str().unwrap(), "--json"]);
+        assert!(evaluated.status.success(), "{}", text(&evaluated));
+        let scores: serde_json::Value = serde_json::from_slice(&evaluated.stdout).unwrap();
+        assert_eq!(scores["accuracy"], summary["test_acc_at_best_valid"], "eval reproduces the best epoch's test accuracy");
+        let export = snn(&["export", "--checkpoint", best.to_str().unwrap(), "--format", "delays", "--out", "/dev/null"]);
+        assert!(!export.status.success() && text(&export).contains("model_type `delrec`"), "{}", text(&export));
     }
     for (preset, count) in [("delrec-ssc", "374819"), ("delrec-shd", "173844")] {
         let out = dir.join(format!("{preset}-init.safetensors"));
