@@ -178,6 +178,14 @@ pub struct RecurrentConfig {
     /// Clamp the delays at 0 after every optimizer step (else only when evaluating).
     pub clamp_every_step: bool,
     pub eval_delays: EvalDelays,
+    /// `false`: recurrence without delays (DelRec's vanilla RSNN): every delay 0 and frozen, σ 0,
+    /// so a spike reaches the layer one step later through one tap.
+    #[serde(default = "learns")]
+    pub learn_delays: bool,
+}
+
+fn learns() -> bool {
+    true
 }
 
 impl RecurrentConfig {
@@ -194,6 +202,7 @@ impl RecurrentConfig {
             sigma_clock: 100.0,
             clamp_every_step: false,
             eval_delays: EvalDelays::Integer,
+            learn_delays: true,
         };
         match architecture {
             RecurrentArchitecture::Ssc => ssc,
@@ -203,8 +212,11 @@ impl RecurrentConfig {
         }
     }
 
-    /// σ at the start of 0-based `epoch` of an `epochs`-epoch run.
+    /// σ at the start of 0-based `epoch` of an `epochs`-epoch run (0 without learned delays).
     pub fn sigma_at(&self, epoch: usize, epochs: usize) -> f64 {
+        if !self.learn_delays {
+            return 0.0;
+        }
         self.sigma_init * self.sigma_gamma.powf(self.sigma_clock / epochs as f64).powf(epoch as f64)
     }
 

@@ -53,7 +53,7 @@ fn param(case: &BTreeMap<String, Tensor>, i: i64) -> f64 {
 fn run_case(case: &BTreeMap<String, Tensor>, buffer: RecurrentBuffer) -> BTreeMap<String, Tensor> {
     let architecture = if param(case, 0) == 1.0 { Architecture::Shd } else { Architecture::Ssc };
     let (train, sigma) = (param(case, 1) == 1.0, param(case, 2));
-    let shape = RecurrentShape { architecture, widths: WIDTHS, dropout: 0.1, recurrent_dropout: 0.2, buffer };
+    let shape = RecurrentShape { architecture, widths: WIDTHS, dropout: 0.1, recurrent_dropout: 0.2, buffer, learn_delays: true };
     let network = RecurrentNetwork::new(&shape, 0, Device::Cpu);
     load_parameters(&network, case);
     let variables = network.vs.variables();

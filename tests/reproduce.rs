@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{scratch, small_dataset, snn, text, train_in};
+use common::{scratch, small_dataset, snn, text, train_in, TINY_RECURRENT};
 use std::path::Path;
 
 const TINY: [&str; 6] = ["--set", "n_hidden_neurons=16", "--set", "batch_size=32", "--set", "max_delay_ms=100"];
@@ -85,20 +85,7 @@ fn the_delrec_presets_reproduce_under_their_protocol() {
         "--out",
         out.to_str().unwrap(),
     ];
-    let tiny = [
-        "--seeds",
-        "2",
-        "--epochs",
-        "2",
-        "--quiet",
-        "--set",
-        "n_hidden_neurons=16",
-        "--set",
-        "batch_size=32",
-        "--set",
-        "n_outputs=4",
-    ];
-    let done = snn(&[&base[..], &tiny].concat());
+    let done = snn(&[&base[..], &["--seeds", "2", "--epochs", "2", "--quiet"], &TINY_RECURRENT].concat());
     assert!(done.status.success(), "{}", text(&done));
     let results = json(&out.join("results.json"));
     assert_eq!(results["preset"], "delrec-shd");

@@ -4,7 +4,9 @@
 
 mod common;
 
-use common::{assert_same_run, metrics_without_time, read, run_oracle, scratch, small_dataset, snn, text, train_in, BIN};
+use common::{
+    assert_same_run, metrics_without_time, read, run_oracle, scratch, small_dataset, snn, text, train_in, BIN, TINY_RECURRENT,
+};
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
@@ -291,17 +293,8 @@ fn recurrent_delay_presets_train_and_resume() {
             let run = dir.join(format!("{preset}-{name}"));
             let mut args =
                 vec!["train", "--preset", preset, "--data", data.to_str().unwrap(), "--run-dir", run.to_str().unwrap()];
-            args.extend([
-                "--quiet",
-                "--set",
-                "n_hidden_neurons=16",
-                "--set",
-                "batch_size=32",
-                "--set",
-                "n_outputs=4",
-                "--epochs",
-                "2",
-            ]);
+            args.extend(["--quiet", "--epochs", "2"]);
+            args.extend(TINY_RECURRENT);
             if preset == "delrec-ssc" {
                 args.extend([
                     "--set",

@@ -139,7 +139,7 @@ fn run_recurrent(args: &BenchArgs, started: Instant) -> Result<()> {
         Ok(())
     };
     let mut report = timed(args, started, device, &mut once)?;
-    report["neuron_backend"] = format!("ops, {} buffer", crate::config::name_of(&trainer.recurrent.buffer)).into();
+    report["neuron_backend"] = format!("{} recurrent-layer", crate::config::name_of(&trainer.recurrent.buffer)).into();
     if args.eval {
         report["per_pass"] = serde_json::to_value(count(|| eval_pass(&trainer)).1)?;
     } else {

@@ -23,10 +23,16 @@ pub struct SynthArgs {
     /// Background spikes per second over all 700 channels
     #[arg(long, default_value_t = SynthSpec::default().noise_rate_hz)]
     noise_rate: f64,
-    /// Cut each recording at a random time between this and 600 ms (recordings of different
-    /// lengths, as real ones are) [default: every recording whole]
+    /// Cut each recording at a random time between this and its length (recordings of
+    /// different lengths, as real ones are) [default: every recording whole]
     #[arg(long, value_name = "MS")]
     min_length_ms: Option<f64>,
+    /// Burst onsets of a class lie in 0..=MS after the first, on a 20 ms grid
+    #[arg(long, value_name = "MS", default_value_t = SynthSpec::default().max_offset_ms)]
+    max_offset_ms: f64,
+    /// Length of each recording
+    #[arg(long, value_name = "MS", default_value_t = SynthSpec::default().duration_ms)]
+    duration_ms: f64,
     /// Replace the dataset files if --out already holds them
     #[arg(long)]
     force: bool,
@@ -44,6 +50,8 @@ pub fn run(args: &SynthArgs) -> Result<()> {
         seed: args.seed,
         noise_rate_hz: args.noise_rate,
         min_length_ms: args.min_length_ms,
+        max_offset_ms: args.max_offset_ms,
+        duration_ms: args.duration_ms,
         ..SynthSpec::default()
     };
     spec.write(&args.out)?;

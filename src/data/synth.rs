@@ -71,6 +71,17 @@ impl SynthSpec {
         ensure!(self.classes >= 2 && self.classes <= 255, "--classes must be in 2..=255, got {}", self.classes);
         ensure!(self.train > 0 && self.test > 0, "--train and --test must be positive");
         ensure!(self.groups >= 2 && RAW_CHANNELS.is_multiple_of(self.groups), "groups must divide {RAW_CHANNELS}");
+        ensure!(
+            self.max_offset_ms.is_finite() && self.max_offset_ms >= 20.0,
+            "--max-offset-ms must be at least 20 (one step of the onset grid), got {}",
+            self.max_offset_ms
+        );
+        ensure!(
+            self.duration_ms.is_finite() && self.duration_ms >= self.max_offset_ms + 80.0,
+            "--duration-ms must be at least --max-offset-ms + 80 ({} ms), got {}",
+            self.max_offset_ms + 80.0,
+            self.duration_ms
+        );
         let grid = (self.max_offset_ms / 20.0) as usize + 1;
         ensure!(grid.pow(self.groups as u32 - 1) >= self.classes, "too many classes for the onset grid");
         ensure!(

@@ -161,8 +161,7 @@ impl Learner for RecurrentTrainer {
     }
 
     fn neurons(&self) -> (String, Option<String>) {
-        let buffer = self.recurrent.buffer;
-        (format!("ops (recurrent layers: {} buffer)", name_of(&buffer)), None)
+        (format!("{} recurrent-layer", name_of(&self.recurrent.buffer)), None)
     }
 
     fn optimizers(&self) -> (&Adam, Option<&Adam>) {

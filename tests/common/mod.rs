@@ -183,6 +183,9 @@ pub fn metrics_without_time(run: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// Settings that make a recurrent-delay (DelRec) preset tiny: 16 neurons, batch 32, 4 classes.
+pub const TINY_RECURRENT: [&str; 6] = ["--set", "n_hidden_neurons=16", "--set", "batch_size=32", "--set", "n_outputs=4"];
+
 /// A generated SHD-layout dataset in `dir/data`; `args` sets classes, sizes and seed.
 pub fn small_dataset(dir: &Path, args: &[&str]) -> PathBuf {
     let data = dir.join("data");

@@ -173,7 +173,7 @@ impl RecurrentCut {
         let grad_kernel = Tensor::zeros([n, slots], options);
         for tap in 1..slots.min(steps) {
             let products = grad_arrived.narrow(0, tap, steps - tap) * spikes.narrow(0, 0, steps - tap);
-            let _ = grad_kernel.select(1, tap).copy_(&products.sum_dim_intlist([0, 1].as_slice(), false, Kind::Float));
+            grad_kernel.select(1, tap).copy_(&products.sum_dim_intlist([0, 1].as_slice(), false, Kind::Float));
         }
         (grad_input, grad_weight, grad_kernel)
     }

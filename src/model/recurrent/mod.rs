@@ -124,8 +124,8 @@ mod tests {
         for buffer in [RecurrentBuffer::Postsynaptic, RecurrentBuffer::Presynaptic] {
             let layer = layer(buffer);
             tch::no_grad(|| {
-                let _ = layer.weight.shallow_clone().copy_(&Tensor::from_slice(&[0.0f32, 0.0, 1.5, 0.0]).reshape([2, 2]));
-                let _ = layer.delays.shallow_clone().copy_(&Tensor::from_slice(&[2.0f32, 0.0]));
+                layer.weight.shallow_clone().copy_(&Tensor::from_slice(&[0.0f32, 0.0, 1.5, 0.0]).reshape([2, 2]));
+                layer.delays.shallow_clone().copy_(&Tensor::from_slice(&[2.0f32, 0.0]));
             });
             let x = Tensor::zeros([6, 1, 2], (Kind::Float, Device::Cpu));
             let _ = x.get(0).get(0).get(0).fill_(1.0);

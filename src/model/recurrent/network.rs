@@ -43,6 +43,8 @@ pub struct RecurrentShape {
     pub dropout: f64,
     pub recurrent_dropout: f64,
     pub buffer: RecurrentBuffer,
+    /// `false`: delays (and spreads) are 0 and not trained.
+    pub learn_delays: bool,
 }
 
 impl RecurrentShape {
@@ -60,6 +62,7 @@ impl RecurrentShape {
             dropout: config.dropout_p,
             recurrent_dropout: recurrent.recurrent_dropout,
             buffer: recurrent.buffer,
+            learn_delays: recurrent.learn_delays,
         })
     }
 }
@@ -185,6 +188,9 @@ impl RecurrentNetwork {
         };
         let mut network = RecurrentNetwork { vs, architecture: shape.architecture, blocks, readout };
         network.initialise(seed);
+        if !shape.learn_delays {
+            network.freeze_delays();
+        }
         network.vs.set_device(device);
         network
     }
@@ -231,7 +237,7 @@ impl RecurrentNetwork {
             for block in &self.blocks {
                 initialise_linear(&block.linear, architecture);
                 if let Cell::Recurrent { layer, .. } = &block.cell {
-                    let _ = layer.weight.shallow_clone().copy_(&orthogonal(layer.weight.size()[0]));
+                    layer.weight.shallow_clone().copy_(&orthogonal(layer.weight.size()[0]));
                     let mut delays = layer.delays.shallow_clone();
                     match architecture {
                         Architecture::Ssc => delays.copy_(&(delays.randn_like().abs() * 12.0)),
@@ -246,9 +252,19 @@ impl RecurrentNetwork {
         });
     }
 
+    /// Sets every delay to 0 and stops training delays and spreads.
+    fn freeze_delays(&mut self) {
+        for layer in self.recurrent_layers() {
+            let _ = tch::no_grad(|| layer.delays.shallow_clone().zero_());
+            for frozen in std::iter::once(&layer.delays).chain(layer.spread.as_ref()) {
+                let _ = frozen.shallow_clone().set_requires_grad(false);
+            }
+        }
+    }
+
     /// The number of trainable parameter values.
     pub fn trainable_parameters(&self) -> i64 {
-        self.vs.trainable_variables().iter().map(|t| t.numel() as i64).sum()
+        self.vs.variables().values().filter(|t| t.requires_grad()).map(|t| t.numel() as i64).sum()
     }
 
     /// The recurrent layers, first to last.
@@ -273,8 +289,8 @@ impl RecurrentNetwork {
             }
             if let Cell::Recurrent { layer, .. } = &block.cell {
                 groups.weights.push(layer.weight.shallow_clone());
-                groups.positions.push(layer.delays.shallow_clone());
-                groups.positions.extend(layer.spread.iter().map(Tensor::shallow_clone));
+                let positions = std::iter::once(&layer.delays).chain(layer.spread.as_ref());
+                groups.positions.extend(positions.filter(|p| p.requires_grad()).map(Tensor::shallow_clone));
             }
         }
         linear(&mut groups, &self.readout.linear);
@@ -411,8 +427,14 @@ mod tests {
     use super::*;
 
     fn network(architecture: Architecture, widths: Widths) -> RecurrentNetwork {
-        let shape =
-            RecurrentShape { architecture, widths, dropout: 0.1, recurrent_dropout: 0.2, buffer: RecurrentBuffer::Presynaptic };
+        let shape = RecurrentShape {
+            architecture,
+            widths,
+            dropout: 0.1,
+            recurrent_dropout: 0.2,
+            buffer: RecurrentBuffer::Presynaptic,
+            learn_delays: true,
+        };
         RecurrentNetwork::new(&shape, 0, Device::Cpu)
     }
 
