@@ -13,7 +13,7 @@
 //! On CUDA the step lives on the device: its free memory (the driver's `cuMemGetInfo`, before the
 //! first step) is the limit too.
 
-use crate::config::Config;
+use crate::config::{Config, ModelType, RecurrentArchitecture, RecurrentBuffer};
 use anyhow::{ensure, Result};
 
 /// Tensors of the kernel's size kept by its construction (offsets, scaled, norm, exp, normalised, product).
@@ -21,6 +21,9 @@ const KERNEL_TENSORS: u64 = 6;
 /// Tensors of an activation's size per layer (synapse output and its spectra, BatchNorm, the
 /// neuron's saved membrane, spikes and their gradient, dropout).
 const ACTIVATION_TENSORS: u64 = 12;
+/// A recurrent-delay kernel's window assumed before training (DelRec's initial delays give about
+/// 50 taps; it follows the largest delay as training goes).
+const RECURRENT_WINDOW: u64 = 64;
 const GIB: f64 = (1u64 << 30) as f64;
 /// The source of a budget set on the command line.
 const FLAG: &str = "--memory-limit-gb";
@@ -114,21 +117,51 @@ pub fn training_step(config: &Config, steps: u64, batch: u64) -> Vec<(&'static s
             activations.saturating_add(ACTIVATION_TENSORS.saturating_mul(length).saturating_mul(batch).saturating_mul(pair[1]));
     }
     let input = 3u64.saturating_mul(steps).saturating_mul(batch).saturating_mul(widths[0]);
+    let (recurrent_parameters, buffers) = recurrent_parts(config, steps, batch);
     [
-        ("parameters and Adam state", 4u64.saturating_mul(parameters)),
+        ("parameters and Adam state", 4u64.saturating_mul(parameters.saturating_add(recurrent_parameters))),
         ("kernels", kernels),
         ("activations", activations),
         ("input", input),
+        ("recurrent buffers", buffers),
     ]
     .into_iter()
     .map(|(name, values)| (name, values.saturating_mul(4)))
     .collect()
 }
 
+/// A recurrent-delay model's recurrent weights and the values its recurrent layers keep for the
+/// backward: per step, the fused layer keeps three `(B, N)` tensors; autograd keeps buffers of
+/// the window's length. `(0, 0)` for the feedforward models.
+fn recurrent_parts(config: &Config, steps: u64, batch: u64) -> (u64, u64) {
+    let Some(recurrent) = config.recurrent.as_ref().filter(|_| config.model_type == ModelType::Delrec) else {
+        return (0, 0);
+    };
+    let layers = match recurrent.architecture {
+        RecurrentArchitecture::Ssc => recurrent.hidden_layers() as u64,
+        RecurrentArchitecture::Shd => 1,
+    };
+    let n = config.n_hidden_neurons as u64;
+    let per_step = if recurrent.buffer == RecurrentBuffer::Fused { 3 } else { 2 * RECURRENT_WINDOW };
+    let parameters = layers.saturating_mul(n.saturating_mul(n).saturating_add(2 * n));
+    (parameters, layers.saturating_mul(steps).saturating_mul(batch).saturating_mul(n).saturating_mul(per_step))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{ConfigSource, Dataset};
+    use crate::config::{ConfigSource, Dataset, Preset};
+
+    #[test]
+    fn recurrent_layers_count_their_buffers() {
+        let step = |buffer: &str| {
+            let overrides = [format!("recurrent.buffer={buffer}")];
+            let config = ConfigSource { preset: Some(Preset::DelrecSsc), file: None, overrides: &overrides }.load().unwrap();
+            training_step(&config, 250, 128).into_iter().find(|part| part.0 == "recurrent buffers").unwrap().1
+        };
+        assert_eq!(step("fused"), 3 * 250 * 128 * 256 * 3 * 4);
+        assert!(step("postsynaptic") > 40 * step("fused"));
+    }
 
     fn shd(overrides: &[&str]) -> Config {
         let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();

@@ -354,3 +354,17 @@ fn recurrent_settings_are_checked_by_name() {
     let output = snn(&["config", "--preset", "delrec-ssc", "--set", "recurrent.buffer=postsynaptic"]);
     assert!(output.status.success() && text(&output).contains("\"buffer\": \"postsynaptic\""), "{}", text(&output));
 }
+
+/// `schedule` prints DelRec's per-epoch values: σ ×0.95 per epoch on a 100-epoch clock, both
+/// groups on one-cycle (`delrec-ssc`) peaking at epoch 29 with β1 at 0.85.
+#[test]
+fn the_recurrent_schedule_follows_the_spec() {
+    let output = snn(&["schedule", "--preset", "delrec-ssc"]);
+    assert!(output.status.success(), "{}", text(&output));
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(rows.len(), 100);
+    let value = |epoch: usize, key: &str| rows[epoch][key].as_f64().unwrap();
+    assert_eq!(value(0, "sigma"), 10.0);
+    assert!((value(50, "sigma") - 0.769).abs() < 5e-4 && (value(99, "sigma") - 0.0623).abs() < 5e-5);
+    assert_eq!((value(29, "lr_w"), value(29, "lr_pos"), value(29, "beta1_pos")), (1e-3, 5e-2, 0.85));
+}
