@@ -4,7 +4,7 @@ weights of `snn-delays init` and a batch file: forward, loss, backward, Adam (ss
 steps of both parameter groups. Prints one JSON line: the seconds of each timed repeat and their
 median.
 
-Usage: reference_delrec_step.py --arch ssc|shd --weights W --batch B [--threads N] [--repeats 3]"""
+Usage: reference_delrec_step.py --arch ssc|shd --weights W --batch B [--threads N] [--repeats 3] [--device cuda]"""
 
 import argparse
 import json
@@ -31,17 +31,19 @@ def main():
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    params = {key.removeprefix("model."): value for key, value in load_file(args.weights).items()}
+    torch.set_default_device(args.device)
+    params = {key.removeprefix("model."): value.to(args.device) for key, value in load_file(args.weights).items()}
     trainable = [value.requires_grad_(True) for key, value in params.items() if not key.endswith(("running_mean", "running_var", "num_batches_tracked"))]
     positions = [value for key, value in params.items() if key.endswith(("recurrent_delays", "p_spread"))]
     weights = [value for value in trainable if not any(value is p for p in positions)]
     kind = torch.optim.Adam if args.arch == "ssc" else torch.optim.AdamW
     optimizers = [kind(weights, lr=1e-3, weight_decay=1e-5), kind(positions, lr=5e-2, weight_decay=0.0)]
     batch = load_file(args.batch)
-    x, labels = batch["x"], batch["y"].long()
+    x, labels = batch["x"].to(args.device), batch["y"].long().to(args.device)
     hidden = params["readout.weight"].shape[1]
     network.OUTPUTS = params["readout.weight"].shape[0]
     rates = network.mask_rates(args.arch)
@@ -54,6 +56,8 @@ def main():
         loss.backward()
         for optimizer in optimizers:
             optimizer.step()
+        if x.is_cuda:
+            torch.cuda.synchronize()
 
     seconds = []
     for repeat in range(args.warmup + args.repeats):

@@ -23,6 +23,9 @@ summary.md and log.txt under --out are rewritten as each section ends. Sections,
 - step_times: training step, ours (FFT + fused neurons; direct convolution + cuDNN) and the
   reference (cuDNN off, as its main.py), SHD and SSC presets, with GPU utilisation and peak
   memory (nvidia-smi, every 100 ms);
+- recurrent: recurrent delays (DelRec): a 2-epoch `delrec-ssc` run on the device against the same
+  run on the CPU (per-epoch training losses within 1e-3 relative), and a training step of ours
+  (fused and postsynaptic layers) and of DelRec's computation in PyTorch on the device;
 - epoch: one SHD-size epoch (8156 + 2264 generated samples) and the 150-epoch time it projects.
 
 `--device cpu` (the default without CUDA) is the dry run: the same sections on the CPU at small
@@ -58,7 +61,7 @@ import tensorfile  # noqa: E402
 
 EXACT = ["--set", "convolution=direct", "--set", "flush_subnormal_taps=false"]
 LIMITS = {"environment": 60, "startup": 120, "nccl": 60, "parity": 150, "determinism": 150, "dispatch": 150,
-          "step_times": 240, "epoch": 150, "no_cuda_error": 30}
+          "step_times": 240, "recurrent": 150, "epoch": 150, "no_cuda_error": 30}
 
 
 class Skip(Exception):
@@ -429,6 +432,44 @@ def step_times(check, work):
     return {"rows": rows, "summary": summary}
 
 
+def recurrent(check, work):
+    data = os.path.join(work, "synth")
+    check.run([check.args.bin, "synth", "--out", data, "--train", "64", "--test", "32", "--classes", "4", "--seed", "2"])
+    shd_layout = ["--set", "dataset=shd", "--set", "validation=test", "--set", "integration=grid", "--set", "time_step_ms=10"]
+    small = [*shd_layout, "--set", "n_hidden_neurons=32", "--set", "batch_size=32", "--set", "n_outputs=4"]
+    losses = {}
+    for device in dict.fromkeys(["cpu", check.args.device]):
+        run_dir = os.path.join(work, f"run-{device}")
+        check.run([check.args.bin, "train", "--preset", "delrec-ssc", "--data", data, "--epochs", "2", "--device", device,
+                   "--quiet", "--run-dir", run_dir, *small])
+        losses[device] = [row["train_loss"] for row in metrics(run_dir)]
+    worst = max(abs(a - b) / abs(b) for a, b in zip(losses[check.args.device], losses["cpu"]))
+    if worst > 1e-3:
+        raise Failed(f"training losses on {check.args.device} {losses[check.args.device]} against the CPU's {losses['cpu']}")
+    size, steps = (64, 250) if cuda(check) else (2, 20)
+    weights, batch = os.path.join(work, "w.safetensors"), os.path.join(work, "b.safetensors")
+    check.run([check.args.bin, "init", "--preset", "delrec-ssc", "--out", weights])
+    tensorfile.save({"x": (torch.rand(steps, size, 140) < 0.05).float(), "y": torch.randint(0, 35, (size,))}, batch)
+    row = {"batch": size, "steps": steps, "train_losses": losses, "worst_loss_rel_diff": worst}
+    for buffer in ("fused", "postsynaptic"):
+        ours = last_json(check.run([check.args.bin, "bench", "--json", "--preset", "delrec-ssc", "--weights", weights, "--batch",
+                                    batch, "--repeats", 1, "--warmup", 1, "--device", check.args.device, "--set",
+                                    f"recurrent.buffer={buffer}"]).stdout)
+        row[f"ours_{buffer}_s"] = ours["median_seconds"]
+    python = os.environ.get("SNN_PYTHON", sys.executable)
+    done = check.run([python, os.path.join(ROOT, "bench", "reference_delrec_step.py"), "--arch", "ssc", "--weights", weights,
+                      "--batch", batch, "--repeats", 1, "--device", check.args.device], check=False)
+    if done.returncode == 0:
+        row["reference_s"] = last_json(done.stdout)["median_seconds"]
+        row["fused_ratio"] = row["ours_fused_s"] / row["reference_s"]
+    else:
+        row["reference"] = f"skipped: {done.stderr.strip()[-300:]}"
+    summary = f"losses within {worst:.1e} of the CPU's; delrec-ssc step (batch {size}, T {steps}): fused {row['ours_fused_s']:.3f} s"
+    if "reference_s" in row:
+        summary += f", DelRec in PyTorch {row['reference_s']:.3f} s (ratio {row['fused_ratio']:.2f})"
+    return {"row": row, "summary": summary}
+
+
 def epoch(check, work):
     needs_cuda(check)
     data = os.path.join(work, "shd-size")
@@ -455,7 +496,7 @@ def no_cuda_error(check, work):
     return {"summary": f"`--device cuda` -> exit 1: {done.stderr.strip()}"}
 
 
-SECTIONS = [environment, startup, nccl, parity, determinism, dispatch, step_times, epoch, no_cuda_error]
+SECTIONS = [environment, startup, nccl, parity, determinism, dispatch, step_times, recurrent, epoch, no_cuda_error]
 
 
 def main():

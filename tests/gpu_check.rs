@@ -53,7 +53,7 @@ fn the_dry_run_passes_with_torch_alone_and_runs_the_reference_where_numpy_is_the
     let shown = text(&output);
     assert_eq!(output.status.code(), Some(0), "{shown}");
     assert!(!shown.contains("Traceback"), "{shown}");
-    for section in ["environment", "startup", "determinism", "dispatch", "step_times"] {
+    for section in ["environment", "startup", "determinism", "dispatch", "step_times", "recurrent"] {
         assert_eq!(status(&results, section), "ok", "{section}: {results}");
     }
     for section in ["nccl", "parity", "epoch"] {
