@@ -62,8 +62,7 @@ impl RecurrentDelays {
         train: bool,
         mask: Option<&Tensor>,
     ) -> (Tensor, Option<RecurrentCut>) {
-        let (steps, batch, n) = (x.size()[0], x.size()[1], x.size()[2]);
-        let slots = kernel.size()[1];
+        let (batch, n, slots) = (x.size()[1], x.size()[2], kernel.size()[1]);
         let (spikes, arrived, charged) = tch::no_grad(|| {
             let options = (Kind::Float, x.device());
             let (input, weight) = (x.detach(), self.weight.detach().tr());
@@ -103,7 +102,6 @@ impl RecurrentDelays {
             charged,
             neuron: self.neuron,
         };
-        debug_assert_eq!(cut.charged.size(), [steps, batch, n]);
         (spikes, Some(cut))
     }
 }

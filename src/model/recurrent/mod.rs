@@ -9,7 +9,8 @@
 //! dropout mask `(B, N)`, fixed over time (1 in eval). Two buffers give the same sums
 //! ([`RecurrentBuffer`]): the postsynaptic one holds the future currents `W·(s(t)·K[k])` for
 //! every tap (the original's computation, `L` products per step); the presynaptic one holds the
-//! future kernel values `Σ_k K_j[k]·s_j(t − k)` and multiplies by `W` once per step.
+//! future kernel values `Σ_k K_j[k]·s_j(t − k)` and multiplies by `W` once per step. This module
+//! computes both with autograd; [`fused`] computes the presynaptic sums with its own backward.
 
 pub mod fused;
 pub mod kernel;

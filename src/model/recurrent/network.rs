@@ -1,14 +1,16 @@
 //! DelRec's two networks (docs/method.md "Recurrent delays", architectures), on `(T, B, C)`:
 //!
-//! - `ssc`: three blocks of Linear (bias) → dropout 0.1 on the current → recurrent-delay LIF layer
-//!   (soft reset, τ = 2, triangle surrogate, a learned spread per neuron); then a Linear readout
-//!   at every step, scored as `Σ_t out(t)` (logits).
-//! - `shd`: Linear → BatchNorm → plain LIF → dropout 0.4 on the spikes, then Linear → BatchNorm →
-//!   recurrent-delay LIF layer (hard reset, τ = 1.05, detached reset, ATan α = 5, a shared width)
-//!   → dropout 0.4; then Linear → a LIF that never fires (threshold 1e8), scored as
+//! - `ssc`: three blocks of Linear (bias) → dropout on the current (0.1 in the preset) →
+//!   recurrent-delay LIF layer (soft reset, τ = 2, triangle surrogate, a learned spread per
+//!   neuron); then a Linear readout at every step, scored as `Σ_t out(t)` (logits).
+//! - `shd`: Linear → BatchNorm → plain LIF → dropout on the spikes (0.4), then Linear → BatchNorm
+//!   → recurrent-delay LIF layer (hard reset, τ = 1.05, detached reset, ATan α = 5, a shared
+//!   width) → dropout; then Linear → a LIF that never fires (threshold 1e8), scored as
 //!   `Σ_t softmax(v(t))`.
 //!
-//! Every recurrent layer has recurrent dropout on its recurrent current (0.3 `ssc`, 0.2 `shd`).
+//! Every recurrent layer has recurrent dropout on its recurrent current (0.3 `ssc`, 0.2 `shd` in
+//! the presets). A fused layer ([`super::fused`]) leaves a cut in the pass, which
+//! [`RecurrentPass::backward`] runs after autograd.
 //! A training pass takes one `(B, C)` mask per dropout in [`RecurrentNetwork::mask_plan`] order,
 //! or draws them in that order. Initialisation (from the seed): Linear layers as PyTorch's
 //! defaults (`ssc`) or Kaiming-uniform for ReLU weights (`shd`); W orthogonal; delays
