@@ -60,7 +60,8 @@ bench: build
 	$(PYTHON) bench/scale_bench.py --bin $(BIN)
 	$(PYTHON) bench/delrec_bench.py --bin $(BIN)
 
-# Learned delays against fixed and no delays on the generated task (the README's accuracy table).
+# Learned delays against fixed and no delays on the generated task, and recurrent delays against
+# recurrence without them, feedforward delays and none on a long-timing one (the README's tables).
 bench-delays: build
 	$(PYTHON) bench/delays_bench.py --bin $(BIN)
 

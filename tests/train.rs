@@ -368,3 +368,47 @@ fn the_recurrent_schedule_follows_the_spec() {
     assert!((value(50, "sigma") - 0.769).abs() < 5e-4 && (value(99, "sigma") - 0.0623).abs() < 5e-5);
     assert_eq!((value(29, "lr_w"), value(29, "lr_pos"), value(29, "beta1_pos")), (1e-3, 5e-2, 0.85));
 }
+
+/// The long-timing generated task (burst onsets up to 500 ms apart, `make bench-delays`'s second
+/// table): recurrent delays (the `delrec-ssc` network, one-cycle peak 5e-3, 20 epochs) learn it,
+/// recurrence without delays does not.
+#[test]
+fn recurrent_delays_solve_the_long_task_and_recurrence_without_delays_cannot() {
+    let dir = scratch("long-task");
+    let data = small_dataset(&dir, &["--max-offset-ms", "500", "--duration-ms", "900"]);
+    let best = |name: &str, extra: &[&str]| {
+        let run = dir.join(name);
+        let mut args =
+            vec!["train", "--preset", "delrec-ssc", "--data", data.to_str().unwrap(), "--run-dir", run.to_str().unwrap()];
+        args.extend([
+            "--quiet",
+            "--epochs",
+            "20",
+            "--set",
+            "n_hidden_neurons=64",
+            "--set",
+            "batch_size=64",
+            "--set",
+            "n_outputs=10",
+        ]);
+        args.extend([
+            "--set",
+            "dataset=shd",
+            "--set",
+            "validation=test",
+            "--set",
+            "integration=grid",
+            "--set",
+            "time_step_ms=10",
+        ]);
+        args.extend(["--set", "lr_w=5e-3"]);
+        let output = snn(&[&args[..], extra].concat());
+        assert!(output.status.success(), "{}", text(&output));
+        let summary: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+        summary["best_valid_acc"].as_f64().unwrap()
+    };
+    let (delays, none) = (best("delays", &[]), best("no-delays", &["--set", "recurrent.learn_delays=false"]));
+    assert!(delays >= 0.9, "recurrent delays reach only {delays}");
+    assert!(none <= 0.6, "recurrence without delays reaches {none}: the task no longer needs recurrent delays");
+}
