@@ -164,6 +164,15 @@ pub fn state_dict(vs: &VarStore) -> Vec<(String, Tensor)> {
     named
 }
 
+/// The key of one of the store's variables.
+pub fn key_of(vs: &VarStore, variable: &Tensor) -> String {
+    state_dict(vs)
+        .into_iter()
+        .find(|(_, t)| t.data_ptr() == variable.data_ptr())
+        .map(|(key, _)| key)
+        .expect("the variable belongs to this store")
+}
+
 /// Saves the store as a reference-compatible state dict.
 pub fn save(vs: &VarStore, path: &Path) -> Result<()> {
     write_tensors(path, &state_dict(vs))

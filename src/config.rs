@@ -498,6 +498,11 @@ impl Config {
         self.model_type == ModelType::SnnDelays
     }
 
+    /// The `recurrent` section, which a recurrent-delay model needs.
+    pub fn recurrent_settings(&self) -> Result<&RecurrentConfig> {
+        self.recurrent.as_ref().context("model_type `delrec` needs the config's `recurrent` section")
+    }
+
     /// Refuses a recurrent-delay model where a command handles only the feedforward ones.
     pub fn check_feedforward(&self) -> Result<()> {
         ensure!(

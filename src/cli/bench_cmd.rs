@@ -14,6 +14,7 @@ use crate::model::eval_form::{EvalKernels, EvalNetwork};
 use crate::model::loss::{class_scores, cross_entropy, one_hot};
 use crate::model::DropoutMasks;
 use crate::op_count::count;
+use crate::train::learner::Learner;
 use crate::train::recurrent::RecurrentTrainer;
 use crate::train::Trainer;
 use anyhow::{ensure, Context, Result};
@@ -139,7 +140,7 @@ fn run_recurrent(args: &BenchArgs, started: Instant) -> Result<()> {
         Ok(())
     };
     let mut report = timed(args, started, device, &mut once)?;
-    report["neuron_backend"] = format!("{} recurrent-layer", crate::config::name_of(&trainer.recurrent.buffer)).into();
+    report["neuron_backend"] = trainer.neurons().0.into();
     if args.eval {
         report["per_pass"] = serde_json::to_value(count(|| eval_pass(&trainer)).1)?;
     } else {

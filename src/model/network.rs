@@ -427,11 +427,7 @@ impl Network {
 
     /// The reference key of a variable of this network.
     pub fn key_of(&self, variable: &Tensor) -> String {
-        crate::checkpoint::state_dict(&self.vs)
-            .into_iter()
-            .find(|(_, t)| t.data_ptr() == variable.data_ptr())
-            .map(|(key, _)| key)
-            .expect("the variable belongs to this network")
+        crate::checkpoint::key_of(&self.vs, variable)
     }
 
     /// The trainable variables with their reference keys, sorted.

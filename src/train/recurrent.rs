@@ -12,11 +12,12 @@
 
 use super::optim::Adam;
 use super::schedule::LrSchedule;
-use super::BatchResult;
+use super::{check_finite, BatchResult};
+use crate::checkpoint;
 use crate::config::{Config, EvalDelays, Optimizer, RecurrentConfig};
 use crate::model::loss::hit_rate;
 use crate::model::recurrent::network::{RecurrentNetwork, RecurrentShape};
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 use tch::{Device, Tensor};
 
 pub struct RecurrentTrainer {
@@ -36,10 +37,12 @@ impl RecurrentTrainer {
     /// groups and schedules, at epoch 0.
     pub fn new(config: &Config, device: Device) -> Result<RecurrentTrainer> {
         let shape = RecurrentShape::of(config)?;
-        let recurrent = config.recurrent.clone().context("model_type `delrec` needs the config's `recurrent` section")?;
+        let recurrent = config.recurrent_settings()?.clone();
         let network = RecurrentNetwork::new(&shape, config.seed as i64, device);
         let groups = network.groups();
-        let named = |tensors: &[Tensor]| tensors.iter().map(|t| (key_of(&network, t), t.shallow_clone())).collect::<Vec<_>>();
+        let named = |tensors: &[Tensor]| {
+            tensors.iter().map(|t| (checkpoint::key_of(&network.vs, t), t.shallow_clone())).collect::<Vec<_>>()
+        };
         let optimizer = |adam: Adam| if recurrent.optimizer == Optimizer::AdamW { adam.decoupled() } else { adam };
         let weights =
             optimizer(Adam::new(vec![(named(&groups.weights), config.weight_decay), (named(&groups.norm), 0.0)], config.lr_w));
@@ -81,10 +84,7 @@ impl RecurrentTrainer {
         self.weights.zero_grad();
         self.positions.zero_grad();
         pass.backward(&loss)?;
-        let value = loss.double_value(&[]);
-        if !value.is_finite() {
-            bail!("the training loss is {value}; stopping before this step changes any parameter");
-        }
+        let value = check_finite(loss.double_value(&[]))?;
         self.weights.step();
         self.positions.step();
         if self.recurrent.clamp_every_step {
@@ -136,15 +136,6 @@ impl RecurrentTrainer {
         self.lr_pos.step();
         self.apply_schedules();
     }
-}
-
-/// The variable's name in the network's store.
-fn key_of(network: &RecurrentNetwork, variable: &Tensor) -> String {
-    crate::checkpoint::state_dict(&network.vs)
-        .into_iter()
-        .find(|(_, t)| t.data_ptr() == variable.data_ptr())
-        .map(|(key, _)| key)
-        .expect("the variable belongs to this network")
 }
 
 #[cfg(test)]

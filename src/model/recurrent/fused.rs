@@ -13,7 +13,7 @@
 //!
 //! The input, weight and kernel gradients enter the graph below as `Σ x·g_x + Σ W·∂W + Σ K·∂K`.
 
-use super::RecurrentDelays;
+use super::{with_recurrent, RecurrentDelays};
 use crate::model::neuron::step::{Reset, StepLif};
 use anyhow::Result;
 use tch::{Kind, Tensor};
@@ -41,6 +41,14 @@ fn add_around(ring: &Tensor, values: &Tensor, start: i64) {
     let _ = ring.narrow(2, start, first).g_add_(&values.narrow(2, 0, first));
     if first < count {
         let _ = ring.narrow(2, 0, count - first).g_add_(&values.narrow(2, first, count - first));
+    }
+}
+
+/// `g_r = μ ⊙ g_h` (the mask broadcast over leading steps), or `g_h` without a mask.
+fn through_mask(grad_h: &Tensor, mask: Option<&Tensor>) -> Tensor {
+    match mask {
+        Some(mask) => grad_h * mask,
+        None => grad_h.shallow_clone(),
     }
 }
 
@@ -74,10 +82,7 @@ impl RecurrentDelays {
                 let slot = t as i64 % slots;
                 let z = take_slot(&ring, slot);
                 let recurrent = z.mm(&weight);
-                let total = match mask {
-                    Some(mask) => current + recurrent * mask,
-                    None => current + recurrent,
-                };
+                let total = with_recurrent(current, &recurrent, mask);
                 let h = self.neuron.charge(&v, &total, train);
                 let s = (&h - self.neuron.threshold).ge(0.0).to_kind(Kind::Float);
                 v = self.neuron.reset(&h, &s);
@@ -135,7 +140,7 @@ impl RecurrentCut {
         let ring = Tensor::zeros([batch, n, slots], options);
         let mut grad_v = Tensor::zeros([batch, n], options);
         let decay = 1.0 - 1.0 / neuron.tau;
-        let (mut grad_input, mut grad_recurrent, mut grad_arrived) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut grad_input, mut grad_arrived) = (Vec::new(), Vec::new());
         for t in (0..steps).rev() {
             let slot = t % slots;
             let mut grad_s = grad_spikes.get(t) + take_slot(&ring, slot);
@@ -151,22 +156,18 @@ impl RecurrentCut {
                 Reset::Hard => &grad_v * (s.neg() + 1.0),
             };
             let grad_h = through_reset + grad_s * slopes.get(t);
-            let grad_r = match &self.mask {
-                Some(mask) => &grad_h * mask,
-                None => grad_h.shallow_clone(),
-            };
-            let grad_z = grad_r.mm(&weight);
+            let grad_z = through_mask(&grad_h, self.mask.as_ref()).mm(&weight);
             add_around(&ring, &(grad_z.unsqueeze(-1) * &flipped_taps), (slot + 1) % slots);
             grad_v = &grad_h * decay;
             grad_input.push(grad_h);
-            grad_recurrent.push(grad_r);
             grad_arrived.push(grad_z);
         }
         let in_time = |mut reversed: Vec<Tensor>| {
             reversed.reverse();
             Tensor::stack(&reversed, 0)
         };
-        let (grad_input, grad_recurrent, grad_arrived) = (in_time(grad_input), in_time(grad_recurrent), in_time(grad_arrived));
+        let (grad_input, grad_arrived) = (in_time(grad_input), in_time(grad_arrived));
+        let grad_recurrent = through_mask(&grad_input, self.mask.as_ref());
         let grad_weight = grad_recurrent.reshape([steps * batch, n]).tr().mm(&self.arrived.reshape([steps * batch, n]));
         let grad_kernel = Tensor::zeros([n, slots], options);
         for tap in 1..slots.min(steps) {

@@ -70,10 +70,7 @@ impl RecurrentDelays {
                 RecurrentBuffer::Postsynaptic => arriving,
                 RecurrentBuffer::Presynaptic | RecurrentBuffer::Fused => arriving.matmul(&self.weight.tr()),
             };
-            let current = match mask {
-                Some(mask) => input + recurrent * mask,
-                None => input + recurrent,
-            };
+            let current = with_recurrent(&input, &recurrent, mask);
             let (s, next) = self.neuron.step(&v, &current, train);
             pending = advance(&pending) + self.sent(&s, kernel);
             spikes.push(s);
@@ -92,6 +89,15 @@ impl RecurrentDelays {
             RecurrentBuffer::Postsynaptic => self.weight.matmul(&(spikes.unsqueeze(-1) * kernel)).narrow(2, 1, taps - 1),
             RecurrentBuffer::Presynaptic | RecurrentBuffer::Fused => spikes.unsqueeze(-1) * kernel.narrow(1, 1, taps - 1),
         }
+    }
+}
+
+/// A step's input current with the recurrent current added, through the dropout mask if any:
+/// `x + μ ⊙ r`.
+fn with_recurrent(input: &Tensor, recurrent: &Tensor, mask: Option<&Tensor>) -> Tensor {
+    match mask {
+        Some(mask) => input + recurrent * mask,
+        None => input + recurrent,
     }
 }
 

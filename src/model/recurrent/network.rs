@@ -25,7 +25,7 @@ use crate::model::layers::{Linear, MultiStepDropout, TimeBatchNorm};
 use crate::model::loss::cross_entropy;
 use crate::model::neuron::step::{Reset, StepLif, Surrogate, Triangle};
 use crate::model::neuron::{ATan, Leak, MultiStepLif, Readout};
-use anyhow::{ensure, Context, Result};
+use anyhow::{ensure, Result};
 use tch::{nn, Device, Kind, Reduction, Tensor};
 
 /// The widths of a network: input channels, hidden neurons per layer and classes.
@@ -52,7 +52,7 @@ pub struct RecurrentShape {
 impl RecurrentShape {
     /// The shape a `delrec` configuration describes.
     pub fn of(config: &Config) -> Result<RecurrentShape> {
-        let recurrent = config.recurrent.as_ref().context("model_type `delrec` needs the config's `recurrent` section")?;
+        let recurrent = config.recurrent_settings()?;
         let derived = config.derived();
         Ok(RecurrentShape {
             architecture: recurrent.architecture,
