@@ -507,7 +507,7 @@ impl Config {
     pub fn check_feedforward(&self) -> Result<()> {
         ensure!(
             self.model_type != ModelType::Delrec,
-            "this command handles the feedforward models (model_type snn_delays, snn_delays_lr0, snn); model_type `delrec` (recurrent delays) is trained and evaluated by `snn-delays train` and initialised by `snn-delays init`"
+            "this command handles the feedforward models (model_type snn_delays, snn_delays_lr0, snn); model_type `delrec` (recurrent delays) is trained by `snn-delays train`, evaluated by `eval`, initialised by `init`, exported by `export` and run by `infer`"
         );
         Ok(())
     }

@@ -282,8 +282,7 @@ fn a_run_from_before_a_config_key_existed_resumes_with_its_default() {
 /// The DelRec presets train from one command on generated data (at 16 neurons, 4 classes): a
 /// run writes the usual files and its best checkpoint records σ; a run paused after one epoch and
 /// resumed equals an uninterrupted one; `eval` of the best checkpoint gives the run's test
-/// accuracy there; `init` counts the published parameters; commands that handle only the
-/// feedforward models (`export`) refuse a `delrec` model by name.
+/// accuracy there; `init` counts the published parameters.
 #[test]
 fn recurrent_delay_presets_train_and_resume() {
     let dir = scratch("delrec-run");
@@ -327,8 +326,6 @@ fn recurrent_delay_presets_train_and_resume() {
         assert!(evaluated.status.success(), "{}", text(&evaluated));
         let scores: serde_json::Value = serde_json::from_slice(&evaluated.stdout).unwrap();
         assert_eq!(scores["accuracy"], summary["test_acc_at_best_valid"], "eval reproduces the best epoch's test accuracy");
-        let export = snn(&["export", "--checkpoint", best.to_str().unwrap(), "--format", "delays", "--out", "/dev/null"]);
-        assert!(!export.status.success() && text(&export).contains("model_type `delrec`"), "{}", text(&export));
     }
     for (preset, count) in [("delrec-ssc", "374819"), ("delrec-shd", "173844")] {
         let out = dir.join(format!("{preset}-init.safetensors"));

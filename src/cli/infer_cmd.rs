@@ -5,11 +5,12 @@
 //! prediction does not depend on the other samples: batch mode (samples in parallel) and
 //! `--stream` (a frame at a time, as frames would arrive, printing the decision whenever it
 //! changes) give the same scores bit for bit, and the accuracy equals `eval --per-sample`'s.
+//! The model is a feed-forward or a recurrent-delay network, as exported.
 
 use super::ConfigArgs;
 use crate::config::{Config, ConfigSource};
 use crate::data::{DataSplits, Split, Subset};
-use crate::infer::{prediction, ClassScores, Model, Semantics};
+use crate::infer::{prediction, ClassScores, Engine, Semantics};
 use crate::progress::{Progress, Unit};
 use anyhow::{ensure, Context, Result};
 use clap::Args;
@@ -18,7 +19,7 @@ use std::time::Instant;
 
 #[derive(Args, Debug)]
 pub struct InferArgs {
-    /// The model: `snn-delays export --format delays`
+    /// The model: `snn-delays export --format delays` (feed-forward or recurrent delays)
     #[arg(long, value_name = "M.safetensors")]
     model: PathBuf,
     /// Dataset folder [default: the stored configuration's data_dir]
@@ -34,7 +35,8 @@ pub struct InferArgs {
     limit: Option<usize>,
     /// When a layer's sequence ends: `reference` (each layer ends (K−1)//2 steps after its input,
     /// as `eval` computes) or `nir` (no layer ends, as a NIR graph runs; the recording is
-    /// followed by the network's tail of zero frames)
+    /// followed by the network's tail of zero frames); a recurrent-delay network has no tail, so
+    /// both are the same
     #[arg(long, value_enum, default_value = "reference")]
     semantics: Semantics,
     /// Print one JSON object
@@ -49,7 +51,8 @@ pub struct InferArgs {
 }
 
 pub fn run(args: &InferArgs) -> Result<()> {
-    let model = Model::load(&args.model)?;
+    let model = crate::infer::load(&args.model)?;
+    let model = model.as_ref();
     let config = data_config(args)?;
     ensure!(
         config.derived().n_inputs == model.n_inputs(),
@@ -64,7 +67,7 @@ pub fn run(args: &InferArgs) -> Result<()> {
     subset.indices.truncate(args.limit.unwrap_or(usize::MAX));
     let started = Instant::now();
     let Decided { predictions, scores, labels } =
-        if args.stream { stream(&model, &subset, args)? } else { batches(&model, &subset, config.batch_size, args)? };
+        if args.stream { stream(model, &subset, args)? } else { batches(model, &subset, config.batch_size, args)? };
     let seconds = started.elapsed().as_secs_f64();
     let correct = predictions.iter().zip(&labels).filter(|(p, l)| **p as i64 == **l).count();
     let accuracy = correct as f64 / labels.len().max(1) as f64;
@@ -123,7 +126,7 @@ impl Decided {
 }
 
 /// Batch mode: the samples of a batch in parallel, each on its own steps.
-fn batches(model: &Model, subset: &Subset, batch_size: usize, args: &InferArgs) -> Result<Decided> {
+fn batches(model: &dyn Engine, subset: &Subset, batch_size: usize, args: &InferArgs) -> Result<Decided> {
     let mut decided = Decided::new(subset.labels());
     let progress = Progress::new("infer", decided.labels.len() as u64, Unit::Items, args.json);
     for chunk in subset.indices.chunks(batch_size.max(1)) {
@@ -137,15 +140,15 @@ fn batches(model: &Model, subset: &Subset, batch_size: usize, args: &InferArgs) 
 }
 
 /// Streaming: each recording frame by frame, unpadded; the decision is printed when it changes.
-fn stream(model: &Model, subset: &Subset, args: &InferArgs) -> Result<Decided> {
+fn stream(model: &dyn Engine, subset: &Subset, args: &InferArgs) -> Result<Decided> {
     let quiet = args.json;
     let mut decided = Decided::new(subset.labels());
-    let step_ms = model.form().time_step_ms;
+    let step_ms = model.time_step_ms();
     let mut stream = model.stream_as(args.semantics);
     for (sample, &index) in subset.indices.iter().enumerate() {
         let frames = subset.source.frames(&[index])?.pop().context("a sample's frames")?;
         stream.reset();
-        let mut scores = ClassScores::new(model.form().loss, model.n_outputs());
+        let mut scores = ClassScores::new(model.scoring(), model.n_outputs());
         let mut decision = None;
         for frame in frames.values.chunks_exact(frames.channels) {
             scores.add(stream.step(frame)?);

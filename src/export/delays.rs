@@ -10,10 +10,12 @@
 //! 1−sigmoid(w); float32 values). A checksum of the tensors is stored as in our checkpoints.
 //! Reading is pure Rust (the safetensors crate), so the engine needs no libtorch.
 
+use super::recurrent_delays;
 use crate::checkpoint;
 use crate::config::{Config, Loss};
 use crate::model::eval_form::{EvalLayer, EvalNetwork, EvalSynapse, FoldedNorm};
 use crate::model::neuron::Charge;
+use crate::model::recurrent::eval_form::RecurrentEvalNetwork;
 use anyhow::{bail, ensure, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -48,7 +50,7 @@ struct LayerGeometry {
     batch_norm: bool,
 }
 
-fn charge_name(charge: Charge) -> (&'static str, f32) {
+pub(super) fn charge_name(charge: Charge) -> (&'static str, f32) {
     match charge {
         Charge::Divide(v) => ("divide", v),
         Charge::Multiply(v) => ("multiply", v),
@@ -57,7 +59,7 @@ fn charge_name(charge: Charge) -> (&'static str, f32) {
     }
 }
 
-fn charge_of(name: &str, value: f32) -> Result<Charge> {
+pub(super) fn charge_of(name: &str, value: f32) -> Result<Charge> {
     Ok(match name {
         "divide" => Charge::Divide(value),
         "multiply" => Charge::Multiply(value),
@@ -95,15 +97,27 @@ pub fn write(form: &EvalNetwork, config: &Config, path: &Path) -> Result<()> {
         });
     }
     let geometry = Geometry { format: FORMAT.into(), version: VERSION, time_step_ms: form.time_step_ms, loss: form.loss, layers };
-    let metadata = HashMap::from([
-        (GEOMETRY_KEY.to_string(), serde_json::to_string(&geometry)?),
-        (CONFIG_KEY.to_string(), serde_json::to_string(&config.to_json())?),
-    ]);
-    checkpoint::write_tensors_with_metadata(path, &named, Some(metadata))
+    write_with_geometry(&named, &serde_json::to_string(&geometry)?, config, path)
 }
 
-/// Reads a `delays` file; every shape and value is checked against the geometry.
-pub fn read(path: &Path) -> Result<EvalNetwork> {
+/// Writes `named` tensors with the geometry and the configuration in the header (atomically).
+pub(super) fn write_with_geometry(named: &[(String, Tensor)], geometry: &str, config: &Config, path: &Path) -> Result<()> {
+    let metadata = HashMap::from([
+        (GEOMETRY_KEY.to_string(), geometry.to_string()),
+        (CONFIG_KEY.to_string(), serde_json::to_string(&config.to_json())?),
+    ]);
+    checkpoint::write_tensors_with_metadata(path, named, Some(metadata))
+}
+
+/// A `delays` file's network: feed-forward delays, or recurrent delays
+/// ([`super::recurrent_delays`]).
+pub enum Deployed {
+    Feedforward(EvalNetwork),
+    Recurrent(RecurrentEvalNetwork),
+}
+
+/// Reads a `delays` file of either kind; every shape and value is checked against the geometry.
+pub fn read_any(path: &Path) -> Result<Deployed> {
     let context = || format!("{} is not a snn-delays eval form (`export --format delays`)", path.display());
     checkpoint::verify_checksum(path)?;
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
@@ -111,26 +125,32 @@ pub fn read(path: &Path) -> Result<EvalNetwork> {
     let (_, header) =
         safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| anyhow::anyhow!("{e:?}")).with_context(context)?;
     let text = header.metadata().as_ref().and_then(|m| m.get(GEOMETRY_KEY)).with_context(context)?;
-    let geometry: Geometry = serde_json::from_str(text).with_context(context)?;
-    ensure!(
-        geometry.format == FORMAT && geometry.version == VERSION,
-        "{}: format version {} is not {VERSION}",
-        path.display(),
-        geometry.version
-    );
-    ensure!(!geometry.layers.is_empty(), "{}: no layers", path.display());
-    let layers = geometry
-        .layers
-        .iter()
-        .enumerate()
-        .map(|(l, g)| read_layer(&file, l, g))
-        .collect::<Result<Vec<_>>>()
-        .with_context(|| format!("reading {}", path.display()))?;
+    let format: serde_json::Value = serde_json::from_str(text).with_context(context)?;
+    let reading = || format!("reading {}", path.display());
+    match format["format"].as_str() {
+        Some(FORMAT) => Ok(Deployed::Feedforward(read_feedforward(&file, text).with_context(reading)?)),
+        Some(recurrent_delays::FORMAT) => Ok(Deployed::Recurrent(recurrent_delays::read(&file, text).with_context(reading)?)),
+        _ => Err(anyhow::anyhow!("unknown format {}", format["format"])).with_context(context),
+    }
+}
+
+/// Reads a `delays` file of a feed-forward network.
+pub fn read(path: &Path) -> Result<EvalNetwork> {
+    match read_any(path)? {
+        Deployed::Feedforward(form) => Ok(form),
+        Deployed::Recurrent(_) => bail!("{} holds a recurrent-delay network; load it with `infer::load`", path.display()),
+    }
+}
+
+fn read_feedforward(file: &safetensors::SafeTensors, text: &str) -> Result<EvalNetwork> {
+    let geometry: Geometry = serde_json::from_str(text)?;
+    ensure!(geometry.version == VERSION, "format version {} is not {VERSION}", geometry.version);
+    ensure!(!geometry.layers.is_empty(), "no layers");
+    let layers = geometry.layers.iter().enumerate().map(|(l, g)| read_layer(file, l, g)).collect::<Result<Vec<_>>>()?;
     for (l, pair) in layers.windows(2).enumerate() {
         ensure!(
             pair[0].synapse.out_channels == pair[1].synapse.in_channels,
-            "{}: layer {l} has {} outputs but layer {} takes {} inputs",
-            path.display(),
+            "layer {l} has {} outputs but layer {} takes {} inputs",
             pair[0].synapse.out_channels,
             l + 1,
             pair[1].synapse.in_channels
@@ -173,14 +193,19 @@ fn read_layer(file: &safetensors::SafeTensors, l: usize, g: &LayerGeometry) -> R
     Ok(EvalLayer { synapse, norm, charge: charge_of(&g.charge, g.charge_value)?, threshold: g.threshold })
 }
 
-fn floats(file: &safetensors::SafeTensors, name: &str, count: usize) -> Result<Vec<f32>> {
+pub(super) fn floats(file: &safetensors::SafeTensors, name: &str, count: usize) -> Result<Vec<f32>> {
     let values: Vec<f32> = values::<4>(file, name, count, "F32")?.into_iter().map(f32::from_le_bytes).collect();
     ensure!(values.iter().all(|v| v.is_finite()), "{name} holds a value that is not finite");
     Ok(values)
 }
 
 /// The `count` little-endian elements of `name`, whose dtype must be `dtype`.
-fn values<const N: usize>(file: &safetensors::SafeTensors, name: &str, count: usize, dtype: &str) -> Result<Vec<[u8; N]>> {
+pub(super) fn values<const N: usize>(
+    file: &safetensors::SafeTensors,
+    name: &str,
+    count: usize,
+    dtype: &str,
+) -> Result<Vec<[u8; N]>> {
     let view = file.tensor(name).map_err(|_| anyhow::anyhow!("missing tensor `{name}`"))?;
     ensure!(format!("{:?}", view.dtype()) == dtype, "`{name}` is {:?}, expected {dtype}", view.dtype());
     ensure!(view.data().len() == count * N, "`{name}` has shape {:?}, expected {count} values", view.shape());

@@ -22,6 +22,9 @@
 //! Under [`Semantics::Nir`] no layer's sequence ends: the recording is followed by the tail of
 //! zero frames and every layer runs every step, as a NIR graph is stepped.
 //!
+//! Recurrent-delay networks run in [`RecurrentModel`]; [`load`] reads a `delays` file of either
+//! kind as an [`Engine`].
+//!
 //! ```no_run
 //! # fn main() -> anyhow::Result<()> {
 //! # let (frames, steps) = (vec![0f32; 140 * 100], 100);
@@ -38,11 +41,98 @@
 //! # }
 //! ```
 
-use crate::config::Loss;
+use crate::export::delays::Deployed;
 use crate::model::eval_form::{EvalLayer, EvalNetwork};
+use crate::model::loss::Scoring;
 use anyhow::{ensure, Result};
 use rayon::prelude::*;
 use std::path::Path;
+
+mod recurrent;
+
+pub use recurrent::{RecurrentModel, RecurrentStream};
+
+/// A deployed network as `infer` runs it: feed-forward delays ([`Model`]) or recurrent delays
+/// ([`RecurrentModel`]).
+pub trait Engine: Sync {
+    fn n_inputs(&self) -> usize;
+    fn n_outputs(&self) -> usize;
+    fn time_step_ms(&self) -> f64;
+    /// How a readout becomes class scores.
+    fn scoring(&self) -> Scoring;
+    /// Each sample's readout, `output steps × n_outputs`, samples in parallel.
+    fn run_all_as(&self, samples: &[(Vec<f32>, usize)], semantics: Semantics) -> Result<Vec<Vec<f32>>>;
+    /// A stream for one recording.
+    fn stream_as(&self, semantics: Semantics) -> Box<dyn Streaming + '_>;
+    /// The class scores of a readout.
+    fn scores(&self, readout: &[f32]) -> Vec<f32> {
+        class_scores(self.scoring(), readout, self.n_outputs())
+    }
+}
+
+/// One recording fed a frame at a time.
+pub trait Streaming {
+    /// Feeds one frame (`n_inputs` values) and returns the readout of this step.
+    fn step(&mut self, frame: &[f32]) -> Result<&[f32]>;
+    /// Ends the recording; the readouts of the steps that follow it (the network's tail).
+    fn finish(&mut self) -> Vec<Vec<f32>>;
+    /// Forgets the recording.
+    fn reset(&mut self);
+    /// Steps run so far.
+    fn steps(&self) -> usize;
+}
+
+/// Loads a `delays` file of either kind (`snn-delays export --format delays`).
+pub fn load(path: &Path) -> Result<Box<dyn Engine>> {
+    Ok(match crate::export::delays::read_any(path)? {
+        Deployed::Feedforward(form) => Box::new(Model::new(form)),
+        Deployed::Recurrent(form) => Box::new(RecurrentModel::new(form)),
+    })
+}
+
+impl Engine for Model {
+    fn n_inputs(&self) -> usize {
+        self.form.n_inputs()
+    }
+
+    fn n_outputs(&self) -> usize {
+        self.form.n_outputs()
+    }
+
+    fn time_step_ms(&self) -> f64 {
+        self.form.time_step_ms
+    }
+
+    fn scoring(&self) -> Scoring {
+        self.form.loss.into()
+    }
+
+    fn run_all_as(&self, samples: &[(Vec<f32>, usize)], semantics: Semantics) -> Result<Vec<Vec<f32>>> {
+        Model::run_all_as(self, samples, semantics)
+    }
+
+    fn stream_as(&self, semantics: Semantics) -> Box<dyn Streaming + '_> {
+        Box::new(Model::stream_as(self, semantics))
+    }
+}
+
+impl Streaming for Stream<'_> {
+    fn step(&mut self, frame: &[f32]) -> Result<&[f32]> {
+        Stream::step(self, frame)
+    }
+
+    fn finish(&mut self) -> Vec<Vec<f32>> {
+        Stream::finish(self)
+    }
+
+    fn reset(&mut self) {
+        Stream::reset(self)
+    }
+
+    fn steps(&self) -> usize {
+        Stream::steps(self)
+    }
+}
 
 /// One synapse seen from its output neuron: input channel, delay and weight.
 #[derive(Clone, Copy, Debug)]
@@ -156,7 +246,7 @@ impl Model {
 
     /// The class scores of a readout (`steps × n_outputs`), as the loss defines them (§3).
     pub fn scores(&self, readout: &[f32]) -> Vec<f32> {
-        class_scores(self.form.loss, readout, self.n_outputs())
+        class_scores(self.form.loss.into(), readout, self.n_outputs())
     }
 }
 
@@ -194,7 +284,7 @@ fn cut_rows(values: &[f32], width: usize, keep: usize) -> Vec<f32> {
 }
 
 /// `rows × cols` row-major to `cols × rows`, in tiles that stay in cache.
-fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+pub(crate) fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     const TILE: usize = 16;
     let mut out = vec![0f32; values.len()];
     for r0 in (0..rows).step_by(TILE) {
@@ -356,44 +446,44 @@ fn fire(layer: &EvalLayer, c: f32, v: &mut f32, membrane: bool) -> f32 {
     }
 }
 
-/// Class scores from a readout: `sum` Σ_t softmax, `mean`, `max`, `spike_count` Σ_t.
-pub fn class_scores(loss: Loss, readout: &[f32], classes: usize) -> Vec<f32> {
-    let mut scores = ClassScores::new(loss, classes);
+/// Class scores from a readout (`steps × classes`) by the [`Scoring`] rule.
+pub fn class_scores(scoring: Scoring, readout: &[f32], classes: usize) -> Vec<f32> {
+    let mut scores = ClassScores::new(scoring, classes);
     readout.chunks_exact(classes).for_each(|row| scores.add(row));
     scores.scores()
 }
 
 /// Class scores accumulated one readout step at a time (for streaming decisions).
 pub struct ClassScores {
-    loss: Loss,
+    scoring: Scoring,
     totals: Vec<f32>,
     steps: usize,
 }
 
 impl ClassScores {
-    pub fn new(loss: Loss, classes: usize) -> ClassScores {
-        ClassScores { loss, totals: vec![if loss == Loss::Max { f32::NEG_INFINITY } else { 0.0 }; classes], steps: 0 }
+    pub fn new(scoring: Scoring, classes: usize) -> ClassScores {
+        ClassScores { scoring, totals: vec![if scoring == Scoring::Max { f32::NEG_INFINITY } else { 0.0 }; classes], steps: 0 }
     }
 
     /// Adds one step's readout (`classes` values).
     pub fn add(&mut self, row: &[f32]) {
-        match self.loss {
-            Loss::Sum => {
+        match self.scoring {
+            Scoring::SoftmaxSum => {
                 let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
                 let exps: Vec<f32> = row.iter().map(|v| (v - max).exp()).collect();
                 let total: f32 = exps.iter().sum();
                 self.totals.iter_mut().zip(&exps).for_each(|(s, e)| *s += e / total);
             }
-            Loss::Mean | Loss::SpikeCount => self.totals.iter_mut().zip(row).for_each(|(s, v)| *s += v),
-            Loss::Max => self.totals.iter_mut().zip(row).for_each(|(s, v)| *s = s.max(*v)),
+            Scoring::Mean | Scoring::Sum => self.totals.iter_mut().zip(row).for_each(|(s, v)| *s += v),
+            Scoring::Max => self.totals.iter_mut().zip(row).for_each(|(s, v)| *s = s.max(*v)),
         }
         self.steps += 1;
     }
 
     /// The scores of the steps added so far.
     pub fn scores(&self) -> Vec<f32> {
-        match self.loss {
-            Loss::Mean => self.totals.iter().map(|s| s / self.steps as f32).collect(),
+        match self.scoring {
+            Scoring::Mean => self.totals.iter().map(|s| s / self.steps as f32).collect(),
             _ => self.totals.clone(),
         }
     }

@@ -196,7 +196,7 @@ fn eval_synapse(synapse: &Synapse) -> EvalSynapse {
 
 /// libtorch's eval BatchNorm on the CPU: `invstd = 1/sqrt(var + eps)`, `α = invstd·γ`,
 /// `β' = β − μ·α`, all in float32.
-fn fold(norm: &super::layers::TimeBatchNorm) -> FoldedNorm {
+pub(crate) fn fold(norm: &super::layers::TimeBatchNorm) -> FoldedNorm {
     let [gamma, beta, mean, var] = [&norm.weight, &norm.bias, &norm.running_mean, &norm.running_var].map(to_vec_f32);
     let eps = super::layers::BN_EPS as f32;
     let scale: Vec<f32> = gamma.iter().zip(&var).map(|(g, v)| (1.0 / (v + eps).sqrt()) * g).collect();
@@ -204,7 +204,7 @@ fn fold(norm: &super::layers::TimeBatchNorm) -> FoldedNorm {
     FoldedNorm { scale, shift }
 }
 
-fn to_vec_f32(tensor: &Tensor) -> Vec<f32> {
+pub(crate) fn to_vec_f32(tensor: &Tensor) -> Vec<f32> {
     Vec::<f32>::try_from(tensor.detach().to_kind(Kind::Float).to_device(Device::Cpu).flatten(0, -1)).expect("float32 converts")
 }
 

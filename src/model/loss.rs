@@ -6,6 +6,7 @@
 //! `argmax y` (first index on ties).
 
 use crate::config::Loss;
+use serde::{Deserialize, Serialize};
 use tch::{Kind, Reduction, Tensor};
 
 /// The per-class score `m` of shape `(B, n_out)`.
@@ -15,6 +16,28 @@ pub fn class_scores(output: &Tensor, loss: Loss) -> Tensor {
         Loss::Mean => output.mean_dim(0, false, None::<Kind>),
         Loss::Max => output.max_dim(0, false).0,
         Loss::SpikeCount => output.sum_dim_intlist(0, false, None::<Kind>),
+    }
+}
+
+/// How a readout `(T, n_out)` becomes class scores: `softmax_sum` `Σ_t softmax(out[t])`, `sum`
+/// `Σ_t out[t]`, `mean` `mean_t out[t]`, `max` `max_t out[t]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scoring {
+    SoftmaxSum,
+    Sum,
+    Mean,
+    Max,
+}
+
+impl From<Loss> for Scoring {
+    fn from(loss: Loss) -> Scoring {
+        match loss {
+            Loss::Sum => Scoring::SoftmaxSum,
+            Loss::Mean => Scoring::Mean,
+            Loss::Max => Scoring::Max,
+            Loss::SpikeCount => Scoring::Sum,
+        }
     }
 }
 

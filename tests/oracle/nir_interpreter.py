@@ -3,12 +3,15 @@ code of ours: it executes an exported `.nir` file on the frames of `snn-delays d
 compares with `snn-delays infer --semantics nir --json --scores`.
 
 Execution, step by step with the graph's `dt` (from its metadata), in float64: `Input` gives
-the frame; `Delay(d)` gives its input from round(d/dt) steps earlier (zero before the start);
-`Affine` gives `W·x + b`; inputs reaching a node are summed; `LIF` integrates
+the frame; `Delay(d)` gives each channel its input from round(d_c/dt) steps earlier (zero
+before the start); `Affine` gives `W·x + b`; `Threshold` gives `[x > θ]`; inputs reaching a
+node are summed; `LIF` integrates
 `τ·dv/dt = (v_leak − v) + R·I` by Euler, `v ← v + (dt/τ)·(v_leak − v + R·I)`, emits a spike
 where `v − v_threshold ≥ 0` and sets `v ← v_reset` there; `LI` integrates the same without
-spiking and outputs `v`; `Output` is what reaches it. A node reads the values its sources
-produced at the same step (delays come only from `Delay`). Each recording is followed by the
+spiking and outputs `v`; `Output` is what reaches it. Nodes are computed in depth-first order
+from the input; a node reads the values its sources produced at the same step, except along an
+edge that closes a cycle (into a node computed earlier in the step), which carries the previous
+step's value (the metadata's `cycles` rule), so a loop takes one step. Each recording is followed by the
 metadata's `tail_steps` zero frames; the class scores follow the metadata's `scoring` rule.
 
 Criterion: the same prediction for every sample whose interpreted best class leads the next by
@@ -35,48 +38,70 @@ MARGIN = 1e-4
 SCORE_TOLERANCE = 1e-4
 
 
-def topological(graph):
-    """The nodes in an order where every node comes after the nodes feeding it (the exported
-    graphs are feed-forward), and each node's sources."""
-    incoming = defaultdict(list)
+def step_order(graph):
+    """The nodes in depth-first order from the inputs (reverse postorder) and each node's
+    sources; an edge into a node on the search's path closes a cycle, and its source's value is
+    read from the previous step (the metadata's `cycles` rule)."""
+    outgoing, incoming = defaultdict(list), defaultdict(list)
     for a, b in graph.edges:
+        outgoing[a].append(b)
         incoming[b].append(a)
-    done, result = set(), []
+    done, postorder = set(), []
 
-    def visit(name, stack=()):
-        if name in stack:
-            raise SystemExit(f"the graph has a cycle through {name}; only feed-forward graphs are interpreted")
-        if name not in done:
-            for source in incoming[name]:
-                visit(source, stack + (name,))
-            done.add(name)
-            result.append(name)
+    def visit(name):
+        done.add(name)
+        for target in outgoing[name]:
+            if target not in done:
+                visit(target)
+        postorder.append(name)
 
     for name in graph.nodes:
-        visit(name)
-    return result, incoming
+        if isinstance(graph.nodes[name], nir.Input) and name not in done:
+            visit(name)
+    order = postorder[::-1]
+    missing = set(graph.nodes) - set(order)
+    if missing:
+        raise SystemExit(f"nodes {sorted(missing)} cannot be reached from the input")
+    return order, incoming
+
+
+def output_size(node):
+    if isinstance(node, nir.Affine):
+        return node.weight.shape[0]
+    raise SystemExit(f"a cycle closes through {type(node).__name__}; only Affine nodes are expected there")
 
 
 def run(graph, frames, dt):
     """The value reaching the `Output` node at every step, `(T, n_outputs)`."""
-    names, incoming = topological(graph)
+    names, incoming = step_order(graph)
+    position = {name: i for i, name in enumerate(names)}
     weights = {n: graph.nodes[n].weight.astype(np.float64) for n in names if isinstance(graph.nodes[n], nir.Affine)}
-    delays = {n: int(round(float(np.ravel(graph.nodes[n].delay)[0]) / dt))
+    delays = {n: np.rint(np.ravel(graph.nodes[n].delay).astype(np.float64) / dt).astype(int)
               for n in names if isinstance(graph.nodes[n], nir.Delay)}
     membranes, history, readout = {}, defaultdict(list), []
+    previous = {}
     for t, frame in enumerate(frames):
         values = {}
+
+        def source(s, target):
+            if position[s] < position[target]:
+                return values[s]
+            return previous.get(s, np.zeros(output_size(graph.nodes[s])))
+
         for name in names:
             node = graph.nodes[name]
-            total = sum(values[s] for s in incoming[name]) if incoming[name] else None
+            total = sum(source(s, name) for s in incoming[name]) if incoming[name] else None
             if isinstance(node, nir.Input):
                 values[name] = frame.astype(np.float64)
             elif isinstance(node, nir.Delay):
                 history[name].append(total)
                 d = delays[name]
-                values[name] = history[name][t - d] if t >= d else np.zeros_like(total)
+                d = np.broadcast_to(d, total.shape)
+                values[name] = np.array([history[name][t - d[c]][c] if t >= d[c] else 0.0 for c in range(total.shape[0])])
             elif isinstance(node, nir.Affine):
                 values[name] = weights[name] @ total + node.bias
+            elif isinstance(node, nir.Threshold):
+                values[name] = (total - node.threshold > 0).astype(np.float64)
             elif isinstance(node, (nir.LIF, nir.LI)):
                 v = membranes.get(name, np.zeros_like(total))
                 v = v + dt / node.tau * (node.v_leak - v + node.r * total)
@@ -92,6 +117,7 @@ def run(graph, frames, dt):
                 readout.append(total)
             else:
                 raise SystemExit(f"node {name}: {type(node).__name__} is not interpreted here")
+        previous = values
     return np.array(readout)
 
 
@@ -123,7 +149,7 @@ def class_scores(readout, scoring):
         return readout.mean(axis=0)
     if "max" in scoring:
         return readout.max(axis=0)
-    if "number of output spikes" in scoring:
+    if "number of output spikes" in scoring or "sum over steps of the readout" in scoring:
         return readout.sum(axis=0)
     raise SystemExit(f"unknown scoring rule {scoring!r}")
 
@@ -165,8 +191,12 @@ def main():
             failures.append(f"sample {i}: interpreter class {int(np.argmax(scores))}, engine {ours['predictions'][i]}")
     if compared < 0.95 * samples:
         failures.append(f"only {compared} of {samples} predictions were clear enough to compare")
+    order, incoming = step_order(graph)
+    position = {name: i for i, name in enumerate(order)}
+    loops = sum(1 for a, b in graph.edges if position[a] >= position[b])
+    delays = sum(1 for node in graph.nodes.values() if isinstance(node, nir.Delay))
     print(f"{args.executor}: {samples} samples, {compared} predictions compared; scores within {worst:.1e} of the largest "
-          f"(dt {dt}, tail {tail} steps, {scoring})")
+          f"(dt {dt}, tail {tail} steps, {scoring}); {loops} cycle edges, {delays} Delay nodes")
     finish("NIR interpreter", samples, failures)
 
 

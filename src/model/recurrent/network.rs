@@ -22,7 +22,7 @@ use crate::checkpoint::keys;
 pub use crate::config::RecurrentArchitecture as Architecture;
 use crate::config::{ChargeFormula, Config, NeuronBackend, RecurrentBuffer};
 use crate::model::layers::{Linear, MultiStepDropout, TimeBatchNorm};
-use crate::model::loss::cross_entropy;
+use crate::model::loss::{cross_entropy, Scoring};
 use crate::model::neuron::step::{Reset, StepLif, Surrogate, Triangle};
 use crate::model::neuron::{ATan, Leak, MultiStepLif, Readout};
 use anyhow::{ensure, Result};
@@ -159,6 +159,15 @@ impl Architecture {
                 detach_reset: true,
                 surrogate: Surrogate::ATan(ATan { alpha: 5.0 }),
             },
+        }
+    }
+
+    /// How the output becomes class scores (spec §5): `Σ_t out(t)` (`ssc`) or
+    /// `Σ_t softmax(out(t))` (`shd`).
+    pub fn scoring(self) -> Scoring {
+        match self {
+            Architecture::Ssc => Scoring::Sum,
+            Architecture::Shd => Scoring::SoftmaxSum,
         }
     }
 
