@@ -182,6 +182,10 @@ pub struct RecurrentConfig {
     /// so a spike reaches the layer one step later through one tap.
     #[serde(default = "learns")]
     pub learn_delays: bool,
+    /// DelRec's SHD training augmentation: every epoch holds each training sample as it is,
+    /// shifted per channel and blended with a same-class partner (three times the steps).
+    #[serde(default)]
+    pub augment: bool,
 }
 
 fn learns() -> bool {
@@ -203,12 +207,17 @@ impl RecurrentConfig {
             clamp_every_step: false,
             eval_delays: EvalDelays::Integer,
             learn_delays: true,
+            augment: false,
         };
         match architecture {
             RecurrentArchitecture::Ssc => ssc,
-            RecurrentArchitecture::Shd => {
-                RecurrentConfig { optimizer: Optimizer::AdamW, recurrent_dropout: 0.2, clamp_every_step: true, ..ssc }
-            }
+            RecurrentArchitecture::Shd => RecurrentConfig {
+                optimizer: Optimizer::AdamW,
+                recurrent_dropout: 0.2,
+                clamp_every_step: true,
+                augment: true,
+                ..ssc
+            },
         }
     }
 

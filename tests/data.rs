@@ -199,3 +199,66 @@ fn ssc_folders_validate_on_their_valid_file() {
     let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
     assert_eq!(summary["protocol"], "validation: 24 samples, test: 20 samples", "{summary}");
 }
+
+/// DelRec's tripled SHD epoch (`recurrent.augment`): `3n` items, every training sample three
+/// times; the first third are the samples' own frames, the second shifted (the length kept, no
+/// spike added), the third blended with another sample of the class (both fit in it); the same
+/// `(seed, epoch)` gives the same batches, another epoch another order.
+#[test]
+fn a_tripled_epoch_holds_each_sample_as_it_is_shifted_and_blended() {
+    use snn_delays::config::{ConfigSource, Preset};
+    use snn_delays::data::batches::tripled_batches;
+    use snn_delays::data::triple::{Tripling, Variant};
+    use snn_delays::data::DataSplits;
+    let dir = scratch("tripled");
+    let data = common::small_dataset(&dir, &["--classes", "3", "--train", "30", "--test", "6", "--seed", "3"]);
+    let overrides = ["n_outputs=3".to_string()];
+    let config = ConfigSource { preset: Some(Preset::DelrecShd), file: None, overrides: &overrides }.load().unwrap();
+    assert!(config.recurrent.as_ref().unwrap().augment, "the delrec-shd preset augments");
+    let splits = DataSplits::open(&config, &data).unwrap();
+    let train = &splits.train;
+    let n = train.len();
+    let epoch = |e: u64| tripled_batches(train, 16, 3, 7, e).map(Result::unwrap).collect::<Vec<_>>();
+    let batches = epoch(0);
+    assert_eq!(batches.len(), (3 * n).div_ceil(16));
+    let mut seen: Vec<usize> = batches.iter().flat_map(|b| b.indices.clone()).collect();
+    seen.sort_unstable();
+    let mut expected: Vec<usize> = train.indices.iter().flat_map(|&i| [i, i, i]).collect();
+    expected.sort_unstable();
+    assert_eq!(seen, expected, "each sample three times");
+    let mut originals = 0;
+    for batch in &batches {
+        for (b, &index) in batch.indices.iter().enumerate() {
+            let own = train.source.frames(&[index]).unwrap().remove(0);
+            let item = batch.x.select(1, b as i64).narrow(0, 0, batch.lengths[b] as i64);
+            originals += usize::from(Vec::<f32>::try_from(item.flatten(0, -1)).unwrap() == own.values);
+        }
+    }
+    assert!(originals >= n, "{originals} items equal their sample's frames; the {n} originals at least");
+    let tripling = Tripling::new(train, 7, 0);
+    let labels = train.source.labels();
+    for item in 0..3 * n {
+        let planned = tripling.item(train, item);
+        let (sample, variant) = (planned.sample, planned.variant);
+        let own = train.source.frames(&[sample]).unwrap().remove(0);
+        match (item / n, variant) {
+            (0, Variant::Original) => {}
+            (1, Variant::Shifted) => {
+                let shifted = planned.frames(own.clone(), None);
+                assert_eq!(shifted.steps, own.steps, "a shift keeps the length");
+                let total = |f: &snn_delays::data::frames::Frames| f.values.iter().sum::<f32>();
+                assert!(total(&shifted) <= total(&own) && total(&shifted) > 0.0);
+            }
+            (2, Variant::Blended(partner)) => {
+                assert!(partner != sample && labels[partner] == labels[sample], "a partner of the same class");
+                let other = train.source.frames(&[partner]).unwrap().remove(0);
+                let blend = planned.frames(own.clone(), Some(&other));
+                assert!(blend.steps >= own.steps.max(other.steps), "both fit in the blend");
+            }
+            (kind, variant) => panic!("item {item} (kind {kind}) is {variant:?}"),
+        }
+    }
+    let again = epoch(0);
+    assert!(batches.iter().zip(&again).all(|(a, b)| a.x.equal(&b.x) && a.indices == b.indices), "repeatable");
+    assert!(!epoch(1).iter().zip(&batches).all(|(a, b)| a.indices == b.indices), "another epoch, another order");
+}

@@ -1,10 +1,12 @@
 //! Batches (docs/method.md §5.4): samples zero-padded at the end to the batch's longest, laid out
 //! `(T_max, B, C)` for the network, with int64 labels, float targets (one-hot, or soft after
 //! CutMix) and the original lengths. The order is shuffled per epoch from the seed; the last
-//! partial batch is kept. Each batch's samples are framed in parallel.
+//! partial batch is kept. Each batch's samples are framed in parallel. A tripled epoch
+//! ([`tripled_batches`]) holds each sample as it is, shifted and blended ([`super::triple`]).
 
 use super::frames::Frames;
 use super::rng::SplitMix64;
+use super::triple::{Item, Tripling, Variant};
 use super::Subset;
 use anyhow::Result;
 use std::ops::Range;
@@ -57,10 +59,12 @@ pub fn collate(frames: &[Frames], indices: &[usize], labels: &[i64], classes: i6
 /// Iterates over the batches of a subset.
 pub struct Batches<'a> {
     subset: &'a Subset,
+    /// Source indices, or the items of a [`Tripling`].
     order: Vec<usize>,
     batch_size: usize,
     classes: i64,
     next: usize,
+    tripling: Option<Tripling>,
 }
 
 /// Batches in subset order, or shuffled for `(seed, epoch)`.
@@ -69,12 +73,45 @@ pub fn batches(subset: &Subset, batch_size: usize, classes: i64, shuffle: Option
     if let Some((seed, epoch)) = shuffle {
         SplitMix64::derived(seed, ORDER_STREAM, epoch).shuffle(&mut order);
     }
-    Batches { subset, order, batch_size: batch_size.max(1), classes, next: 0 }
+    Batches { subset, order, batch_size: batch_size.max(1), classes, next: 0, tripling: None }
+}
+
+/// Batches of the tripled epoch `epoch` (DelRec's SHD augmentation, [`super::triple`]): its
+/// `3·len(subset)` items shuffled for `(seed, epoch)`.
+pub fn tripled_batches(subset: &Subset, batch_size: usize, classes: i64, seed: u64, epoch: u64) -> Batches<'_> {
+    let mut order: Vec<usize> = (0..3 * subset.len()).collect();
+    SplitMix64::derived(seed, ORDER_STREAM, epoch).shuffle(&mut order);
+    let tripling = Some(Tripling::new(subset, seed, epoch));
+    Batches { subset, order, batch_size: batch_size.max(1), classes, next: 0, tripling }
 }
 
 impl Batches<'_> {
     pub fn batch_count(&self) -> usize {
         self.order.len().div_ceil(self.batch_size)
+    }
+
+    /// The frames of a tripled epoch's `items` and their source indices.
+    fn tripled(&self, tripling: &Tripling, items: &[usize]) -> Result<(Vec<Frames>, Vec<usize>)> {
+        let items: Vec<Item> = items.iter().map(|&item| tripling.item(self.subset, item)).collect();
+        let samples: Vec<usize> = items.iter().map(|item| item.sample).collect();
+        let partners: Vec<usize> = items
+            .iter()
+            .filter_map(|item| match item.variant {
+                Variant::Blended(partner) => Some(partner),
+                _ => None,
+            })
+            .collect();
+        let mut partner_frames = self.subset.source.frames(&partners)?.into_iter();
+        let frames = self.subset.source.frames(&samples)?;
+        let made = items
+            .into_iter()
+            .zip(frames)
+            .map(|(item, frames)| {
+                let partner = matches!(item.variant, Variant::Blended(_)).then(|| partner_frames.next()).flatten();
+                item.frames(frames, partner.as_ref())
+            })
+            .collect();
+        Ok((made, samples))
     }
 }
 
@@ -86,11 +123,17 @@ impl Iterator for Batches<'_> {
             return None;
         }
         let end = (self.next + self.batch_size).min(self.order.len());
-        let indices = &self.order[self.next..end];
+        let chosen = &self.order[self.next..end];
         self.next = end;
+        let made = match &self.tripling {
+            Some(tripling) => self.tripled(tripling, chosen),
+            None => self.subset.source.frames(chosen).map(|frames| (frames, chosen.to_vec())),
+        };
         let all_labels = self.subset.source.labels();
-        let labels: Vec<i64> = indices.iter().map(|&i| all_labels[i]).collect();
-        Some(self.subset.source.frames(indices).map(|frames| collate(&frames, indices, &labels, self.classes)))
+        Some(made.map(|(frames, indices)| {
+            let labels: Vec<i64> = indices.iter().map(|&i| all_labels[i]).collect();
+            collate(&frames, &indices, &labels, self.classes)
+        }))
     }
 }
 

@@ -3,7 +3,8 @@
 //! - [`spikes`]: SHD/SSC HDF5 files; [`frames`]: event-to-frame integration and binning;
 //! - [`speech`] and [`mel`]: Google Speech Commands clips and their mel features;
 //! - [`batches`]: zero-padded `(T_max, B, C)` batches built in parallel, shuffled per epoch;
-//! - [`augment`]: TimeNeurons mask, CutMix and RNoise; [`synth`]: generated SHD-format files;
+//! - [`augment`]: TimeNeurons mask, CutMix and RNoise; [`triple`]: DelRec's SHD augmentation;
+//!   [`synth`]: generated SHD-format files;
 //! - [`download`]: the datasets from their official locations, verified by checksum.
 
 pub mod augment;
@@ -16,6 +17,7 @@ pub mod rng;
 pub mod speech;
 pub mod spikes;
 pub mod synth;
+pub mod triple;
 
 use crate::config::{Config, Dataset, Validation};
 use anyhow::{ensure, Context, Result};

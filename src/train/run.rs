@@ -23,8 +23,7 @@ use crate::atomic;
 use crate::checkpoint;
 use crate::config::{Config, MaskDraw, ModelType};
 use crate::data::augment::Augment;
-use crate::data::batches::batches;
-use crate::data::batches::Batch;
+use crate::data::batches::{batches, tripled_batches, Batch};
 use crate::data::prefetch::{prefetched, to_device, StagedBatch};
 use crate::data::DataSplits;
 use crate::distributed::Group;
@@ -453,7 +452,11 @@ fn train_epoch(
     let mut previous: Vec<Tensor> = at_start.iter().map(Tensor::shallow_clone).collect();
     let mut moves: Vec<Vec<Tensor>> = at_start.iter().map(|_| Vec::new()).collect();
     let (mut losses, mut accuracies, mut sizes) = (Vec::new(), Vec::new(), Vec::new());
-    let epoch_batches = batches(&data.train, config.batch_size, classes, Some((seed, epoch as u64)));
+    let epoch_batches = if config.recurrent.as_ref().is_some_and(|r| r.augment) {
+        tripled_batches(&data.train, config.batch_size, classes, seed, epoch as u64)
+    } else {
+        batches(&data.train, config.batch_size, classes, Some((seed, epoch as u64)))
+    };
     let label = format!("epoch {}/{}", epoch + 1, config.epochs);
     let group = options.group.as_deref();
     let quiet = options.quiet || group.is_some_and(|g| !g.is_leader());
