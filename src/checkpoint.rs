@@ -181,7 +181,7 @@ pub fn save(vs: &VarStore, path: &Path) -> Result<()> {
 /// Loads a state dict into the store. Every variable must be present with its shape, and the
 /// file must hold nothing else; values are converted to each variable's dtype and device.
 pub fn load(vs: &VarStore, path: &Path) -> Result<()> {
-    load_from(vs, path, read_tensors(path)?.into_iter().collect())
+    load_all(vs, path, read_tensors(path)?.into_iter().collect())
 }
 
 /// A value's dtype must convert to its variable's without loss of meaning, and its numbers must
@@ -213,10 +213,12 @@ pub fn load_model_part(vs: &VarStore, path: &Path, tensors: &std::collections::B
         .filter(|(k, _)| k.starts_with(&format!("{}.", keys::MODEL)))
         .map(|(k, v)| (k.clone(), v.shallow_clone()))
         .collect();
-    load_from(vs, path, model)
+    load_all(vs, path, model)
 }
 
-fn load_from(vs: &VarStore, path: &Path, mut file: std::collections::BTreeMap<String, Tensor>) -> Result<()> {
+/// Loads every key of `file` (the tensors of `path`) into the store, strictly: each variable
+/// present with its shape, nothing else.
+pub fn load_all(vs: &VarStore, path: &Path, mut file: std::collections::BTreeMap<String, Tensor>) -> Result<()> {
     let mut problems = Vec::new();
     let mut assignments = Vec::new();
     for (name, variable) in state_dict(vs) {

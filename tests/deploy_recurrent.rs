@@ -1,6 +1,7 @@
 //! Deployment of recurrent-delay networks: the pure-Rust engine against the tch eval with
 //! integer delays, sample by sample, for both DelRec architectures; `infer` (batch and stream)
-//! against `eval --per-sample`; the `delays` file read back; the NIR export (recurrent delays as
+//! against `eval --per-sample`; the `delays` file read back; the state dict under DelRec's keys
+//! loaded strictly into DelRec's module layout and evaluated back; the NIR export (recurrent delays as
 //! a `Delay` node on the recurrent edge) executed by the independent interpreter
 //! (tests/oracle/nir_interpreter.py); netx refused.
 
@@ -56,7 +57,10 @@ fn network_of(run: &Path) -> (RecurrentNetwork, snn_delays::config::Config) {
 /// Per sample, on its own steps: the engine's readout within 1e-5 of the largest of the tch
 /// eval's (integer delays, σ = 0), the same predictions; zeroing the recurrent weights changes
 /// the readout of at least a quarter of the samples (the recurrence is exercised); the `delays` file reads back as written; `infer`
-/// batch and `--stream` give the same scores bit for bit and `eval --per-sample`'s accuracy.
+/// batch and `--stream` give the same scores bit for bit and `eval --per-sample`'s accuracy;
+/// `export --format state-dict` loads strictly into DelRec's module layout
+/// (tests/oracle/delrec_state_dict.py) and `eval` of it gives the checkpoint's loss and accuracy;
+/// a state dict missing a key or with a wrong shape is refused with DelRec's key named.
 #[test]
 fn the_engine_runs_recurrent_delays_as_the_tch_eval_per_sample() {
     let dir = scratch("deploy-recurrent");
@@ -108,6 +112,26 @@ fn the_engine_runs_recurrent_delays_as_the_tch_eval_per_sample() {
         let eval = snn_json(&["eval", "--checkpoint", checkpoint, "--data", data, "--json", "--per-sample"]);
         assert_eq!(batch["accuracy"], eval["accuracy"], "{preset}: infer differs from eval --per-sample");
         println!("{preset}: infer {} = eval --per-sample {}", batch["accuracy"], eval["accuracy"]);
+
+        let state_dict = run.join("delrec.safetensors");
+        let state_dict = state_dict.to_str().unwrap();
+        let export = snn(&["export", "--checkpoint", checkpoint, "--format", "state-dict", "--out", state_dict]);
+        assert!(export.status.success(), "{}", text(&export));
+        let architecture = &preset["delrec-".len()..];
+        let args = ["--file", state_dict, "--architecture", architecture, "--inputs", "140", "--hidden", "32", "--outputs", "4"];
+        println!("{}", run_oracle("delrec_state_dict.py", &args));
+        let imported = snn_json(&["eval", "--checkpoint", state_dict, "--data", data, "--json", "--per-sample"]);
+        assert_eq!(imported["accuracy"], eval["accuracy"], "{preset}: the DelRec state dict evaluates as the checkpoint");
+        assert_eq!(imported["loss"], eval["loss"]);
+        let mut tensors = snn_delays::checkpoint::read_tensors(Path::new(state_dict)).unwrap();
+        let dropped = tensors.remove(2).0;
+        tensors[0].1 = tensors[0].1.narrow(0, 0, 3);
+        let broken = run.join("broken.safetensors");
+        snn_delays::checkpoint::write_tensors(&broken, &tensors).unwrap();
+        let refused = snn(&["eval", "--checkpoint", broken.to_str().unwrap(), "--data", data]);
+        let message = text(&refused);
+        assert!(!refused.status.success() && message.contains(&format!("missing key `{dropped}`")), "{message}");
+        assert!(message.contains(&format!("key `{}` has shape [3", tensors[0].0)), "{message}");
     }
 }
 

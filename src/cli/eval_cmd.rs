@@ -1,7 +1,7 @@
 //! `snn-delays eval`: evaluates a checkpoint with integer delays on one split. Accepts our
 //! checkpoints (best, last) and state dicts saved from the PyTorch reference; for a
-//! recurrent-delay model, its run's checkpoints, evaluated as `recurrent.eval_delays` says (at the
-//! σ the checkpoint records, for `original`). By default the
+//! recurrent-delay model, its run's checkpoints or a DelRec state dict (`layers.N.…`), evaluated
+//! as `recurrent.eval_delays` says (at the σ the checkpoint records, for `original`). By default the
 //! reference's protocol (batches padded to their longest sample); `--per-sample` runs each
 //! sample on its own steps, as `infer` does.
 
@@ -51,7 +51,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     let tensors = checkpoint::read_tensors(&args.checkpoint)?.into_iter().collect();
     let scores = if config.model_type == ModelType::Delrec {
         let mut trainer = RecurrentTrainer::new(&config, args.device.select()?)?;
-        checkpoint::load_model_part(&trainer.network.vs, &args.checkpoint, &tensors)?;
+        trainer.network.load_weights(&args.checkpoint, &tensors)?;
         trainer.sigma = recorded_sigma(&trainer, &args.checkpoint)?;
         trainer.evaluate(&subset, &pass, None)
     } else {

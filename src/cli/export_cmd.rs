@@ -1,7 +1,7 @@
 //! `snn-delays export`: a checkpoint's eval form written for deployment (`crate::export`):
-//! `delays` (the inference engine's input), lava-dl `netx` HDF5, or `nir`. A recurrent-delay
-//! network is written with integer delays (σ = 0) as `delays` or `nir`; netx has no recurrent
-//! layer.
+//! `delays` (the inference engine's input), lava-dl `netx` HDF5, or `nir`; or its weights under
+//! the original's state_dict keys (`state-dict`). A recurrent-delay network is written with
+//! integer delays (σ = 0) as `delays` or `nir`; netx has no recurrent layer.
 
 use super::ConfigArgs;
 use crate::checkpoint;
@@ -27,6 +27,9 @@ pub enum Format {
     /// NIR HDF5: one Delay and Affine branch per distinct delay, summed into LIF/LI nodes; a
     /// recurrent delay is a Delay node on the recurrent edge
     Nir,
+    /// The trained weights under the original's state_dict keys (safetensors): the reference's
+    /// `model.N.…`, or DelRec's `layers.N.…` for a recurrent-delay model
+    StateDict,
 }
 
 #[derive(Args, Debug)]
@@ -75,6 +78,7 @@ fn export_feedforward(args: &ExportArgs, config: &Config, tensors: &Tensors) -> 
         Format::Delays => crate::export::delays::write(&form, config, &args.out)?,
         Format::Netx => crate::export::netx::write(&form, &args.out)?,
         Format::Nir => crate::export::nir::write(&form, &args.out)?,
+        Format::StateDict => checkpoint::save(&network.vs, &args.out)?,
     }
     let synapses = form.layers.iter().map(|l| nonzero(&l.synapse.weights)).sum();
     Ok((format!("{} layers", form.layers.len()), synapses))
@@ -83,7 +87,7 @@ fn export_feedforward(args: &ExportArgs, config: &Config, tensors: &Tensors) -> 
 /// A recurrent-delay network's export, with integer delays (σ = 0).
 fn export_recurrent(args: &ExportArgs, config: &Config, tensors: &Tensors) -> Result<(String, usize)> {
     let network = RecurrentNetwork::new(&RecurrentShape::of(config)?, config.seed as i64, Device::Cpu);
-    checkpoint::load_model_part(&network.vs, &args.checkpoint, tensors)?;
+    network.load_weights(&args.checkpoint, tensors)?;
     if config.recurrent_settings()?.eval_delays == EvalDelays::Original {
         eprintln!(
             "note: the export holds integer delays (σ = 0), which `eval` computes with recurrent.eval_delays=integer, not the configured `original`"
@@ -93,6 +97,7 @@ fn export_recurrent(args: &ExportArgs, config: &Config, tensors: &Tensors) -> Re
     match args.format {
         Format::Delays => crate::export::recurrent_delays::write(&form, config, &args.out)?,
         Format::Nir => crate::export::nir::write_recurrent(&form, &args.out)?,
+        Format::StateDict => checkpoint::write_tensors(&args.out, &network.delrec_state_dict())?,
         Format::Netx => bail!(
             "lava-dl netx has no recurrent layer (its layer types are input, dense, conv and flatten), so a recurrent-delay network cannot be written as netx; use --format nir or delays"
         ),

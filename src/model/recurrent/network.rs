@@ -18,7 +18,7 @@
 
 use super::fused::RecurrentCut;
 use super::RecurrentDelays;
-use crate::checkpoint::keys;
+use crate::checkpoint::{self, keys};
 pub use crate::config::RecurrentArchitecture as Architecture;
 use crate::config::{ChargeFormula, Config, NeuronBackend, RecurrentBuffer};
 use crate::model::layers::{Linear, MultiStepDropout, TimeBatchNorm};
@@ -26,6 +26,8 @@ use crate::model::loss::{cross_entropy, Scoring};
 use crate::model::neuron::step::{Reset, StepLif, Surrogate, Triangle};
 use crate::model::neuron::{ATan, Leak, MultiStepLif, Readout};
 use anyhow::{ensure, Result};
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
 use tch::{nn, Device, Kind, Reduction, Tensor};
 
 /// The widths of a network: input channels, hidden neurons per layer and classes.
@@ -139,6 +141,8 @@ pub struct RecurrentGroups {
 }
 
 const SHD_TAU: f64 = 1.05;
+/// The `nn.Sequential` of DelRec's networks.
+const DELREC_ROOT: &str = "layers";
 const SILENT_THRESHOLD: f64 = 1e8;
 
 impl Architecture {
@@ -271,6 +275,72 @@ impl RecurrentNetwork {
                 let _ = frozen.shallow_clone().set_requires_grad(false);
             }
         }
+    }
+
+    /// Each variable's key beside DelRec's (`layers.N.…`, N the index of its module in DelRec's
+    /// `nn.Sequential`: per block the Linear, the BatchNorm if any, the dropout on the current
+    /// if any, the neurons, a spike recorder, the dropout on the spikes if any; then the readout
+    /// Linear and, for `shd`, its LIF).
+    pub fn delrec_names(&self) -> Vec<(String, String)> {
+        let mut names = Vec::new();
+        let mut add = |ours: String, index: usize, fields: &[&str]| {
+            names.extend(fields.iter().map(|f| (format!("{ours}.{f}"), format!("{DELREC_ROOT}.{index}.{f}"))));
+        };
+        let mut index = 0;
+        for (l, block) in self.blocks.iter().enumerate() {
+            let ours = format!("{}.blocks.{l}", keys::MODEL);
+            add(format!("{ours}.linear"), index, &["weight", "bias"]);
+            index += 1;
+            if block.norm.is_some() {
+                add(format!("{ours}.norm"), index, &["weight", "bias", "running_mean", "running_var", "num_batches_tracked"]);
+                index += 1;
+            }
+            index += usize::from(block.current_dropout.is_some());
+            if let Cell::Recurrent { layer, .. } = &block.cell {
+                let fields: &[&str] = if layer.spread.is_some() {
+                    &["recurrent_weights", "recurrent_delays", "p_spread"]
+                } else {
+                    &["recurrent_weights", "recurrent_delays"]
+                };
+                add(format!("{ours}.recurrent"), index, fields);
+            }
+            index += 2 + usize::from(block.spike_dropout.is_some());
+        }
+        add(format!("{}.readout", keys::MODEL), index, &["weight", "bias"]);
+        names
+    }
+
+    /// Loads the weights of `path` (its tensors): one of our checkpoints (the `model.*` keys), or
+    /// a DelRec state dict (`layers.N.…`, [`Self::delrec_names`]), strictly either way.
+    pub fn load_weights(&self, path: &Path, tensors: &BTreeMap<String, Tensor>) -> Result<()> {
+        if !tensors.keys().any(|key| key.starts_with(&format!("{DELREC_ROOT}."))) {
+            return checkpoint::load_model_part(&self.vs, path, tensors);
+        }
+        let names = self.delrec_names();
+        let variables = self.vs.variables();
+        let mut problems: Vec<String> = names
+            .iter()
+            .filter_map(|(ours, theirs)| match tensors.get(theirs) {
+                None => Some(format!("missing key `{theirs}`")),
+                Some(value) if value.size() != variables[ours].size() => Some(format!(
+                    "key `{theirs}` has shape {:?} in the file but {:?} in the model",
+                    value.size(),
+                    variables[ours].size()
+                )),
+                Some(_) => None,
+            })
+            .collect();
+        let theirs: HashMap<&String, &String> = names.iter().map(|(ours, theirs)| (theirs, ours)).collect();
+        problems.extend(tensors.keys().filter(|key| !theirs.contains_key(key)).map(|key| format!("unexpected key `{key}`")));
+        ensure!(problems.is_empty(), "{} does not fit this DelRec network: {}", path.display(), problems.join("; "));
+        let renamed = tensors.iter().map(|(key, value)| (theirs[key].clone(), value.shallow_clone())).collect();
+        checkpoint::load_all(&self.vs, path, renamed)
+    }
+
+    /// The variables under DelRec's keys, for `SNN_recurrent_delays.load_state_dict`.
+    pub fn delrec_state_dict(&self) -> Vec<(String, Tensor)> {
+        let variables = self.vs.variables();
+        self.delrec_names().into_iter().map(|(ours, theirs)| (theirs, variables[&ours].shallow_clone())).collect()
     }
 
     /// The number of trainable parameter values.
@@ -454,6 +524,26 @@ mod tests {
     fn the_published_networks_have_the_spec_parameter_counts() {
         assert_eq!(network(Architecture::Ssc, Widths { inputs: 140, hidden: 256, outputs: 35 }).trainable_parameters(), 374_819);
         assert_eq!(network(Architecture::Shd, Widths { inputs: 140, hidden: 256, outputs: 20 }).trainable_parameters(), 173_844);
+    }
+
+    /// Every variable has a DelRec key, at the index of its module in DelRec's `nn.Sequential`.
+    #[test]
+    fn delrec_keys_cover_every_variable_at_its_module_index() {
+        let widths = Widths { inputs: 6, hidden: 8, outputs: 3 };
+        for (architecture, indices) in
+            [(Architecture::Ssc, vec![0, 2, 4, 6, 8, 10, 12]), (Architecture::Shd, vec![0, 1, 5, 6, 7, 10])]
+        {
+            let network = network(architecture, widths);
+            let names = network.delrec_names();
+            let mut ours: Vec<&String> = names.iter().map(|(ours, _)| ours).collect();
+            ours.sort();
+            let variables = checkpoint::state_dict(&network.vs);
+            assert_eq!(ours, variables.iter().map(|(key, _)| key).collect::<Vec<_>>(), "{architecture:?}");
+            let mut modules: Vec<usize> =
+                names.iter().map(|(_, theirs)| theirs.split('.').nth(1).unwrap().parse().unwrap()).collect();
+            modules.dedup();
+            assert_eq!(modules, indices, "{architecture:?}");
+        }
     }
 
     #[test]
