@@ -76,8 +76,9 @@ fn compile_shim(lib_dir: &Path, cuda: bool) {
     build.compile("c10d_shim");
 }
 
-/// The fused neuron's CUDA source compiled for the host (csrc/fused_lif_host.cpp), which the tests
-/// run against the CPU kernel: no contraction into fused multiply-adds and no fast-math, so that
+/// The fused neuron's and the recurrent layer's CUDA sources compiled for the host
+/// (csrc/fused_lif_host.cpp, csrc/recurrent_step_host.cpp), which the tests run against the CPU
+/// kernel and the libtorch ops: no contraction into fused multiply-adds and no fast-math, so that
 /// each float32 operation rounds as the CUDA intrinsic does.
 fn compile_host_kernels() {
     cc::Build::new()
@@ -86,6 +87,7 @@ fn compile_host_kernels() {
         .flag("-ffp-contract=off")
         .flag_if_supported("-fno-fast-math")
         .file("csrc/fused_lif_host.cpp")
+        .file("csrc/recurrent_step_host.cpp")
         .compile("fused_lif_host");
 }
 

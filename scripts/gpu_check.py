@@ -24,8 +24,9 @@ summary.md and log.txt under --out are rewritten as each section ends. Sections,
   reference (cuDNN off, as its main.py), SHD and SSC presets, with GPU utilisation and peak
   memory (nvidia-smi, every 100 ms);
 - recurrent: recurrent delays (DelRec): a 2-epoch `delrec-ssc` run on the device against the same
-  run on the CPU (per-epoch training losses within 1e-3 relative), and a training step of ours
-  (fused and postsynaptic layers) and of DelRec's computation in PyTorch on the device;
+  run on the CPU (per-epoch training losses within 1e-3 relative; on CUDA the fused layer must
+  run its step kernels, which check themselves against the CPU before use), and a training step
+  of ours (fused and postsynaptic layers) and of DelRec's computation in PyTorch on the device;
 - epoch: one SHD-size epoch (8156 + 2264 generated samples) and the 150-epoch time it projects.
 
 `--device cpu` (the default without CUDA) is the dry run: the same sections on the CPU at small
@@ -443,6 +444,10 @@ def recurrent(check, work):
         check.run([check.args.bin, "train", "--preset", "delrec-ssc", "--data", data, "--epochs", "2", "--device", device,
                    "--quiet", "--run-dir", run_dir, *small])
         losses[device] = [row["train_loss"] for row in metrics(run_dir)]
+        with open(os.path.join(run_dir, "summary.json")) as f:
+            neurons = json.load(f)["neuron_backend"]
+    if cuda(check) and "CUDA step kernels" not in neurons:
+        raise Failed(f"the fused recurrent layer did not use its CUDA step kernels: {neurons}")
     worst = max(abs(a - b) / abs(b) for a, b in zip(losses[check.args.device], losses["cpu"]))
     if worst > 1e-3:
         raise Failed(f"training losses on {check.args.device} {losses[check.args.device]} against the CPU's {losses['cpu']}")
@@ -450,7 +455,7 @@ def recurrent(check, work):
     weights, batch = os.path.join(work, "w.safetensors"), os.path.join(work, "b.safetensors")
     check.run([check.args.bin, "init", "--preset", "delrec-ssc", "--out", weights])
     tensorfile.save({"x": (torch.rand(steps, size, 140) < 0.05).float(), "y": torch.randint(0, 35, (size,))}, batch)
-    row = {"batch": size, "steps": steps, "train_losses": losses, "worst_loss_rel_diff": worst}
+    row = {"batch": size, "steps": steps, "train_losses": losses, "worst_loss_rel_diff": worst, "neurons": neurons}
     for buffer in ("fused", "postsynaptic"):
         ours = last_json(check.run([check.args.bin, "bench", "--json", "--preset", "delrec-ssc", "--weights", weights, "--batch",
                                     batch, "--repeats", 1, "--warmup", 1, "--device", check.args.device, "--set",

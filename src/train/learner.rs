@@ -9,10 +9,11 @@ use super::optim::Adam;
 use super::recurrent::RecurrentTrainer;
 use super::schedule::LrSchedule;
 use super::{BatchResult, Trainer};
-use crate::config::{name_of, Config};
+use crate::config::{name_of, Config, RecurrentBuffer};
 use crate::data::Subset;
 use crate::distributed::Group;
 use crate::logging::Board;
+use crate::model::recurrent::cuda_step;
 use crate::model::DropoutMasks;
 use anyhow::Result;
 use std::collections::HashMap;
@@ -161,7 +162,14 @@ impl Learner for RecurrentTrainer {
     }
 
     fn neurons(&self) -> (String, Option<String>) {
-        (format!("{} recurrent-layer", name_of(&self.recurrent.buffer)), None)
+        let buffer = format!("{} recurrent-layer", name_of(&self.recurrent.buffer));
+        match (self.recurrent.buffer, self.device()) {
+            (RecurrentBuffer::Fused, Device::Cuda(index)) => match cuda_step::verified(index) {
+                Ok(()) => (format!("{buffer} (CUDA step kernels)"), None),
+                Err(why) => (buffer, Some(format!("its steps run as libtorch ops: {why}"))),
+            },
+            _ => (buffer, None),
+        }
     }
 
     fn optimizers(&self) -> (&Adam, Option<&Adam>) {

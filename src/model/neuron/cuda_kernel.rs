@@ -114,7 +114,7 @@ struct CudaKernels {
 unsafe impl Send for CudaKernels {}
 unsafe impl Sync for CudaKernels {}
 
-fn launch_config(grid: Grid) -> LaunchConfig {
+pub fn launch_config(grid: Grid) -> LaunchConfig {
     LaunchConfig { grid_dim: (grid.blocks, 1, 1), block_dim: (grid.block, 1, 1), shared_mem_bytes: 0 }
 }
 

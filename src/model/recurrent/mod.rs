@@ -12,6 +12,7 @@
 //! future kernel values `Σ_k K_j[k]·s_j(t − k)` and multiplies by `W` once per step. This module
 //! computes both with autograd; [`fused`] computes the presynaptic sums with its own backward.
 
+pub mod cuda_step;
 pub mod eval_form;
 pub mod fused;
 pub mod kernel;

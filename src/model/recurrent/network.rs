@@ -435,7 +435,7 @@ impl RecurrentNetwork {
                     let kernel = kernels.next().expect("one kernel per recurrent layer");
                     let mask = mask_of(MaskSlot::Recurrent(l));
                     if layer.buffer == RecurrentBuffer::Fused {
-                        let (spikes, cut) = layer.forward_fused(&h, kernel, train, mask);
+                        let (spikes, cut) = layer.forward_fused(&h, kernel, train, mask)?;
                         cuts.extend(cut);
                         spikes
                     } else {
