@@ -1,6 +1,7 @@
 //! `snn-delays devices`: what this binary will compute on here, as JSON: libtorch and its CUDA
 //! version, which NVRTC compiles our kernels, each visible GPU (name, UUID, PCI address, free
-//! memory) and whether the fused neuron kernel passed its self-check there; with `--collectives`,
+//! memory) and whether the fused neuron kernel and the recurrent layer's step kernels passed their
+//! self-checks there; with `--collectives`,
 //! a one-rank NCCL group on each GPU (an all-reduce and a broadcast), so that the NCCL path runs.
 
 use crate::config::NeuronBackend;
@@ -52,6 +53,9 @@ fn gpu(index: usize, collectives: bool) -> Value {
     entry["fused_kernel"] = json!(backend == NeuronBackend::Fused);
     entry["fused_kernel_note"] = json!(note);
     entry["self_check_seconds"] = json!(check_seconds);
+    let recurrent = crate::model::recurrent::cuda_step::verified(index);
+    entry["recurrent_step_kernels"] = json!(recurrent.is_ok());
+    entry["recurrent_step_kernels_note"] = json!(recurrent.err());
     if collectives {
         entry["nccl_group_of_one"] = json!(nccl_group_of_one(index).map_or_else(|e| format!("failed: {e:#}"), |()| "ok".into()));
     }
