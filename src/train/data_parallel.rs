@@ -5,8 +5,9 @@
 //! every rank applies the same update. BatchNorm's global statistics are summed inside the
 //! forward and backward ([`crate::model::global_norm`]).
 
+use super::learner::Learner;
 use super::optim::Adam;
-use super::{check_finite, BatchResult, Trainer};
+use super::{check_finite, BatchResult};
 use crate::distributed::Group;
 use crate::model::loss::hits;
 use crate::model::DropoutMasks;
@@ -21,7 +22,7 @@ pub struct SyncedStep {
 
 /// Gives every optimized parameter a (zero) gradient, so that a rank whose shard is empty still
 /// has gradients to contribute before its first backward.
-pub fn define_gradients(trainer: &Trainer) {
+pub fn define_gradients(trainer: &dyn Learner) {
     let params: Vec<Tensor> = optimized(trainer).filter(|p| !p.grad().defined()).collect();
     if let Some(first) = params.first() {
         params[1..].iter().fold((first * 0.0).sum(Kind::Float), |sum, p| sum + (p * 0.0).sum(Kind::Float)).backward();
@@ -29,13 +30,13 @@ pub fn define_gradients(trainer: &Trainer) {
 }
 
 /// Overwrites every parameter and buffer with rank 0's, so that all ranks start equal.
-pub fn broadcast_state(trainer: &Trainer, group: &Group) -> Result<()> {
-    tch::no_grad(|| crate::checkpoint::state_dict(&trainer.network.vs).iter().try_for_each(|(_, tensor)| group.broadcast(tensor)))
+pub fn broadcast_state(trainer: &dyn Learner, group: &Group) -> Result<()> {
+    tch::no_grad(|| crate::checkpoint::state_dict(trainer.vs()).iter().try_for_each(|(_, tensor)| group.broadcast(tensor)))
 }
 
 /// Trains on this rank's shard `(x, targets)` of a global batch of `global_batch` samples.
 pub fn synced_step(
-    trainer: &mut Trainer,
+    trainer: &mut dyn Learner,
     group: &Group,
     shard: (&Tensor, &Tensor),
     masks: DropoutMasks,
@@ -69,6 +70,7 @@ pub fn synced_step(
 }
 
 /// The parameters the optimizers step, in their order.
-fn optimized(trainer: &Trainer) -> impl Iterator<Item = Tensor> + '_ {
-    trainer.optimizers().flat_map(Adam::params).map(|p| p.param.shallow_clone())
+fn optimized(trainer: &dyn Learner) -> impl Iterator<Item = Tensor> + '_ {
+    let (weights, positions) = trainer.optimizers();
+    std::iter::once(weights).chain(positions).flat_map(Adam::params).map(|p| p.param.shallow_clone())
 }

@@ -14,9 +14,10 @@ use crate::data::Subset;
 use crate::distributed::Group;
 use crate::logging::Board;
 use crate::model::recurrent::cuda_step;
-use crate::model::DropoutMasks;
+use crate::model::{DropoutMasks, GlobalSum};
 use anyhow::Result;
 use std::collections::HashMap;
+use std::rc::Rc;
 use tch::{nn, Device, Kind, Tensor};
 
 pub trait Learner {
@@ -49,12 +50,41 @@ pub trait Learner {
     fn positions(&self) -> Vec<Tensor>;
     /// The per-layer scalars and histograms of an epoch.
     fn log_layers(&self, board: &mut Board, step: usize);
-    /// The feedforward trainer, which data-parallel runs need.
-    fn feedforward(&mut self) -> Option<&mut Trainer>;
+    /// Each dropout of a training pass, in the order the network takes its masks: the drop
+    /// probability and the width of the per-sample masks ([`super::masks`]).
+    fn dropout_plan(&self) -> Vec<(f64, usize)>;
+    /// Forward, loss and backward of a batch, leaving the gradients on the parameters; returns
+    /// the batch's mean loss and class scores. With `share = Some(s)` the gradients are those
+    /// of `s·loss` (a rank's shard of a global batch); an empty shard gives zero gradients and
+    /// still takes part in every collective of the pass.
+    fn compute_gradients(
+        &mut self,
+        x: &Tensor,
+        targets: &Tensor,
+        masks: DropoutMasks,
+        share: Option<f64>,
+    ) -> Result<(Tensor, Tensor)>;
+    /// Steps both optimizers with the gradients in place, then clamps what the model clamps.
+    fn apply_gradients(&mut self);
+    /// Joins a data-parallel run: BatchNorm over the global batch through `sum`.
+    fn join_group(&mut self, sum: Rc<dyn GlobalSum>);
+    /// Clears the gradients of every optimized parameter.
+    fn zero_grad(&mut self) {
+        let (weights, positions) = self.optimizers_mut();
+        weights.zero_grad();
+        if let Some(positions) = positions {
+            positions.zero_grad();
+        }
+    }
     /// What a best checkpoint records besides the weights, in its header.
     fn checkpoint_metadata(&self) -> HashMap<String, String> {
         HashMap::new()
     }
+}
+
+/// The masks a recurrent-delay pass takes, when every one is given; `None` lets it draw them.
+fn given_masks(masks: &DropoutMasks) -> Option<Vec<Tensor>> {
+    masks.0.iter().map(|mask| mask.as_ref().map(Tensor::shallow_clone)).collect::<Option<Vec<_>>>().filter(|m| !m.is_empty())
 }
 
 /// The header key of the kernel width σ in force when a recurrent-delay checkpoint was written.
@@ -139,8 +169,26 @@ impl Learner for Trainer {
         }
     }
 
-    fn feedforward(&mut self) -> Option<&mut Trainer> {
-        Some(self)
+    fn dropout_plan(&self) -> Vec<(f64, usize)> {
+        vec![(self.config.dropout_p, self.config.n_hidden_neurons); self.config.n_hidden_layers]
+    }
+
+    fn compute_gradients(
+        &mut self,
+        x: &Tensor,
+        targets: &Tensor,
+        masks: DropoutMasks,
+        share: Option<f64>,
+    ) -> Result<(Tensor, Tensor)> {
+        Trainer::compute_gradients(self, x, targets, masks, share)
+    }
+
+    fn apply_gradients(&mut self) {
+        Trainer::apply_gradients(self)
+    }
+
+    fn join_group(&mut self, sum: Rc<dyn GlobalSum>) {
+        self.network.global_sum = Some(sum);
     }
 }
 
@@ -204,8 +252,8 @@ impl Learner for RecurrentTrainer {
         RecurrentTrainer::begin_epoch(self, epoch)
     }
 
-    fn train_step(&mut self, x: &Tensor, targets: &Tensor, _masks: DropoutMasks) -> Result<BatchResult> {
-        RecurrentTrainer::train_step(self, x, targets, None)
+    fn train_step(&mut self, x: &Tensor, targets: &Tensor, masks: DropoutMasks) -> Result<BatchResult> {
+        RecurrentTrainer::train_step(self, x, targets, given_masks(&masks).as_deref())
     }
 
     /// The original steps its schedules after evaluating; stepping them before changes nothing
@@ -234,8 +282,27 @@ impl Learner for RecurrentTrainer {
         }
     }
 
-    fn feedforward(&mut self) -> Option<&mut Trainer> {
-        None
+    fn dropout_plan(&self) -> Vec<(f64, usize)> {
+        let width = self.config.n_hidden_neurons;
+        self.network.mask_plan().iter().map(|(_, dropout)| (dropout.p, width)).collect()
+    }
+
+    fn compute_gradients(
+        &mut self,
+        x: &Tensor,
+        targets: &Tensor,
+        masks: DropoutMasks,
+        share: Option<f64>,
+    ) -> Result<(Tensor, Tensor)> {
+        RecurrentTrainer::compute_gradients(self, x, targets, given_masks(&masks).as_deref(), share)
+    }
+
+    fn apply_gradients(&mut self) {
+        RecurrentTrainer::apply_gradients(self)
+    }
+
+    fn join_group(&mut self, sum: Rc<dyn GlobalSum>) {
+        self.network.global_sum = Some(sum);
     }
 
     /// σ, which the `original` evaluation uses with the rounded delays.

@@ -77,21 +77,48 @@ impl RecurrentTrainer {
     /// One batch: forward with the given dropout masks (drawn when `None`), loss, backward, both
     /// optimizers, the clamp. A non-finite loss stops before any parameter changes.
     pub fn train_step(&mut self, x: &Tensor, targets: &Tensor, masks: Option<&[Tensor]>) -> Result<BatchResult> {
-        let kernels = self.network.kernels(self.sigma, false);
-        let pass = self.network.forward(x, &kernels, true, masks)?;
-        let output = &pass.output;
-        let loss = self.network.loss(output, targets);
         self.weights.zero_grad();
         self.positions.zero_grad();
-        pass.backward(&loss)?;
+        let (loss, scores) = self.compute_gradients(x, targets, masks, None)?;
         let value = check_finite(loss.double_value(&[]))?;
+        self.apply_gradients();
+        let accuracy = tch::no_grad(|| hit_rate(&scores, targets));
+        Ok(BatchResult { loss: value, accuracy })
+    }
+
+    /// Forward with the kernels at σ in force, loss and backward (of `share·loss` when a share
+    /// is given), leaving the gradients on the parameters; the batch's mean loss and class
+    /// scores. An empty shard takes part in the global BatchNorms' sums and adds nothing.
+    pub fn compute_gradients(
+        &mut self,
+        x: &Tensor,
+        targets: &Tensor,
+        masks: Option<&[Tensor]>,
+        share: Option<f64>,
+    ) -> Result<(Tensor, Tensor)> {
+        if targets.size()[0] == 0 {
+            self.network.idle_train_pass()?;
+            let zeros = |shape: &[i64]| Tensor::zeros(shape, (tch::Kind::Float, x.device()));
+            return Ok((zeros(&[]), zeros(&targets.size())));
+        }
+        let kernels = self.network.kernels(self.sigma, false);
+        let pass = self.network.forward(x, &kernels, true, masks)?;
+        let loss = self.network.loss(&pass.output, targets);
+        match share {
+            Some(share) => pass.backward(&(&loss * share))?,
+            None => pass.backward(&loss)?,
+        }
+        let scores = tch::no_grad(|| self.network.class_scores(&pass.output));
+        Ok((loss.detach(), scores))
+    }
+
+    /// Steps both optimizers, then clamps the delays if the configuration says so.
+    pub fn apply_gradients(&mut self) {
         self.weights.step();
         self.positions.step();
         if self.recurrent.clamp_every_step {
             self.clamp_delays();
         }
-        let accuracy = tch::no_grad(|| hit_rate(&self.network.class_scores(output), targets));
-        Ok(BatchResult { loss: value, accuracy })
     }
 
     fn clamp_delays(&mut self) {

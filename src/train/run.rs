@@ -224,10 +224,8 @@ pub fn train(config: &Config, data_dir: &Path, options: &RunOptions) -> Result<O
 /// A data-parallel run splits batches over ranks, which the reference's per-batch dropout masks
 /// (drawn from the global generator) cannot follow.
 fn check_shardable(config: &Config) -> Result<()> {
-    if config.model_type == ModelType::Delrec {
-        bail!("a run over several processes trains the feedforward models; train model_type `delrec` in one process");
-    }
-    if config.dropout_p > 0.0 && config.dropout_masks == MaskDraw::Global {
+    let recurrent_dropout = config.recurrent.as_ref().is_some_and(|r| r.recurrent_dropout > 0.0);
+    if (config.dropout_p > 0.0 || recurrent_dropout) && config.dropout_masks == MaskDraw::Global {
         bail!(
             "a run over several processes needs per-sample dropout masks (the reference draws one mask per batch from the global generator, which cannot be split over ranks): add --set dropout_masks=per_sample, in a one-process run too if you want to compare with it"
         );
@@ -245,10 +243,9 @@ fn join_training(learner: &mut dyn Learner, state: &RunState, group: &Rc<Group>)
         group.world.rank,
         state.epochs_done
     );
-    let trainer = learner.feedforward().context("only the feedforward models train over several processes")?;
-    trainer.network.global_sum = Some(group.clone() as Rc<dyn crate::model::GlobalSum>);
-    define_gradients(trainer);
-    broadcast_state(trainer, group)
+    learner.join_group(group.clone() as Rc<dyn crate::model::GlobalSum>);
+    define_gradients(learner);
+    broadcast_state(learner, group)
 }
 
 /// Opens TensorBoard and `metrics.jsonl` for rank 0; a new run's board gets its config.
@@ -538,12 +535,11 @@ fn batch_step(
     stop_requested: bool,
     device: Device,
 ) -> Result<(super::BatchResult, bool)> {
-    let masks = dropout_masks(trainer.config(), epoch, &batch.indices, device);
+    let masks = dropout_masks(trainer, epoch, &batch.indices, device);
     let (x, targets) = (to_device(&batch.x, device), to_device(&batch.targets, device));
     match group {
         None => Ok((trainer.train_step(&x, &targets, DropoutMasks(&masks))?, stop_requested)),
         Some(group) => {
-            let trainer = trainer.feedforward().context("only the feedforward models train over several processes")?;
             let synced = synced_step(trainer, group, (&x, &targets), DropoutMasks(&masks), batch.size, stop_requested)?;
             Ok((synced.result, synced.stop))
         }
@@ -551,9 +547,10 @@ fn batch_step(
 }
 
 /// Per-sample masks when the config asks for them; none (drawn by the network) otherwise.
-fn dropout_masks(config: &Config, epoch: usize, indices: &[usize], device: Device) -> Vec<Option<Tensor>> {
+fn dropout_masks(trainer: &dyn Learner, epoch: usize, indices: &[usize], device: Device) -> Vec<Option<Tensor>> {
+    let config = trainer.config();
     match config.dropout_masks {
-        MaskDraw::PerSample => per_sample_masks(config, epoch as u64, indices, device),
+        MaskDraw::PerSample => per_sample_masks(config.seed, epoch as u64, indices, &trainer.dropout_plan(), device),
         MaskDraw::Global => Vec::new(),
     }
 }

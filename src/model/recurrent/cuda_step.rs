@@ -13,7 +13,7 @@
 //! says why. The tests run the same source compiled for the host (`csrc/recurrent_step_host.cpp`)
 //! through the same launch code.
 
-use super::fused::{BackwardState, ForwardState, Steps};
+use super::fused::{BackwardState, BackwardStep, ForwardState, ForwardStep, Steps};
 use crate::model::neuron::cuda_kernel::{launch_config, Grid};
 use crate::model::neuron::step::{Reset, StepLif, Surrogate, Triangle};
 use crate::model::neuron::ATan;
@@ -99,22 +99,23 @@ fn charge_form(neuron: &StepLif, train: bool) -> (i32, f32) {
     }
 }
 
-/// Forward step t with the kernel, given `recurrent = z(t)·Wᵀ` (contiguous, on the device).
-pub fn forward_step(launcher: &dyn StepLauncher, state: &mut ForwardState, t: i64, recurrent: &Tensor) -> Result<()> {
+/// Forward step t with the kernel, given `recurrent = z(t)·Wᵀ` (on the device).
+pub fn forward_step(launcher: &dyn StepLauncher, state: &mut ForwardState, t: i64, recurrent: &Tensor) -> Result<ForwardStep> {
     let recurrent = recurrent.contiguous();
+    let new = || Tensor::empty(recurrent.size().as_slice(), (Kind::Float, recurrent.device()));
+    let step = ForwardStep { spikes: new(), charged: new(), arrived: new() };
     let (divide, a) = charge_form(state.neuron, state.train);
-    let (x, spikes, charged, arrived) = (state.x.get(t), state.spikes.get(t), state.charged.get(t), state.arrived.get(t + 1));
     let (count, neurons, slots) = (recurrent.numel() as i64, recurrent.size()[1], state.kernel.size()[1]);
     let args = ForwardArgs {
-        x: pointer(&x),
+        x: pointer(&state.x[t as usize]),
         recurrent: pointer(&recurrent),
         mask: optional(state.mask.as_ref()),
         membrane: pointer(&state.membrane),
         ring: pointer(&state.ring),
         taps: pointer(&state.kernel),
-        spikes: pointer(&spikes),
-        charged: pointer(&charged),
-        arrived: pointer(&arrived),
+        spikes: pointer(&step.spikes),
+        charged: pointer(&step.charged),
+        arrived: pointer(&step.arrived),
         divide,
         a,
         threshold: state.neuron.threshold as f32,
@@ -127,17 +128,24 @@ pub fn forward_step(launcher: &dyn StepLauncher, state: &mut ForwardState, t: i6
     if count > 0 {
         launcher.forward(Grid::per_neuron(count), &args)?;
     }
-    Ok(())
+    Ok(step)
 }
 
-/// Backward step t with the kernel: spreads g_z(t+1), then forms `g_h(t)`.
-pub fn backward_step(launcher: &dyn StepLauncher, state: &mut BackwardState, t: i64) -> Result<()> {
-    let (steps, slots) = (state.charged.size()[0], state.kernel.size()[1]);
+/// Backward step t with the kernel: spreads `g_z(t+1)` (`scatter`, none at the last step), then
+/// forms `g_h(t)`.
+pub fn backward_step(
+    launcher: &dyn StepLauncher,
+    state: &mut BackwardState,
+    t: i64,
+    scatter: Option<&Tensor>,
+) -> Result<BackwardStep> {
+    let slots = state.kernel.size()[1];
     let neuron = state.neuron;
-    let scatter = (t + 1 < steps).then(|| state.grad_arrived.get(t + 1));
+    let scatter = scatter.map(Tensor::contiguous);
+    let new = || Tensor::empty(state.grad_v.size().as_slice(), (Kind::Float, state.grad_v.device()));
+    let step = BackwardStep { grad_h: new(), grad_masked: new() };
     let (grad_spikes, charged, spikes, slopes) =
         (state.grad_spikes.get(t), state.charged.get(t), state.spikes.get(t), state.slopes.get(t));
-    let grad_input = state.grad_input.get(t);
     let count = state.grad_v.numel() as i64;
     let args = BackwardArgs {
         scatter: optional(scatter.as_ref()),
@@ -150,8 +158,8 @@ pub fn backward_step(launcher: &dyn StepLauncher, state: &mut BackwardState, t: 
         slopes: pointer(&slopes),
         mask: optional(state.mask.as_ref()),
         grad_v: pointer(&state.grad_v),
-        grad_input: pointer(&grad_input),
-        grad_masked: pointer(&state.grad_masked),
+        grad_input: pointer(&step.grad_h),
+        grad_masked: pointer(&step.grad_masked),
         hard: i32::from(neuron.reset == Reset::Hard),
         detach: i32::from(neuron.detach_reset),
         threshold: neuron.threshold as f32,
@@ -164,7 +172,7 @@ pub fn backward_step(launcher: &dyn StepLauncher, state: &mut BackwardState, t: 
     if count > 0 {
         launcher.backward(Grid::per_neuron(count), &args)?;
     }
-    Ok(())
+    Ok(step)
 }
 
 /// The kernels loaded on one CUDA device, with the stream they run on.
@@ -310,14 +318,14 @@ pub fn compare_with_cpu(launcher: &dyn StepLauncher, device: Device) -> Result<(
             let mut gpu = ForwardState::new(&on(&x), &on(&kernel), mask.map(on).as_ref(), &neuron, train);
             gpu.ring.copy_(&cpu.ring);
             gpu.membrane.copy_(&cpu.membrane);
-            cpu.ops_step(1, &recurrent);
-            forward_step(launcher, &mut gpu, 1, &on(&recurrent))?;
+            let expected = cpu.ops_step(1, &recurrent);
+            let got = forward_step(launcher, &mut gpu, 1, &on(&recurrent))?;
             for (what, expected, got) in [
-                ("spikes", &cpu.spikes.get(1), &gpu.spikes.get(1)),
-                ("membrane before the reset", &cpu.charged.get(1), &gpu.charged.get(1)),
+                ("spikes", &expected.spikes, &got.spikes),
+                ("membrane before the reset", &expected.charged, &got.charged),
                 ("membrane", &cpu.membrane, &gpu.membrane),
                 ("ring", &cpu.ring, &gpu.ring),
-                ("arrived values", &cpu.arrived.get(2), &gpu.arrived.get(2)),
+                ("arrived values", &expected.arrived, &got.arrived),
             ] {
                 check(what, expected, got, &case)?;
             }
@@ -336,28 +344,27 @@ fn compare_backward(
     neuron: &StepLif,
     case: &str,
 ) -> Result<()> {
-    let shape = forward.charged.size();
-    let charged = Tensor::randn(shape.as_slice(), (Kind::Float, Device::Cpu)) * 0.6 + 0.9;
+    let shape = [forward.x.len() as i64, forward.membrane.size()[0], forward.membrane.size()[1]];
+    let charged = Tensor::randn(shape, (Kind::Float, Device::Cpu)) * 0.6 + 0.9;
     let spikes = (&charged - neuron.threshold).ge(0.0).to_kind(Kind::Float);
-    let grad_spikes = Tensor::randn(shape.as_slice(), (Kind::Float, Device::Cpu));
+    let grad_spikes = Tensor::randn(shape, (Kind::Float, Device::Cpu));
     let on = |t: &Tensor| t.to_device(device);
-    for t in [1, shape[0] - 1] {
+    let scatter = Tensor::randn([shape[1], shape[2]], (Kind::Float, Device::Cpu));
+    for (t, scatter) in [(1, Some(&scatter)), (shape[0] - 1, None)] {
         let mut cpu = BackwardState::new(&charged, &spikes, &grad_spikes, forward.mask.as_ref(), &forward.kernel, neuron);
         let _ = cpu.ring.uniform_(-1.0, 1.0);
         let _ = cpu.grad_v.uniform_(-1.0, 1.0);
-        let _ = cpu.grad_arrived.uniform_(-1.0, 1.0);
         let mask = forward.mask.as_ref().map(on);
         let mut gpu =
             BackwardState::new(&on(&charged), &on(&spikes), &on(&grad_spikes), mask.as_ref(), &on(&forward.kernel), neuron);
-        for (to, from) in [(&gpu.ring, &cpu.ring), (&gpu.grad_v, &cpu.grad_v), (&gpu.grad_arrived, &cpu.grad_arrived)] {
-            to.shallow_clone().copy_(from);
-        }
-        cpu.ops_step(t);
-        backward_step(launcher, &mut gpu, t)?;
+        gpu.ring.copy_(&cpu.ring);
+        gpu.grad_v.copy_(&cpu.grad_v);
+        let expected = cpu.ops_step(t, scatter);
+        let got = backward_step(launcher, &mut gpu, t, scatter.map(on).as_ref())?;
         let case = format!("{case}, backward step {t}");
         for (what, expected, got) in [
-            ("input gradient", &cpu.grad_input.get(t), &gpu.grad_input.get(t)),
-            ("masked gradient", &cpu.grad_masked, &gpu.grad_masked),
+            ("input gradient", &expected.grad_h, &got.grad_h),
+            ("masked gradient", &expected.grad_masked, &got.grad_masked),
             ("membrane gradient", &cpu.grad_v, &gpu.grad_v),
             ("gradient ring", &cpu.ring, &gpu.ring),
         ] {

@@ -84,60 +84,67 @@ fn take_slot(ring: &Tensor, slot: i64) -> Tensor {
     value
 }
 
-/// A forward pass's state and outputs, all contiguous float32 on one device.
+/// What one forward step gives: `s(t)`, `h(t)` and `z(t+1)`, `(B, N)` each.
+pub struct ForwardStep {
+    pub spikes: Tensor,
+    pub charged: Tensor,
+    pub arrived: Tensor,
+}
+
+/// A forward pass's inputs and running state, contiguous float32 on one device.
 pub struct ForwardState<'a> {
-    /// The feedforward current `(T, B, N)`.
-    pub x: Tensor,
+    /// The feedforward current of each step, `(B, N)`.
+    pub x: Vec<Tensor>,
     pub mask: Option<Tensor>,
-    /// The kernel `(N, L)`.
+    /// The kernel `(N, L)`, and its taps `1..L`.
     pub kernel: Tensor,
+    sent_taps: Tensor,
     pub neuron: &'a StepLif,
     pub train: bool,
-    /// `v (B, N)`, updated in place.
+    /// `v (B, N)`: replaced by the ops, updated in place by the kernel.
     pub membrane: Tensor,
     /// `(B, N, L)`; slot `t mod L` holds what arrives at step t.
     pub ring: Tensor,
-    pub spikes: Tensor,
-    pub charged: Tensor,
-    /// `(T + 1, B, N)`: z(0) = 0, and each step writes the next.
-    pub arrived: Tensor,
 }
 
 impl<'a> ForwardState<'a> {
     /// Empty state for the input `x (T, B, N)`.
     pub fn new(x: &Tensor, kernel: &Tensor, mask: Option<&Tensor>, neuron: &'a StepLif, train: bool) -> ForwardState<'a> {
-        let (steps, batch, n) = (x.size()[0], x.size()[1], x.size()[2]);
+        let (batch, n, slots) = (x.size()[1], x.size()[2], kernel.size()[1]);
         let options = (Kind::Float, x.device());
+        let kernel = kernel.detach().contiguous();
         ForwardState {
-            x: x.detach().contiguous(),
+            x: x.detach().contiguous().unbind(0),
             mask: mask.map(|m| m.detach().contiguous()),
-            kernel: kernel.detach().contiguous(),
+            sent_taps: kernel.narrow(1, 1, kernel.size()[1] - 1),
+            kernel,
             neuron,
             train,
             membrane: Tensor::zeros([batch, n], options),
-            ring: Tensor::zeros([batch, n, kernel.size()[1]], options),
-            spikes: Tensor::empty([steps, batch, n], options),
-            charged: Tensor::empty([steps, batch, n], options),
-            arrived: Tensor::zeros([steps + 1, batch, n], options),
+            ring: Tensor::zeros([batch, n, slots], options),
         }
     }
 
     /// Step t with libtorch ops, given `recurrent = z(t)·Wᵀ`.
-    pub fn ops_step(&mut self, t: i64, recurrent: &Tensor) {
+    pub fn ops_step(&mut self, t: i64, recurrent: &Tensor) -> ForwardStep {
         let slots = self.kernel.size()[1];
-        let slot = t % slots;
-        let total = with_recurrent(&self.x.get(t), recurrent, self.mask.as_ref());
-        let h = self.neuron.charge(&self.membrane, &total, self.train);
-        let s = (&h - self.neuron.threshold).ge(0.0).to_kind(Kind::Float);
-        self.membrane.copy_(&self.neuron.reset(&h, &s));
-        add_around(&self.ring, &(s.unsqueeze(-1) * self.kernel.narrow(1, 1, slots - 1)), (slot + 1) % slots);
-        self.arrived.get(t + 1).copy_(&take_slot(&self.ring, (slot + 1) % slots));
-        self.spikes.get(t).copy_(&s);
-        self.charged.get(t).copy_(&h);
+        let total = with_recurrent(&self.x[t as usize], recurrent, self.mask.as_ref());
+        let charged = self.neuron.charge(&self.membrane, &total, self.train);
+        let spikes = (&charged - self.neuron.threshold).ge(0.0).to_kind(Kind::Float);
+        self.membrane = self.neuron.reset(&charged, &spikes);
+        let next = (t + 1) % slots;
+        add_around(&self.ring, &(spikes.unsqueeze(-1) * &self.sent_taps), next);
+        ForwardStep { spikes, charged, arrived: take_slot(&self.ring, next) }
     }
 }
 
-/// A backward pass's state and outputs, all contiguous float32 on one device.
+/// What one backward step gives: `g_h(t)` and `μ ⊙ g_h(t)`, `(B, N)` each.
+pub struct BackwardStep {
+    pub grad_h: Tensor,
+    pub grad_masked: Tensor,
+}
+
+/// A backward pass's inputs and running state, contiguous float32 on one device.
 pub struct BackwardState<'a> {
     pub grad_spikes: Tensor,
     pub charged: Tensor,
@@ -146,16 +153,12 @@ pub struct BackwardState<'a> {
     pub slopes: Tensor,
     pub mask: Option<Tensor>,
     pub kernel: Tensor,
+    flipped_taps: Tensor,
     pub neuron: &'a StepLif,
-    /// `g_v (B, N)`, updated in place.
+    /// `g_v (B, N)`: replaced by the ops, updated in place by the kernel.
     pub grad_v: Tensor,
     /// `(B, N, L)`: slot `t mod L` gathers the gradient of `s(t)` from later steps' `g_z`.
     pub ring: Tensor,
-    pub grad_input: Tensor,
-    /// `g_z(t) = (μ ⊙ g_h(t))·W`, `(T, B, N)`.
-    pub grad_arrived: Tensor,
-    /// `μ ⊙ g_h` of the current step, `(B, N)`.
-    pub grad_masked: Tensor,
 }
 
 impl<'a> BackwardState<'a> {
@@ -169,31 +172,30 @@ impl<'a> BackwardState<'a> {
         kernel: &Tensor,
         neuron: &'a StepLif,
     ) -> BackwardState<'a> {
-        let shape = charged.size();
+        let (shape, slots) = (charged.size(), kernel.size()[1]);
         let options = (Kind::Float, charged.device());
+        let kernel = kernel.detach().contiguous();
         BackwardState {
             grad_spikes: grad_spikes.contiguous(),
             charged: charged.contiguous(),
             spikes: spikes.detach().contiguous(),
             slopes: neuron.surrogate.slope(&(charged - neuron.threshold)).contiguous(),
             mask: mask.map(|m| m.detach().contiguous()),
-            kernel: kernel.detach().contiguous(),
+            flipped_taps: kernel.narrow(1, 1, kernel.size()[1] - 1).flip([1]),
+            kernel,
             neuron,
             grad_v: Tensor::zeros([shape[1], shape[2]], options),
-            ring: Tensor::zeros([shape[1], shape[2], kernel.size()[1]], options),
-            grad_input: Tensor::empty(shape.as_slice(), options),
-            grad_arrived: Tensor::empty(shape.as_slice(), options),
-            grad_masked: Tensor::empty([shape[1], shape[2]], options),
+            ring: Tensor::zeros([shape[1], shape[2], slots], options),
         }
     }
 
-    /// Step t with libtorch ops: spreads g_z(t+1), then takes slot t and forms `g_h(t)`.
-    pub fn ops_step(&mut self, t: i64) {
+    /// Step t with libtorch ops: spreads `g_z(t+1)` (`scatter`, none at the last step), then
+    /// takes slot t and forms `g_h(t)`.
+    pub fn ops_step(&mut self, t: i64, scatter: Option<&Tensor>) -> BackwardStep {
         let neuron = self.neuron;
-        let (steps, slots) = (self.charged.size()[0], self.kernel.size()[1]);
-        if t + 1 < steps {
-            let flipped = self.kernel.narrow(1, 1, slots - 1).flip([1]);
-            add_around(&self.ring, &(self.grad_arrived.get(t + 1).unsqueeze(-1) * flipped), ((t + 1) % slots + 1) % slots);
+        let slots = self.kernel.size()[1];
+        if let Some(grad_z) = scatter {
+            add_around(&self.ring, &(grad_z.unsqueeze(-1) * &self.flipped_taps), ((t + 1) % slots + 1) % slots);
         }
         let mut grad_s = self.grad_spikes.get(t) + take_slot(&self.ring, t % slots);
         let s = self.spikes.get(t);
@@ -208,10 +210,14 @@ impl<'a> BackwardState<'a> {
             Reset::Hard => &self.grad_v * (s.neg() + 1.0),
         };
         let grad_h = through_reset + grad_s * self.slopes.get(t);
-        self.grad_masked.copy_(&through_mask(&grad_h, self.mask.as_ref()));
-        self.grad_v.copy_(&(&grad_h * (1.0 - 1.0 / neuron.tau)));
-        self.grad_input.get(t).copy_(&grad_h);
+        self.grad_v = &grad_h * (1.0 - 1.0 / neuron.tau);
+        BackwardStep { grad_masked: through_mask(&grad_h, self.mask.as_ref()), grad_h }
     }
+}
+
+/// Stacks per-step tensors `(B, N)` into `(T, B, N)`.
+fn stacked(steps: &[Tensor]) -> Tensor {
+    Tensor::stack(steps, 0)
 }
 
 impl RecurrentDelays {
@@ -238,18 +244,24 @@ impl RecurrentDelays {
     ) -> Result<(Tensor, Option<RecurrentCut>)> {
         let weight = self.weight.detach().tr();
         let mut state = ForwardState::new(x, kernel, mask, &self.neuron, train);
+        let (batch, n) = (x.size()[1], x.size()[2]);
+        let (mut spikes, mut charged) = (Vec::new(), Vec::new());
+        let mut arrived = vec![Tensor::zeros([batch, n], (Kind::Float, x.device()))];
         tch::no_grad(|| -> Result<()> {
             for t in 0..x.size()[0] {
-                let recurrent = state.arrived.get(t).mm(&weight);
-                match steps {
+                let recurrent = arrived[t as usize].mm(&weight);
+                let step = match steps {
                     Steps::Ops => state.ops_step(t, &recurrent),
                     Steps::Kernel(launcher) => super::cuda_step::forward_step(launcher, &mut state, t, &recurrent)?,
-                }
+                };
+                spikes.push(step.spikes);
+                charged.push(step.charged);
+                arrived.push(step.arrived);
             }
             Ok(())
         })?;
-        let steps_done = x.size()[0];
-        let (spikes, arrived, charged) = (state.spikes, state.arrived.narrow(0, 0, steps_done), state.charged);
+        arrived.pop();
+        let (spikes, arrived, charged) = tch::no_grad(|| (stacked(&spikes), stacked(&arrived), stacked(&charged)));
         if !train {
             return Ok((spikes, None));
         }
@@ -290,16 +302,23 @@ impl RecurrentCut {
         let weight = self.weight.detach();
         let mut state =
             BackwardState::new(&self.charged, &self.spikes, grad_spikes, self.mask.as_ref(), &self.kernel, &self.neuron);
+        let (mut grad_input, mut grad_arrived): (Vec<Tensor>, Vec<Tensor>) = (Vec::new(), Vec::new());
         for t in (0..self.charged.size()[0]).rev() {
-            match self.steps {
-                Steps::Ops => state.ops_step(t),
-                Steps::Kernel(launcher) => super::cuda_step::backward_step(launcher, &mut state, t)?,
-            }
-            let _ = state.grad_masked.mm_out(&state.grad_arrived.get(t), &weight);
+            let scatter = grad_arrived.last();
+            let step = match self.steps {
+                Steps::Ops => state.ops_step(t, scatter),
+                Steps::Kernel(launcher) => super::cuda_step::backward_step(launcher, &mut state, t, scatter)?,
+            };
+            grad_arrived.push(step.grad_masked.mm(&weight));
+            grad_input.push(step.grad_h);
         }
+        let in_time = |mut reversed: Vec<Tensor>| {
+            reversed.reverse();
+            stacked(&reversed)
+        };
+        let (grad_input, grad_arrived) = (in_time(grad_input), in_time(grad_arrived));
         let (steps, batch, n) = (self.charged.size()[0], self.charged.size()[1], self.charged.size()[2]);
         let slots = self.kernel.size()[1];
-        let (grad_input, grad_arrived) = (state.grad_input, state.grad_arrived);
         let grad_recurrent = through_mask(&grad_input, self.mask.as_ref());
         let grad_weight = grad_recurrent.reshape([steps * batch, n]).tr().mm(&self.arrived.reshape([steps * batch, n]));
         let grad_kernel = Tensor::zeros([n, slots], (Kind::Float, self.charged.device()));

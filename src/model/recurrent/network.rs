@@ -21,6 +21,7 @@ use super::RecurrentDelays;
 use crate::checkpoint::{self, keys};
 pub use crate::config::RecurrentArchitecture as Architecture;
 use crate::config::{ChargeFormula, Config, NeuronBackend, RecurrentBuffer};
+use crate::model::global_norm::{GlobalNormCut, GlobalSum};
 use crate::model::layers::{Linear, MultiStepDropout, TimeBatchNorm};
 use crate::model::loss::{cross_entropy, Scoring};
 use crate::model::neuron::step::{Reset, StepLif, Surrogate, Triangle};
@@ -28,6 +29,7 @@ use crate::model::neuron::{ATan, Leak, MultiStepLif, Readout};
 use anyhow::{ensure, Result};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::rc::Rc;
 use tch::{nn, Device, Kind, Reduction, Tensor};
 
 /// The widths of a network: input channels, hidden neurons per layer and classes.
@@ -104,20 +106,33 @@ pub struct RecurrentNetwork {
     pub architecture: Architecture,
     pub blocks: Vec<Block>,
     pub readout: ReadoutBlock,
+    /// In a data-parallel run, the sum over processes that BatchNorm's training statistics use.
+    pub global_sum: Option<Rc<dyn GlobalSum>>,
 }
 
-/// A pass's output `(T, B, n_out)`, with the cuts of its fused recurrent layers.
+/// Where a training pass leaves autograd: a fused recurrent layer, or a BatchNorm over the
+/// global batch.
+enum Cut {
+    Recurrent(RecurrentCut),
+    GlobalNorm(GlobalNormCut),
+}
+
+/// A pass's output `(T, B, n_out)`, with its cuts in forward order.
 pub struct RecurrentPass {
     pub output: Tensor,
-    cuts: Vec<RecurrentCut>,
+    cuts: Vec<Cut>,
 }
 
 impl RecurrentPass {
     /// Backpropagates `loss` (computed from the output) to every parameter: autograd down to
-    /// the last fused layer's spikes, then each fused layer's backward, last to first.
+    /// the last cut, then each cut's backward, last to first, each carrying on into the graph
+    /// below it.
     pub fn backward(&self, loss: &Tensor) -> Result<()> {
         loss.backward();
-        self.cuts.iter().rev().try_for_each(RecurrentCut::backward)
+        self.cuts.iter().rev().try_for_each(|cut| match cut {
+            Cut::Recurrent(cut) => cut.backward(),
+            Cut::GlobalNorm(cut) => cut.backward(),
+        })
     }
 }
 
@@ -201,7 +216,7 @@ impl RecurrentNetwork {
             linear: Linear::with_bias(&(&root / "readout"), shape.widths.hidden, shape.widths.outputs),
             neuron: (shape.architecture == Architecture::Shd).then(|| Architecture::plain_neuron(SILENT_THRESHOLD)),
         };
-        let mut network = RecurrentNetwork { vs, architecture: shape.architecture, blocks, readout };
+        let mut network = RecurrentNetwork { vs, architecture: shape.architecture, blocks, readout, global_sum: None };
         network.initialise(seed);
         if !shape.learn_delays {
             network.freeze_delays();
@@ -425,7 +440,14 @@ impl RecurrentNetwork {
         for (l, block) in self.blocks.iter().enumerate() {
             h = block.linear.forward(&h);
             if let Some(norm) = &block.norm {
-                h = norm.forward(&h, train);
+                h = match (&self.global_sum, train) {
+                    (Some(sum), true) => {
+                        let (normalised, cut) = norm.forward_global(&h, sum.clone())?;
+                        cuts.push(Cut::GlobalNorm(cut));
+                        normalised
+                    }
+                    _ => norm.forward(&h, train),
+                };
             }
             if let Some(mask) = mask_of(MaskSlot::Current(l)) {
                 h = &h * mask;
@@ -436,7 +458,7 @@ impl RecurrentNetwork {
                     let mask = mask_of(MaskSlot::Recurrent(l));
                     if layer.buffer == RecurrentBuffer::Fused {
                         let (spikes, cut) = layer.forward_fused(&h, kernel, train, mask)?;
-                        cuts.extend(cut);
+                        cuts.extend(cut.map(Cut::Recurrent));
                         spikes
                     } else {
                         layer.forward(&h, kernel, train, mask).spikes
@@ -454,6 +476,21 @@ impl RecurrentNetwork {
             None => out,
         };
         Ok(RecurrentPass { output, cuts })
+    }
+
+    /// Takes part in a data-parallel training pass without samples (an empty shard of a small
+    /// last batch): the global BatchNorms' sums in the order of a pass with samples, adding
+    /// nothing to them.
+    pub fn idle_train_pass(&self) -> Result<()> {
+        let Some(sum) = &self.global_sum else {
+            return Ok(());
+        };
+        let mut cuts = Vec::new();
+        for norm in self.blocks.iter().filter_map(|block| block.norm.as_ref()) {
+            let empty = Tensor::zeros([1, 0, norm.weight.size()[0]], (Kind::Float, self.vs.device()));
+            cuts.push(norm.forward_global(&empty, sum.clone())?.1);
+        }
+        cuts.iter().rev().try_for_each(GlobalNormCut::backward)
     }
 
     /// The width of every mask: the hidden layers all have the same number of neurons.
