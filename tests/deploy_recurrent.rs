@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{run_oracle, scratch, small_dataset, snn, snn_json, text};
+use common::{run_oracle, scratch, small_dataset, snn, snn_json, text, SSC_NETWORK_ON_SHD_DATA};
 use snn_delays::config::ConfigSource;
 use snn_delays::data::{DataSplits, Split};
 use snn_delays::infer::{prediction, Engine, RecurrentModel};
@@ -22,16 +22,7 @@ fn preset_settings(preset: &str) -> Vec<&'static str> {
     let mut settings =
         vec!["--set", "n_hidden_neurons=32", "--set", "batch_size=16", "--set", "n_outputs=4", "--set", "lr_w=5e-3"];
     if preset == "delrec-ssc" {
-        settings.extend([
-            "--set",
-            "dataset=shd",
-            "--set",
-            "validation=holdout",
-            "--set",
-            "integration=grid",
-            "--set",
-            "time_step_ms=10",
-        ]);
+        settings.extend(SSC_NETWORK_ON_SHD_DATA);
     }
     settings
 }

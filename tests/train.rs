@@ -5,7 +5,8 @@
 mod common;
 
 use common::{
-    assert_same_run, metrics_without_time, read, run_oracle, scratch, small_dataset, snn, text, train_in, BIN, TINY_RECURRENT,
+    assert_same_run, metrics_without_time, read, run_oracle, scratch, small_dataset, snn, text, train_in, BIN,
+    SSC_NETWORK_ON_SHD_DATA, TINY_RECURRENT,
 };
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -295,16 +296,7 @@ fn recurrent_delay_presets_train_and_resume() {
             args.extend(["--quiet", "--epochs", "2"]);
             args.extend(TINY_RECURRENT);
             if preset == "delrec-ssc" {
-                args.extend([
-                    "--set",
-                    "dataset=shd",
-                    "--set",
-                    "validation=holdout",
-                    "--set",
-                    "integration=grid",
-                    "--set",
-                    "time_step_ms=10",
-                ]);
+                args.extend(SSC_NETWORK_ON_SHD_DATA);
             }
             let output = snn(&[&args[..], extra].concat());
             assert!(output.status.success(), "{preset} {name}: {}", text(&output));

@@ -7,6 +7,7 @@
 //! (see libtorch.md).
 
 pub mod cuda;
+pub mod kernels;
 pub mod nvrtc;
 
 use anyhow::{bail, Result};

@@ -184,6 +184,11 @@ pub fn metrics_without_time(run: &Path) -> Vec<serde_json::Value> {
 }
 
 /// Settings that make a recurrent-delay (DelRec) preset tiny: 16 neurons, batch 32, 4 classes.
+/// `delrec-ssc` on generated data in the SHD layout: SHD's files, a held-out validation split,
+/// the 10 ms grid.
+pub const SSC_NETWORK_ON_SHD_DATA: [&str; 8] =
+    ["--set", "dataset=shd", "--set", "validation=holdout", "--set", "integration=grid", "--set", "time_step_ms=10"];
+
 pub const TINY_RECURRENT: [&str; 6] = ["--set", "n_hidden_neurons=16", "--set", "batch_size=32", "--set", "n_outputs=4"];
 
 /// A generated SHD-layout dataset in `dir/data`; `args` sets classes, sizes and seed.

@@ -22,16 +22,14 @@
 
 use super::cpu_kernel;
 use super::formula::{Charge, Dynamics32, Firing, FusedForward, FusedGrads, LayerCharge, OutputGrads, Readout};
+use crate::device::kernels::{self_check, PerDevice};
 use anyhow::{bail, ensure, Context, Result};
 use cudarc::driver::{CudaContext, CudaFunction, CudaStream, LaunchConfig, PushKernelArg};
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 use tch::{Device, Kind, Tensor};
 
 /// The kernels' source, shared with the host build of the tests.
 pub const SOURCE: &str = include_str!("../../../csrc/fused_lif.cu");
-/// NVRTC options: no contraction into fused multiply-adds, IEEE division.
-pub const OPTIONS: [&str; 2] = ["--fmad=false", "--prec-div=true"];
 /// Threads per block.
 pub const BLOCK: u32 = 256;
 
@@ -154,48 +152,28 @@ impl Launcher for CudaKernels {
 /// Whether the fused kernel can run on CUDA device `index`: compiled, loaded and equal to the CPU
 /// kernel ([`compare_with_cpu`]). Checked once per device; the error says why not.
 pub fn verified(index: usize) -> Result<(), String> {
-    static CHECKED: OnceLock<Mutex<HashMap<usize, Result<(), String>>>> = OnceLock::new();
-    let mut checked = CHECKED.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
-    checked.entry(index).or_insert_with(|| checked_on(index)).clone()
-}
-
-/// The self-check, with cudarc's panics (a CUDA library it cannot load) turned into errors.
-fn checked_on(index: usize) -> Result<(), String> {
-    if index >= tch::Cuda::device_count() as usize {
-        return Err(format!("no CUDA device {index}"));
-    }
-    let check = || kernels(index).and_then(|kernels| compare_with_cpu(kernels, Device::Cuda(index)));
-    match std::panic::catch_unwind(check) {
-        Ok(result) => result.map_err(|e| format!("{e:#}")),
-        Err(panic) => {
-            Err(panic.downcast_ref::<String>().cloned().unwrap_or_else(|| "the CUDA driver library failed to load".into()))
-        }
-    }
+    static CHECKED: PerDevice<Result<(), String>> = PerDevice::new();
+    CHECKED.get_or(index, || self_check(index, || compare_with_cpu(kernels(index)?, Device::Cuda(index))))
 }
 
 /// Compiles the kernel source to PTX with libtorch's NVRTC (needs no GPU).
 pub fn compile() -> Result<String> {
-    let nvrtc = crate::device::nvrtc::loaded().map_err(anyhow::Error::msg)?;
-    nvrtc.compile(SOURCE, "fused_lif.cu", &OPTIONS).context("NVRTC could not compile the fused neuron kernel")
+    crate::device::kernels::compile(SOURCE, "fused_lif.cu", "the fused neuron kernel")
 }
 
 fn kernels(index: usize) -> Result<&'static CudaKernels> {
-    static LOADED: OnceLock<Mutex<HashMap<usize, &'static CudaKernels>>> = OnceLock::new();
-    let mut loaded = LOADED.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(kernels) = loaded.get(&index) {
-        return Ok(kernels);
-    }
-    let context = CudaContext::new(index).context("CUDA driver")?;
-    let module = context.load_module(cudarc::nvrtc::Ptx::from_src(compile()?)).context("loading the fused neuron kernel")?;
-    let kernels = CudaKernels {
-        forward: module.load_function("lif_forward")?,
-        backward: module.load_function("lif_backward")?,
-        fold: module.load_function("rate_fold")?,
-        stream: context.default_stream(),
-    };
-    let kernels: &'static CudaKernels = Box::leak(Box::new(kernels));
-    loaded.insert(index, kernels);
-    Ok(kernels)
+    static LOADED: PerDevice<&'static CudaKernels> = PerDevice::new();
+    LOADED.get_or_try(index, || {
+        let context = CudaContext::new(index).context("CUDA driver")?;
+        let module = context.load_module(cudarc::nvrtc::Ptx::from_src(compile()?)).context("loading the fused neuron kernel")?;
+        let kernels = CudaKernels {
+            forward: module.load_function("lif_forward")?,
+            backward: module.load_function("lif_backward")?,
+            fold: module.load_function("rate_fold")?,
+            stream: context.default_stream(),
+        };
+        Ok(&*Box::leak(Box::new(kernels)))
+    })
 }
 
 fn device_index(tensor: &Tensor) -> Result<usize> {

@@ -14,13 +14,13 @@
 //! through the same launch code.
 
 use super::fused::{BackwardState, BackwardStep, ForwardState, ForwardStep, Steps};
+use crate::device::kernels::{self_check, PerDevice};
 use crate::model::neuron::cuda_kernel::{launch_config, Grid};
 use crate::model::neuron::step::{Reset, StepLif, Surrogate, Triangle};
 use crate::model::neuron::ATan;
 use anyhow::{bail, Context, Result};
 use cudarc::driver::{CudaContext, CudaFunction, CudaStream, PushKernelArg};
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 use tch::{Device, Kind, Tensor};
 
 /// The kernels' source, shared with the host build of the tests.
@@ -225,49 +225,28 @@ pub fn steps_for(device: Device) -> Steps {
 /// Whether the step kernels can run on CUDA device `index`: compiled, loaded and equal to the
 /// ops on the CPU ([`compare_with_cpu`]). Checked once per device; the error says why not.
 pub fn verified(index: usize) -> Result<(), String> {
-    static CHECKED: OnceLock<Mutex<HashMap<usize, Result<(), String>>>> = OnceLock::new();
-    let mut checked = CHECKED.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
-    checked.entry(index).or_insert_with(|| checked_on(index)).clone()
-}
-
-/// The self-check, with cudarc's panics (a CUDA library it cannot load) turned into errors.
-fn checked_on(index: usize) -> Result<(), String> {
-    if index >= tch::Cuda::device_count() as usize {
-        return Err(format!("no CUDA device {index}"));
-    }
-    let check = || loaded(index).and_then(|kernels| compare_with_cpu(kernels, Device::Cuda(index)));
-    match std::panic::catch_unwind(check) {
-        Ok(result) => result.map_err(|e| format!("{e:#}")),
-        Err(panic) => {
-            Err(panic.downcast_ref::<String>().cloned().unwrap_or_else(|| "the CUDA driver library failed to load".into()))
-        }
-    }
+    static CHECKED: PerDevice<Result<(), String>> = PerDevice::new();
+    CHECKED.get_or(index, || self_check(index, || compare_with_cpu(loaded(index)?, Device::Cuda(index))))
 }
 
 /// Compiles the kernel source to PTX with libtorch's NVRTC (needs no GPU).
 pub fn compile() -> Result<String> {
-    let nvrtc = crate::device::nvrtc::loaded().map_err(anyhow::Error::msg)?;
-    nvrtc
-        .compile(SOURCE, "recurrent_step.cu", &crate::model::neuron::cuda_kernel::OPTIONS)
-        .context("NVRTC could not compile the recurrent step kernels")
+    crate::device::kernels::compile(SOURCE, "recurrent_step.cu", "the recurrent step kernels")
 }
 
 fn loaded(index: usize) -> Result<&'static CudaSteps> {
-    static LOADED: OnceLock<Mutex<HashMap<usize, &'static CudaSteps>>> = OnceLock::new();
-    let mut loaded = LOADED.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(kernels) = loaded.get(&index) {
-        return Ok(kernels);
-    }
-    let context = CudaContext::new(index).context("CUDA driver")?;
-    let module = context.load_module(cudarc::nvrtc::Ptx::from_src(compile()?)).context("loading the recurrent step kernels")?;
-    let kernels = CudaSteps {
-        forward: module.load_function("recurrent_forward_step")?,
-        backward: module.load_function("recurrent_backward_step")?,
-        stream: context.default_stream(),
-    };
-    let kernels: &'static CudaSteps = Box::leak(Box::new(kernels));
-    loaded.insert(index, kernels);
-    Ok(kernels)
+    static LOADED: PerDevice<&'static CudaSteps> = PerDevice::new();
+    LOADED.get_or_try(index, || {
+        let context = CudaContext::new(index).context("CUDA driver")?;
+        let module =
+            context.load_module(cudarc::nvrtc::Ptx::from_src(compile()?)).context("loading the recurrent step kernels")?;
+        let kernels = CudaSteps {
+            forward: module.load_function("recurrent_forward_step")?,
+            backward: module.load_function("recurrent_backward_step")?,
+            stream: context.default_stream(),
+        };
+        Ok(&*Box::leak(Box::new(kernels)))
+    })
 }
 
 /// The neurons of both configurations, and each with the other reset's detachment.
