@@ -21,7 +21,7 @@ use std::path::PathBuf;
 pub struct EvalArgs {
     #[command(flatten)]
     config: ConfigArgs,
-    /// The weights: a reference state_dict or one of our checkpoints (safetensors)
+    /// The weights: one of our checkpoints, a reference state_dict, or (delrec) a DelRec one (safetensors)
     #[arg(long, value_name = "FILE.safetensors")]
     checkpoint: PathBuf,
     /// Dataset folder [default: the config's data_dir]

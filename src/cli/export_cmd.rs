@@ -36,7 +36,7 @@ pub enum Format {
 pub struct ExportArgs {
     #[command(flatten)]
     config: ConfigArgs,
-    /// The weights: one of our checkpoints or a reference state_dict (safetensors)
+    /// The weights: one of our checkpoints, a reference state_dict, or (delrec) a DelRec one (safetensors)
     #[arg(long, value_name = "FILE.safetensors")]
     checkpoint: PathBuf,
     #[arg(long, value_enum)]

@@ -42,7 +42,7 @@ enum Command {
     /// Train the dataset's preset over several seeds under each selection protocol and write a
     /// results table beside the published figures.
     Reproduce(reproduce_cmd::ReproduceArgs),
-    /// Write a checkpoint's integer-delay eval form for deployment: delays, netx or nir.
+    /// Write a checkpoint's integer-delay eval form for deployment (delays, netx, nir), or its weights as a state dict.
     Export(export_cmd::ExportArgs),
     /// Run an exported model with the pure-Rust integer-delay engine, in batches or streaming.
     Infer(infer_cmd::InferArgs),
