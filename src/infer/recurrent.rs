@@ -122,6 +122,9 @@ pub struct RecurrentStream<'m> {
     /// Per block, this step's current; then the readout.
     currents: Vec<Vec<f32>>,
     output: Vec<f32>,
+    /// Reused buffers: a block's input, and a step's recurrent current.
+    input: Vec<f32>,
+    recurrent: Vec<f32>,
     steps: usize,
     ended: bool,
 }
@@ -145,6 +148,8 @@ impl<'m> RecurrentStream<'m> {
             readout_membrane: vec![0.0; outputs],
             currents: model.form.blocks.iter().map(|block| vec![0.0; block.dense.out_channels]).collect(),
             output: vec![0.0; outputs],
+            input: Vec::new(),
+            recurrent: Vec::new(),
             steps: 0,
             ended: false,
         }
@@ -162,14 +167,16 @@ impl<'m> RecurrentStream<'m> {
         }
         let state = &mut self.blocks[l];
         if let (Some(recurrence), Some(columns)) = (&block.recurrence, &model.recurrent_columns[l]) {
-            let mut recurrent = vec![0f32; n];
+            let recurrent = &mut self.recurrent;
+            recurrent.clear();
+            recurrent.resize(n, 0.0);
             for (j, (&delay, column)) in recurrence.delays.iter().zip(columns.chunks_exact(n)).enumerate() {
                 let lag = 1 + delay as usize;
                 if t >= lag && state.spikes[((t - lag) % state.slots) * n + j] != 0.0 {
                     recurrent.iter_mut().zip(column).for_each(|(r, w)| *r += w);
                 }
             }
-            current.iter_mut().zip(&recurrent).for_each(|(c, r)| *c += r);
+            current.iter_mut().zip(recurrent.iter()).for_each(|(c, r)| *c += r);
         }
         let slot = &mut state.spikes[(t % state.slots) * n..(t % state.slots + 1) * n];
         for ((s, c), v) in slot.iter_mut().zip(current.iter()).zip(state.membrane.iter_mut()) {
@@ -190,13 +197,17 @@ impl Streaming for RecurrentStream<'_> {
         ensure!(!self.ended, "the recording has ended; reset the stream to start another");
         let model = self.model;
         ensure!(frame.len() == model.form.n_inputs(), "a frame has {} values, expected {}", frame.len(), model.form.n_inputs());
+        let mut input = std::mem::take(&mut self.input);
         for l in 0..model.form.blocks.len() {
-            let input = if l == 0 { frame.to_vec() } else { self.spikes(l - 1).to_vec() };
+            input.clear();
+            input.extend_from_slice(if l == 0 { frame } else { self.spikes(l - 1) });
             self.advance_block(l, &input);
         }
-        let last = self.spikes(model.form.blocks.len() - 1).to_vec();
+        input.clear();
+        input.extend_from_slice(self.spikes(model.form.blocks.len() - 1));
         let readout = &model.form.readout;
-        apply_dense(&readout.dense, &model.readout_columns, &last, &mut self.output);
+        apply_dense(&readout.dense, &model.readout_columns, &input, &mut self.output);
+        self.input = input;
         if let Some(neuron) = &readout.neuron {
             for (y, v) in self.output.iter_mut().zip(self.readout_membrane.iter_mut()) {
                 neuron.fire(*y, v);

@@ -113,16 +113,12 @@ impl Trainer {
     ) -> Result<(Tensor, Tensor)> {
         if targets.size()[0] == 0 {
             self.network.idle_train_pass()?;
-            let zeros = |shape: &[i64]| Tensor::zeros(shape, (tch::Kind::Float, x.device()));
-            return Ok((zeros(&[]), zeros(&targets.size())));
+            return Ok(idle_shard(targets));
         }
         let pass = self.network.forward_train(x, masks)?;
         let scores = class_scores(&pass.output, self.config.loss);
         let loss = cross_entropy(&scores, targets);
-        match share {
-            Some(share) => pass.backward(&(&loss * share))?,
-            None => pass.backward(&loss)?,
-        }
+        pass.backward(&weighted(&loss, share))?;
         Ok((loss.detach(), scores))
     }
 
@@ -167,4 +163,15 @@ impl Trainer {
     pub fn lr_pos(&self) -> f64 {
         self.lr_pos.as_ref().map_or(self.config.derived().lr_pos, |s| s.lr)
     }
+}
+
+/// What an empty shard's pass gives: a zero loss and `(0, classes)` scores.
+pub(crate) fn idle_shard(targets: &Tensor) -> (Tensor, Tensor) {
+    let zeros = |shape: &[i64]| Tensor::zeros(shape, (tch::Kind::Float, targets.device()));
+    (zeros(&[]), zeros(&targets.size()))
+}
+
+/// The loss to back-propagate: `share·loss` for a rank's shard of a global batch, else the loss.
+pub(crate) fn weighted(loss: &Tensor, share: Option<f64>) -> Tensor {
+    share.map_or_else(|| loss.shallow_clone(), |share| loss * share)
 }

@@ -12,7 +12,7 @@
 
 use super::optim::Adam;
 use super::schedule::LrSchedule;
-use super::{check_finite, BatchResult};
+use super::{check_finite, idle_shard, weighted, BatchResult};
 use crate::checkpoint;
 use crate::config::{Config, EvalDelays, Optimizer, RecurrentConfig};
 use crate::model::loss::hit_rate;
@@ -98,16 +98,12 @@ impl RecurrentTrainer {
     ) -> Result<(Tensor, Tensor)> {
         if targets.size()[0] == 0 {
             self.network.idle_train_pass()?;
-            let zeros = |shape: &[i64]| Tensor::zeros(shape, (tch::Kind::Float, x.device()));
-            return Ok((zeros(&[]), zeros(&targets.size())));
+            return Ok(idle_shard(targets));
         }
         let kernels = self.network.kernels(self.sigma, false);
         let pass = self.network.forward(x, &kernels, true, masks)?;
         let loss = self.network.loss(&pass.output, targets);
-        match share {
-            Some(share) => pass.backward(&(&loss * share))?,
-            None => pass.backward(&loss)?,
-        }
+        pass.backward(&weighted(&loss, share))?;
         let scores = tch::no_grad(|| self.network.class_scores(&pass.output));
         Ok((loss.detach(), scores))
     }

@@ -193,7 +193,7 @@ pub fn backward(charged: &Tensor, charge: &LayerCharge, firing: Firing, grads: O
     backward_with(kernels(device_index(charged)?)?, charged, charge, firing, grads)
 }
 
-fn pointer(tensor: Option<&Tensor>) -> u64 {
+pub(crate) fn pointer(tensor: Option<&Tensor>) -> u64 {
     tensor.map_or(0, |t| t.data_ptr() as u64)
 }
 
@@ -313,7 +313,7 @@ fn cases(device: Device) -> Vec<(LayerCharge, Charge)> {
 }
 
 /// Whether two float32 tensors hold the same bits (+0 and −0 differ, NaNs compare by payload).
-fn same_bits(a: &Tensor, b: &Tensor) -> bool {
+pub(crate) fn same_bits(a: &Tensor, b: &Tensor) -> bool {
     let bits = |t: &Tensor| t.to_device(Device::Cpu).contiguous().view_dtype(Kind::Int);
     a.size() == b.size() && bits(a).equal(&bits(b))
 }

@@ -15,7 +15,7 @@
 
 use super::fused::{BackwardState, BackwardStep, ForwardState, ForwardStep, Steps};
 use crate::device::kernels::{self_check, PerDevice};
-use crate::model::neuron::cuda_kernel::{launch_config, Grid};
+use crate::model::neuron::cuda_kernel::{launch_config, pointer as optional, same_bits, Grid};
 use crate::model::neuron::step::{Reset, StepLif, Surrogate, Triangle};
 use crate::model::neuron::ATan;
 use anyhow::{bail, Context, Result};
@@ -83,11 +83,7 @@ pub trait StepLauncher: Sync {
 }
 
 fn pointer(tensor: &Tensor) -> u64 {
-    tensor.data_ptr() as u64
-}
-
-fn optional(tensor: Option<&Tensor>) -> u64 {
-    tensor.map_or(0, pointer)
+    optional(Some(tensor))
 }
 
 /// The charge's kernel form: `(v − v/τ) + x` for a hard-reset neuron in evaluation, else
@@ -261,12 +257,6 @@ fn neurons() -> Vec<StepLif> {
     let shd =
         StepLif { tau: 1.05, reset: Reset::Hard, detach_reset: true, surrogate: Surrogate::ATan(ATan { alpha: 5.0 }), ..ssc };
     vec![ssc, shd, StepLif { detach_reset: true, ..ssc }, StepLif { detach_reset: false, ..shd }]
-}
-
-/// Whether two float32 tensors hold the same bits (+0 and −0 differ).
-fn same_bits(a: &Tensor, b: &Tensor) -> bool {
-    let bits = |t: &Tensor| t.to_device(Device::Cpu).contiguous().view_dtype(Kind::Int);
-    a.size() == b.size() && bits(a).equal(&bits(b))
 }
 
 fn check(what: &str, expected: &Tensor, got: &Tensor, case: &str) -> Result<()> {
